@@ -1,0 +1,12 @@
+"""auditor: proves that data duplicated across separate databases is still consistent."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("auditor")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0"
+
+from auditor.config import Config, load_config  # noqa: E402
+
+__all__ = ["Config", "__version__", "load_config"]

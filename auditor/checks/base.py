@@ -1,0 +1,176 @@
+"""Vectorised building blocks shared by the checks: canonical keys, text values, hashing.
+
+Both sides of a comparison pass through `canonical_key`, so the two databases' own types and
+collations never decide equality: `key_type` does (SPEC §2). Everything here is pure and
+works on whole Arrow arrays; no Python loop runs per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_INTEGRAL_TEXT = r"^[+-]?\d+(\.0*)?$"
+_UUID_HEX = r"^[0-9a-f]{32}$"
+
+
+def _unwrap(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if isinstance(array, pa.DictionaryArray):
+        array = array.dictionary_decode()
+    return array
+
+
+def as_text(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Any column as UTF-8 text: the form values are compared and shown in."""
+    array = _unwrap(array)
+    kind = array.type
+    if isinstance(kind, pa.UuidType) or (
+        isinstance(kind, pa.ExtensionType) and kind.extension_name == "arrow.uuid"
+    ):
+        return _uuid_text(array.storage)
+    if isinstance(kind, pa.ExtensionType):
+        return as_text(array.storage)
+    if pa.types.is_string(kind):
+        return array
+    if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return array.cast(pa.string())
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return _decode(array)
+    if pa.types.is_fixed_size_binary(kind):
+        return _decode(array.cast(pa.binary()))
+    if pa.types.is_boolean(kind):
+        return pc.if_else(array, "true", "false")
+    if pa.types.is_null(kind):
+        return pa.nulls(len(array), pa.string())
+    return pc.cast(array, pa.string())
+
+
+def _decode(array: pa.Array) -> pa.Array:
+    """Bytes as text; invalid UTF-8 (e.g. a latin1 column) is decoded with replacement."""
+    try:
+        return array.cast(pa.string())
+    except pa.ArrowInvalid:
+        values = [None if v is None else v.decode("utf-8", "replace") for v in array.to_pylist()]
+        return pa.array(values, pa.string())
+
+
+def _uuid_text(storage: pa.Array) -> pa.Array:
+    """16-byte UUIDs as lower-case hyphenated text, vectorised over the raw bytes."""
+    raw = np.frombuffer(storage.buffers()[1], dtype=np.uint8)
+    raw = raw[storage.offset * 16 : (storage.offset + len(storage)) * 16].reshape(-1, 16)
+    hexdigits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    chars = np.empty((len(storage), 32), dtype=np.uint8)
+    chars[:, 0::2] = hexdigits[raw >> 4]
+    chars[:, 1::2] = hexdigits[raw & 15]
+    text = pa.array(chars.view("S32").ravel()).cast(pa.string())
+    return _hyphenate(text, storage.is_valid())
+
+
+def _hyphenate(hex32: pa.Array, valid: pa.Array) -> pa.Array:
+    parts = [pc.utf8_slice_codeunits(hex32, a, b) for a, b in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))]
+    joined = pc.binary_join_element_wise(*parts, "-")
+    return pc.if_else(valid, joined, pa.scalar(None, pa.string()))
+
+
+def canonical_key(array: pa.Array | pa.ChunkedArray, key_type: str) -> pa.Array:
+    """The canonical form compared for `key_type`; null where the value is null or unparsable."""
+    array = _unwrap(array)
+    if key_type == "int":
+        return _canonical_int(array)
+    text = as_text(array)
+    if key_type == "uuid":
+        compact = pc.replace_substring_regex(pc.utf8_lower(pc.utf8_trim_whitespace(text)), r"[-{}]", "")
+        ok = pc.fill_null(pc.match_substring_regex(compact, _UUID_HEX), False)
+        return _hyphenate(compact, ok)
+    return text
+
+
+def _canonical_int(array: pa.Array) -> pa.Array:
+    kind = array.type
+    if pa.types.is_integer(kind):
+        return array.cast(pa.int64())
+    if pa.types.is_floating(kind):
+        integral = pc.fill_null(pc.equal(pc.floor(array), array), False)
+        return pc.if_else(integral, array, None).cast(pa.int64(), safe=False)
+    if pa.types.is_decimal(kind):
+        array = pc.cast(array, pa.string())
+    text = pc.utf8_trim_whitespace(as_text(array))
+    ok = pc.fill_null(pc.match_substring_regex(text, _INTEGRAL_TEXT), False)
+    digits = pc.replace_substring_regex(pc.if_else(ok, text, None), r"\.0*$", "")
+    try:
+        return pc.cast(digits, pa.int64())
+    except pa.ArrowInvalid:  # beyond int64: no int key can equal it
+        return pa.array([_int_or_none(v) for v in digits.to_pylist()], pa.int64())
+
+
+def _int_or_none(text: str | None) -> int | None:
+    if text is None:
+        return None
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else None
+
+
+# --- partitioning -------------------------------------------------------------------------
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_PRIME = np.uint64(0x100000001B3)
+
+
+def partition_of(columns: Sequence[pa.Array], partitions: int) -> np.ndarray:
+    """Partition number per row from the canonical key columns (same on both sides)."""
+    if partitions <= 1:
+        return np.zeros(len(columns[0]), dtype=np.int64)
+    combined = np.zeros(len(columns[0]), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in columns:
+            combined = combined * _PRIME + _hash(column)
+        combined ^= combined >> np.uint64(31)
+        combined *= _MIX
+        combined ^= combined >> np.uint64(29)
+    return (combined % np.uint64(partitions)).astype(np.int64)
+
+
+def _hash(column: pa.Array) -> np.ndarray:
+    if pa.types.is_integer(column.type):
+        values = column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            return values * _MIX
+    return _string_hash(column.cast(pa.large_string()))
+
+
+def _string_hash(column: pa.Array) -> np.ndarray:
+    """Polynomial hash of every string at once: prefix sums over the data buffer."""
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int64)[
+        column.offset : column.offset + len(column) + 1
+    ]
+    data_buffer = column.buffers()[2]
+    data = (
+        np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+        if data_buffer is not None
+        else np.zeros(0, np.uint8)
+    )
+    starts, ends = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
+    with np.errstate(over="ignore"):
+        powers = np.cumprod(np.full(len(data), _PRIME, dtype=np.uint64), dtype=np.uint64)
+        prefix = np.concatenate(([np.uint64(0)], np.cumsum(data.astype(np.uint64) * powers, dtype=np.uint64)))
+        inverse = np.uint64(pow(int(_PRIME), -1, 2**64))
+        inv_powers = np.concatenate(
+            ([np.uint64(1)], np.cumprod(np.full(len(data), inverse, dtype=np.uint64), dtype=np.uint64))
+        )
+        body = (prefix[ends] - prefix[starts]) * inv_powers[starts]
+        return body + (ends - starts).astype(np.uint64) * _MIX
+
+
+# --- normalising ---------------------------------------------------------------------------
+
+
+def normalise(array: pa.Array, pipeline: Callable[[object], str | None]) -> pa.Array:
+    """Apply a normaliser pipeline once per distinct value (phone parsing is costly)."""
+    distinct = pc.unique(array)
+    mapped = pa.array([pipeline(v) for v in distinct.to_pylist()], pa.string())
+    return mapped.take(pc.index_in(array, value_set=distinct))

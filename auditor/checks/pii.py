@@ -1,0 +1,93 @@
+"""PII checks over one partition: copies against their source rows, field by field.
+
+Raw-equal values are never normalised (normalisers are deterministic, so equal in means equal
+out); only differing pairs go through the pipeline, once per distinct value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from auditor.checks.base import normalise
+from auditor.checks.reference import COUNT, any_null, key_names
+
+Pipeline = Callable[[object], str | None]
+CANDIDATE_EXTRA = [
+    pa.field("kind", pa.string()),
+    pa.field("field", pa.int32()),
+    pa.field("source_value", pa.string()),
+    pa.field("copy_value", pa.string()),
+]
+
+
+def _source_columns(right: pa.Table, fields: int) -> pa.Table:
+    names = [n for n in right.column_names if n.startswith("c")]
+    renamed = right.select(names + [f"v{i}" for i in range(fields)])
+    return renamed.rename_columns(names + [f"s{i}" for i in range(fields)])
+
+
+def _candidates(rows: pa.Table, base: list[str], kind: str, field=None, source=None, copy=None):
+    n = rows.num_rows
+    columns = [rows[name] for name in base]
+    columns += [
+        pa.array([kind] * n, pa.string()),
+        pa.array([field] * n, pa.int32()),
+        source if source is not None else pa.nulls(n, pa.string()),
+        copy if copy is not None else pa.nulls(n, pa.string()),
+    ]
+    return pa.Table.from_arrays(columns, names=base + [f.name for f in CANDIDATE_EXTRA])
+
+
+def check_copies(
+    left: pa.Table,
+    right: pa.Table,
+    groups: pa.Table,
+    width: int,
+    pipelines: Sequence[Pipeline],
+    report_missing_source: bool,
+) -> pa.Table:
+    """Candidates: missing_source, missing_value and mismatch (with raw values)."""
+    keys = key_names(width)
+    base = [n for n in left.column_names if not n.startswith("v")]
+    is_null = any_null(left, [f"k{i}" for i in range(width)])
+    unparsable = pc.and_(pc.invert(is_null), any_null(left, keys))
+    valid = left.filter(pc.invert(pc.or_(is_null, unparsable)))
+    counted = valid.join(groups.select([*keys, COUNT]), keys=keys, join_type="left outer")
+    parts = []
+    if report_missing_source:
+        parts.append(_candidates(left.filter(unparsable), base, "missing_source"))
+        parts.append(_candidates(counted.filter(pc.is_null(counted[COUNT])), base, "missing_source"))
+    unique = counted.filter(pc.fill_null(pc.equal(counted[COUNT], 1), False))
+    pairs = unique.join(_source_columns(right, len(pipelines)), keys=keys, join_type="inner")
+    for index, pipeline in enumerate(pipelines):
+        parts += _compare_field(pairs, base, index, pipeline)
+    if not parts:
+        parts.append(_candidates(left.slice(0, 0), base, "mismatch"))
+    return pa.concat_tables(parts)
+
+
+def _compare_field(pairs: pa.Table, base: list[str], index: int, pipeline: Pipeline):
+    source, copy = pairs[f"s{index}"], pairs[f"v{index}"]
+    same = pc.or_(
+        pc.fill_null(pc.equal(source, copy), False),
+        pc.and_(pc.is_null(source), pc.is_null(copy)),
+    )
+    differ = pairs.filter(pc.invert(same))
+    if differ.num_rows == 0:
+        return []
+    source, copy = differ[f"s{index}"].combine_chunks(), differ[f"v{index}"].combine_chunks()
+    left_norm, right_norm = normalise(source, pipeline), normalise(copy, pipeline)
+    source_missing, copy_missing = pc.is_null(left_norm), pc.is_null(right_norm)
+    one_missing = pc.xor(source_missing, copy_missing)
+    mismatch = pc.fill_null(pc.not_equal(left_norm, right_norm), False)
+    results = []
+    for kind, mask in (("missing_value", one_missing), ("mismatch", mismatch)):
+        rows = differ.filter(mask)
+        if rows.num_rows:
+            results.append(
+                _candidates(rows, base, kind, index, rows[f"s{index}"], rows[f"v{index}"])
+            )
+    return results

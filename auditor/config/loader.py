@@ -1,0 +1,269 @@
+"""YAML -> typed Config: `${ENV}` interpolation, `include:` globs, and errors with line marks.
+
+Every error names the file, the line and the field path, e.g.
+`config.yaml:14: rules[0].to: field required`. Lines come from the node marks that pyyaml's
+composer keeps, so pydantic's locations can be mapped back to the YAML the user wrote.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from auditor.config.model import Config
+from auditor.errors import ConfigError
+
+Loc = tuple[str | int, ...]
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass
+class _Marks:
+    """Where each value of the merged document came from: loc -> (file, 1-based line)."""
+
+    where: dict[Loc, tuple[Path, int]] = field(default_factory=dict)
+
+    def find(self, loc: Loc) -> tuple[Path, int]:
+        while loc not in self.where and loc:
+            loc = loc[:-1]
+        return self.where[loc]
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, interpolate, merge includes and validate one config file."""
+    path = Path(path)
+    marks = _Marks()
+    data = _read_yaml(path, (), marks)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the config must be a mapping with version, databases, rules")
+    _merge_includes(path, data, marks)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, marks) from None
+    _cross_check(config, marks)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return config.model_copy(update={"path": path, "sha256": digest})
+
+
+def _read_yaml(path: Path, prefix: Loc, marks: _Marks) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    if not text.strip():
+        raise ConfigError(f"{path}:1: config file is empty")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(f"{path}:1: config file is empty")
+        return _construct(loader, node, path, prefix, marks)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError(f"{path}:{line}: invalid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path, loc: Loc, marks: _Marks):
+    marks.where[loc] = (path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) or key is None:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(f"{path}:{line}: {_dotted(loc) or 'top level'}: keys must be text")
+            key = str(key)
+            if key in result:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(f"{path}:{line}: {_dotted((*loc, key))}: duplicate key")
+            result[key] = _construct(loader, value_node, path, (*loc, key), marks)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _construct(loader, item, path, (*loc, index), marks)
+            for index, item in enumerate(node.value)
+        ]
+    value = loader.construct_object(node, deep=True)
+    if isinstance(value, str):
+        return _interpolate(value, path, node.start_mark.line + 1, loc)
+    return value
+
+
+def _interpolate(value: str, path: Path, line: int, loc: Loc) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{path}:{line}: {_dotted(loc)}: environment variable {name} is not set "
+            f"(export it, or write ${{{name}:-default}})"
+        )
+
+    return _ENV.sub(replace, value)
+
+
+def _merge_includes(path: Path, data: dict[str, Any], marks: _Marks) -> None:
+    """Append the `rules:` of every file matched by `include:` (globs relative to the config)."""
+    patterns = data.get("include") or []
+    if not isinstance(patterns, list):
+        return  # the model reports the type error with its line
+    rules = data.setdefault("rules", [])
+    if not isinstance(rules, list):
+        return
+    for index, pattern in enumerate(patterns):
+        matches = sorted(path.parent.glob(str(pattern)))
+        if not matches:
+            file, line = marks.find(("include", index))
+            raise ConfigError(f"{file}:{line}: include[{index}]: no file matches {pattern!r}")
+        for included in matches:
+            if included.resolve() == path.resolve():
+                continue
+            _append_rules(included, rules, marks)
+
+
+def _append_rules(included: Path, rules: list[Any], marks: _Marks) -> None:
+    local = _Marks()
+    content = _read_yaml(included, (), local)
+    if not isinstance(content, dict) or set(content) - {"rules"}:
+        raise ConfigError(f"{included}:1: an included file holds only a `rules:` list")
+    extra = content.get("rules") or []
+    if not isinstance(extra, list):
+        raise ConfigError(f"{included}:{local.find(('rules',))[1]}: rules: must be a list")
+    for index, rule in enumerate(extra):
+        target = len(rules)
+        for loc, mark in local.where.items():
+            if loc[:2] == ("rules", index):
+                marks.where[("rules", target, *loc[2:])] = mark
+        rules.append(rule)
+
+
+def _config_error(exc: ValidationError, marks: _Marks) -> ConfigError:
+    """Turn pydantic's first error into `file:line: path: message (hint)`."""
+    error = exc.errors(include_url=False)[0]
+    loc = _drop_union_tags(tuple(error["loc"]))
+    file, line = marks.find(loc)
+    message = error["msg"].removeprefix("Value error, ")
+    kind = error["type"]
+    if kind == "missing":
+        message = "field required"
+    elif kind == "extra_forbidden":
+        message = f"unknown key {loc[-1]!r}{_did_you_mean(str(loc[-1]), _allowed_keys(loc[:-1]))}"
+    elif kind in ("literal_error", "enum"):
+        message = f"{message}, got {error.get('input')!r}"
+    elif kind == "union_tag_invalid":
+        message = f"unknown rule type {error.get('input', {}).get('type')!r}; use reference or pii"
+    elif kind == "union_tag_not_found":
+        message = "field required: type (reference or pii)"
+    return ConfigError(f"{file}:{line}: {_dotted(loc) or 'top level'}: {message}")
+
+
+def _drop_union_tags(loc: Loc) -> Loc:
+    """pydantic puts the discriminator value in the path (`rules.0.reference.to`); users don't."""
+    return tuple(
+        part
+        for i, part in enumerate(loc)
+        if not (part in ("reference", "pii") and i > 0 and isinstance(loc[i - 1], int))
+    )
+
+
+def _allowed_keys(loc: Loc) -> list[str]:
+    """The keys a mapping at `loc` accepts, found by walking the model's annotations."""
+    current: Any = Config
+    for part in loc:
+        current = _step(current, part)
+        if current is None:
+            return []
+    models = _models(current)
+    names: list[str] = []
+    for model in models:
+        names += [info.alias or name for name, info in model.model_fields.items() if name != "path"]
+    return names
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    for model in _models(annotation):
+        for name, info in model.model_fields.items():
+            if part in (name, info.alias):
+                return info.annotation
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _step(args[0], part)
+    if origin in (Union, types.UnionType):
+        for arg in args:
+            found = _step(arg, part)
+            if found is not None:
+                return found
+    if origin is list and isinstance(part, int):
+        return args[0]
+    if origin is dict and isinstance(part, str):
+        return args[1]
+    return None
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _models(args[0])
+    if origin in (Union, types.UnionType):
+        return [model for arg in args for model in _models(arg)]
+    return []
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f"; allowed: {', '.join(choices)}" if choices else ""
+
+
+def _cross_check(config: Config, marks: _Marks) -> None:
+    """Checks that span fields: database names exist, rule names are unique."""
+    seen: dict[str, int] = {}
+    for index, rule in enumerate(config.rules):
+        if rule.name in seen:
+            file, line = marks.find(("rules", index, "name"))
+            raise ConfigError(
+                f"{file}:{line}: rules[{index}].name: duplicate rule name {rule.name!r} "
+                f"(first used by rules[{seen[rule.name]}])"
+            )
+        seen[rule.name] = index
+        for side_name, side in rule.sides().items():
+            if side.db not in config.databases:
+                file, line = marks.find(("rules", index, side_name, "db"))
+                known = list(config.databases)
+                raise ConfigError(
+                    f"{file}:{line}: rules[{index}].{side_name}.db: database {side.db!r} is not "
+                    f"defined under databases{_did_you_mean(side.db, known)}"
+                )
+
+
+def _dotted(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text

@@ -1,0 +1,197 @@
+"""Typed, frozen config models (SPEC §2). Raw dicts never travel past the loader."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+from auditor.normalize import NormalizerSpec, validate_normalizer
+
+RULE_NAME = re.compile(r"^[a-z0-9_-]+$")
+KeyType = Literal["auto", "int", "string", "uuid"]
+Severity = Literal["error", "warning"]
+FailOn = Literal["error", "warning", "never"]
+MaskMode = Literal["partial", "hash", "none"]
+ReportFormat = Literal["json", "html", "csv", "junit", "markdown"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+Columns = Annotated[list[str], Field(min_length=1)]
+
+
+class DatabaseConfig(Model):
+    url: str
+    schema_: str | None = Field(default=None, alias="schema")
+
+
+class Settings(Model):
+    batch_size: PositiveInt = 50_000
+    mask: MaskMode = "partial"
+    max_findings: Annotated[int, Field(ge=0)] = 1000
+    fail_on: FailOn = "error"
+    statement_timeout_s: PositiveInt | None = 300
+
+
+class ReportsConfig(Model):
+    dir: str = "reports/"
+    formats: list[ReportFormat] = Field(default_factory=lambda: ["json"])
+
+
+class TableSide(Model):
+    db: str
+    table: str
+    where: str | None = None
+
+    @field_validator("where")
+    @classmethod
+    def _one_predicate(cls, value: str | None) -> str | None:
+        return _single_predicate(value)
+
+
+class FromSide(TableSide):
+    columns: Columns
+    key: Columns | None = None
+
+
+class ToSide(TableSide):
+    columns: Columns
+    soft_delete: str | None = None
+
+    @field_validator("soft_delete")
+    @classmethod
+    def _one_soft_delete(cls, value: str | None) -> str | None:
+        return _single_predicate(value)
+
+
+class AliasSide(TableSide):
+    old: Columns
+    new: Columns
+
+    @model_validator(mode="after")
+    def _same_width(self) -> AliasSide:
+        if len(self.old) != len(self.new):
+            raise ValueError(f"old has {len(self.old)} columns but new has {len(self.new)}")
+        return self
+
+
+class SourceSide(TableSide):
+    key: Columns
+
+
+class CopySide(TableSide):
+    key: Columns
+    row_key: Columns | None = None
+
+
+class FieldRule(Model):
+    source: str
+    copy_: str = Field(alias="copy")
+    normalize: list[NormalizerSpec] = Field(default_factory=list)
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _known_normalizers(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [validate_normalizer(item) for item in value]
+
+
+class RuleBase(Model):
+    name: str
+    severity: Severity = "error"
+    description: str | None = None
+    key_type: KeyType = "auto"
+
+    @field_validator("name")
+    @classmethod
+    def _name_shape(cls, value: str) -> str:
+        if not RULE_NAME.match(value):
+            raise ValueError(f"rule name {value!r} must match [a-z0-9_-]+ (e.g. reviews-products)")
+        return value
+
+
+class ReferenceRule(RuleBase):
+    type: Literal["reference"]
+    from_: FromSide = Field(alias="from")
+    to: ToSide
+    aliases: AliasSide | None = None
+    allow_null: bool = True
+
+    @model_validator(mode="after")
+    def _same_width(self) -> ReferenceRule:
+        width = len(self.from_.columns)
+        if len(self.to.columns) != width:
+            raise ValueError(
+                f"from.columns has {width} columns but to.columns has {len(self.to.columns)}"
+            )
+        if self.aliases and len(self.aliases.old) != width:
+            raise ValueError(f"aliases.old has {len(self.aliases.old)} columns, expected {width}")
+        return self
+
+    def sides(self) -> dict[str, TableSide]:
+        sides: dict[str, TableSide] = {"from": self.from_, "to": self.to}
+        if self.aliases:
+            sides["aliases"] = self.aliases
+        return sides
+
+
+class PiiRule(RuleBase):
+    type: Literal["pii"]
+    source: SourceSide
+    copy_: CopySide = Field(alias="copy")
+    fields: Annotated[list[FieldRule], Field(min_length=1)]
+    missing_source: Literal["report", "ignore"] = "report"
+    suggest_keys: bool = True
+
+    @model_validator(mode="after")
+    def _same_width(self) -> PiiRule:
+        if len(self.source.key) != len(self.copy_.key):
+            raise ValueError(
+                f"source.key has {len(self.source.key)} columns but copy.key has "
+                f"{len(self.copy_.key)}"
+            )
+        return self
+
+    def sides(self) -> dict[str, TableSide]:
+        return {"source": self.source, "copy": self.copy_}
+
+
+Rule = Annotated[ReferenceRule | PiiRule, Field(discriminator="type")]
+
+
+class Config(Model):
+    version: Literal[1]
+    databases: Annotated[dict[str, DatabaseConfig], Field(min_length=1)]
+    settings: Settings = Field(default_factory=Settings)
+    reports: ReportsConfig | None = None
+    include: list[str] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list)
+    path: Path | None = Field(default=None, exclude=True)
+    sha256: str | None = Field(default=None, exclude=True)
+
+    def rule(self, name: str) -> ReferenceRule | PiiRule:
+        for rule in self.rules:
+            if rule.name == name:
+                return rule
+        raise KeyError(name)
+
+
+def _single_predicate(value: str | None) -> str | None:
+    """Refuse a second statement hidden in a predicate; read-only transactions are the backstop."""
+    if value is None:
+        return None
+    if ";" in _strip_sql_literals(value):
+        raise ValueError("must be one SQL predicate; ';' outside a string literal is not allowed")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _strip_sql_literals(sql: str) -> str:
+    return re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`", "''", sql)

@@ -1,0 +1,1 @@
+"""Database layer: read-only engines, reflection and dialect quirks."""

@@ -1,0 +1,165 @@
+"""Every dialect difference in one place, keyed by SQLAlchemy dialect name.
+
+Each dialect says how to open a read-only snapshot over SQLAlchemy (control queries, reflection,
+point look-ups) and how to stream a SELECT as Arrow record batches through the fastest driver
+measured on this kind of machine (see PERF-NOTES): ADBC for PostgreSQL and SQLite, connectorx
+for MariaDB/MySQL. Any other dialect falls back to SQLAlchemy's streaming cursor.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection
+
+
+class Dialect:
+    """The generic behaviour; subclasses override what their backend does differently."""
+
+    name = "generic"
+    cast_values_to_text = False
+
+    def engine_kwargs(self, url: URL, timeout_s: int | None) -> dict[str, Any]:
+        return {}
+
+    def session_setup(self, timeout_s: int | None, is_mariadb: bool) -> list[str]:
+        """Statements run on every new connection before it is used."""
+        return []
+
+    def estimate_rows(self, conn: Connection, table: sa.Table) -> int | None:
+        return None
+
+    def stream(
+        self, url: URL, engine: sa.Engine, query: str, batch_size: int, timeout_s: int | None
+    ) -> Iterator[pa.RecordBatch]:
+        with engine.connect() as conn:
+            result = conn.execution_options(stream_results=True).exec_driver_sql(query)
+            names = list(result.keys())
+            while rows := result.fetchmany(batch_size):
+                yield pa.RecordBatch.from_pylist([dict(zip(names, row, strict=True)) for row in rows])
+
+
+class PostgreSQL(Dialect):
+    name = "postgresql"
+
+    @staticmethod
+    def _options(timeout_s: int | None) -> str:
+        options = "-c default_transaction_read_only=on -c default_transaction_isolation=repeatable\\ read"
+        if timeout_s:
+            options += f" -c statement_timeout={int(timeout_s) * 1000}"
+        return options
+
+    def engine_kwargs(self, url: URL, timeout_s: int | None) -> dict[str, Any]:
+        return {"connect_args": {"options": self._options(timeout_s), "connect_timeout": 10}}
+
+    def estimate_rows(self, conn: Connection, table: sa.Table) -> int | None:
+        name = f"{table.schema}.{table.name}" if table.schema else table.name
+        sql = sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:name)")
+        value = conn.execute(sql, {"name": _quoted_regclass(conn, table, name)}).scalar()
+        return None if value is None or value < 0 else int(value)
+
+    def stream(self, url, engine, query, batch_size, timeout_s):
+        import adbc_driver_postgresql.dbapi as adbc
+
+        libpq = url.set(drivername="postgresql")
+        uri = libpq.update_query_dict({"options": self._options(timeout_s)}).render_as_string(
+            hide_password=False
+        )
+        with adbc.connect(uri) as conn, conn.cursor() as cursor:
+            cursor.adbc_statement.set_options(
+                **{"adbc.postgresql.batch_size_hint_bytes": str(max(batch_size, 1024) * 64)}
+            )
+            cursor.execute(query)
+            yield from cursor.fetch_record_batch()
+
+
+class MySQL(Dialect):
+    name = "mysql"
+
+    def session_setup(self, timeout_s: int | None, is_mariadb: bool) -> list[str]:
+        statements = [
+            "SET SESSION TRANSACTION READ ONLY",
+            "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        ]
+        if timeout_s:
+            if is_mariadb:
+                statements.append(f"SET SESSION max_statement_time = {int(timeout_s)}")
+            else:
+                statements.append(f"SET SESSION max_execution_time = {int(timeout_s) * 1000}")
+        return statements
+
+    def engine_kwargs(self, url: URL, timeout_s: int | None) -> dict[str, Any]:
+        return {"connect_args": {"connect_timeout": 10, "charset": "utf8mb4"}}
+
+    def estimate_rows(self, conn: Connection, table: sa.Table) -> int | None:
+        sql = sa.text(
+            "SELECT table_rows FROM information_schema.tables "
+            "WHERE table_schema = COALESCE(:schema, DATABASE()) AND table_name = :name"
+        )
+        value = conn.execute(sql, {"schema": table.schema, "name": table.name}).scalar()
+        return None if value is None else int(value)
+
+    def stream(self, url, engine, query, batch_size, timeout_s):
+        import connectorx as cx
+
+        host = url.host or "127.0.0.1"
+        if host == "localhost":
+            host = "127.0.0.1"  # connectorx needs TCP
+        auth = quote(url.username or "", safe="")
+        if url.password:
+            auth += ":" + quote(str(url.password), safe="")
+        conn = f"mysql://{auth}@{host}:{url.port or 3306}/{url.database or ''}"
+        reader = cx.read_sql(conn, query, return_type="arrow_stream", batch_size=batch_size)
+        yield from reader
+
+
+class SQLite(Dialect):
+    name = "sqlite"
+    # SQLite columns are dynamically typed; text is the one form every stored value has.
+    cast_values_to_text = True
+
+    def engine_kwargs(self, url: URL, timeout_s: int | None) -> dict[str, Any]:
+        path = url.database or ""
+
+        def creator() -> sqlite3.Connection:
+            return sqlite3.connect(sqlite_ro_uri(path), uri=True, check_same_thread=False)
+
+        return {"creator": creator, "poolclass": sa.pool.NullPool}
+
+    def estimate_rows(self, conn: Connection, table: sa.Table) -> int | None:
+        # SQLite keeps no row estimate; a count over the smallest index is cheap enough.
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0)
+
+    def stream(self, url, engine, query, batch_size, timeout_s):
+        import adbc_driver_sqlite.dbapi as adbc
+
+        with adbc.connect(sqlite_ro_uri(url.database or ""), autocommit=True) as conn:
+            with conn.cursor() as cursor:
+                cursor.adbc_statement.set_options(
+                    **{"adbc.sqlite.query.batch_rows": str(batch_size)}
+                )
+                cursor.execute(query)
+                yield from cursor.fetch_record_batch()
+
+
+def sqlite_ro_uri(path: str) -> str:
+    return f"file:{quote(path)}?mode=ro"
+
+
+def _quoted_regclass(conn: Connection, table: sa.Table, name: str) -> str:
+    preparer = conn.dialect.identifier_preparer
+    quoted = preparer.quote(table.name)
+    return f"{preparer.quote(table.schema)}.{quoted}" if table.schema else quoted
+
+
+_DIALECTS: dict[str, Dialect] = {d.name: d for d in (PostgreSQL(), MySQL(), SQLite())}
+_DIALECTS["mariadb"] = _DIALECTS["mysql"]
+
+
+def for_url(url: URL) -> Dialect:
+    return _DIALECTS.get(url.get_backend_name(), Dialect())

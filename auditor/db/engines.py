@@ -1,0 +1,138 @@
+"""One read-only SQLAlchemy engine per configured database, and URL redaction.
+
+Passwords never reach a message: every error names the database by its config name and its
+redacted URL, and the driver's reason is scrubbed of the password before it is shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from auditor.config.model import Config, DatabaseConfig
+from auditor.db.dialects import Dialect, for_url
+from auditor.errors import ConfigError, DatabaseError
+
+
+@dataclass
+class Database:
+    """A configured database: its engine, dialect quirks and a redacted name for messages."""
+
+    name: str
+    url: URL
+    schema: str | None
+    engine: sa.Engine
+    dialect: Dialect
+    timeout_s: int | None
+    _is_mariadb: bool = field(default=False, init=False)
+
+    @property
+    def redacted(self) -> str:
+        return redact(self.url)
+
+    def describe_failure(self, exc: BaseException) -> str:
+        return f"database {self.name!r} ({self.redacted}): {scrub(reason(exc), self.url)}"
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A connection inside one read-only, repeatable-read transaction."""
+        try:
+            conn = self.engine.connect()
+        except sa.exc.DBAPIError as exc:
+            raise DatabaseError(f"cannot connect to {self.describe_failure(exc)}") from None
+        try:
+            with conn.begin():
+                yield conn
+        except sa.exc.DBAPIError as exc:
+            raise DatabaseError(f"cannot read {self.describe_failure(exc)}") from None
+        finally:
+            conn.close()
+
+    def stream(self, query: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+        """Stream a SELECT as Arrow batches through the dialect's fast driver."""
+        try:
+            yield from self.dialect.stream(
+                self.url, self.engine, query, batch_size, self.timeout_s
+            )
+        except (sa.exc.DBAPIError, RuntimeError, OSError, pa.ArrowException) as exc:
+            raise DatabaseError(f"cannot read {self.describe_failure(exc)}") from None
+        except Exception as exc:  # driver-specific error classes (ADBC, connectorx)
+            if type(exc).__module__.split(".")[0] in ("adbc_driver_manager", "connectorx"):
+                raise DatabaseError(f"cannot read {self.describe_failure(exc)}") from None
+            raise
+
+
+def open_database(name: str, config: DatabaseConfig, timeout_s: int | None) -> Database:
+    """Build the engine (no connection yet); a malformed URL is a config error."""
+    try:
+        url = make_url(config.url)
+    except ArgumentError:
+        raise ConfigError(f"databases.{name}.url: not a valid database URL") from None
+    if url.get_backend_name() == "sqlite":
+        path = url.database or ""
+        if not path or path == ":memory:":
+            raise ConfigError(f"databases.{name}.url: SQLite needs a file path (sqlite:///file.db)")
+        if not Path(path).is_file():
+            raise DatabaseError(f"database {name!r} ({redact(url)}): file {path} does not exist")
+    dialect = for_url(url)
+    try:
+        engine = sa.create_engine(url, **dialect.engine_kwargs(url, timeout_s))
+    except (NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(f"databases.{name}.url: no driver for {url.drivername}: {exc}") from None
+    database = Database(name, url, config.schema_, engine, dialect, timeout_s)
+    _install_session_setup(database)
+    return database
+
+
+def _install_session_setup(database: Database) -> None:
+    @event.listens_for(database.engine, "connect")
+    def _setup(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        is_mariadb = bool(getattr(database.engine.dialect, "is_mariadb", False))
+        statements = database.dialect.session_setup(database.timeout_s, is_mariadb)
+        if not statements:
+            return
+        cursor = dbapi_conn.cursor()
+        try:
+            for statement in statements:
+                cursor.execute(statement)
+        finally:
+            cursor.close()
+
+
+def open_databases(config: Config) -> dict[str, Database]:
+    timeout = config.settings.statement_timeout_s
+    return {name: open_database(name, db, timeout) for name, db in config.databases.items()}
+
+
+def ping(database: Database) -> None:
+    """Connect once and run a trivial query; exit 3 with the driver's reason if it fails."""
+    with database.snapshot() as conn:
+        conn.execute(sa.select(sa.literal(1))).scalar()
+
+
+def redact(url: URL | str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid url>"
+
+
+def reason(exc: BaseException) -> str:
+    """The driver's own first line, without SQLAlchemy's boilerplate."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def scrub(text: str, url: URL) -> str:
+    if url.password:
+        text = text.replace(str(url.password), "***")
+    return text

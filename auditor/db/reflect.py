@@ -1,0 +1,95 @@
+"""Reflection: tables, columns, key-like indexes and row estimates. Reads no data rows."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from auditor.db.engines import Database
+from auditor.errors import ConfigError
+
+Category = Literal["int", "string", "uuid", "other"]
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What a rule needs to know about one table (or view)."""
+
+    db: str
+    table: sa.Table
+    primary_key: tuple[str, ...]
+    indexes: tuple[tuple[str, ...], ...]
+    estimated_rows: int | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.db}.{self.table.name}"
+
+    def column(self, name: str) -> sa.Column:
+        """Exact name first; a unique case-insensitive match second (MariaDB/SQLite fold case)."""
+        if name in self.table.c:
+            return self.table.c[name]
+        folded = [c for c in self.table.c if c.name.lower() == name.lower()]
+        if len(folded) == 1:
+            return folded[0]
+        close = difflib.get_close_matches(name, [c.name for c in self.table.c], n=3)
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        raise ConfigError(f"column {self.label}.{name} does not exist{hint}")
+
+    def has_index_on(self, columns: list[str]) -> bool:
+        """True when some index (or the primary key) starts with exactly these columns."""
+        wanted = tuple(c.lower() for c in columns)
+        candidates = [self.primary_key, *self.indexes]
+        return any(tuple(c.lower() for c in idx[: len(wanted)]) == wanted for idx in candidates)
+
+
+def category(column: sa.Column) -> Category:
+    """Classify a column's type for key comparison."""
+    kind = column.type
+    if isinstance(kind, sa.Integer):
+        return "int"
+    if isinstance(kind, sa.Uuid) or type(kind).__name__.upper() == "UUID":
+        return "uuid"
+    if isinstance(kind, sa.String | sa.Enum):
+        return "string"
+    if isinstance(kind, sa.Numeric) and getattr(kind, "scale", None) == 0:
+        return "int"
+    return "other"
+
+
+def reflect_table(database: Database, conn: Connection, name: str) -> TableInfo:
+    """Reflect one table or view; a missing one is a config error with close names."""
+    schema = database.schema
+    inspector = sa.inspect(conn)
+    try:
+        table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
+    except sa.exc.NoSuchTableError:
+        known = inspector.get_table_names(schema=schema) + inspector.get_view_names(schema=schema)
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        raise ConfigError(f"table {database.name}.{name} does not exist{hint}") from None
+    primary_key = tuple(c.name for c in table.primary_key.columns)
+    indexes = [tuple(c for c in idx["column_names"] if c) for idx in _indexes(inspector, table)]
+    uniques = inspector.get_unique_constraints(name, schema=schema) if _is_table(inspector, table) else []
+    indexes += [tuple(u["column_names"]) for u in uniques]
+    return TableInfo(
+        db=database.name,
+        table=table,
+        primary_key=primary_key,
+        indexes=tuple(indexes),
+        estimated_rows=database.dialect.estimate_rows(conn, table),
+    )
+
+
+def _is_table(inspector: sa.Inspector, table: sa.Table) -> bool:
+    return table.name in inspector.get_table_names(schema=table.schema)
+
+
+def _indexes(inspector: sa.Inspector, table: sa.Table) -> list[dict]:
+    if not _is_table(inspector, table):
+        return []
+    return list(inspector.get_indexes(table.name, schema=table.schema))

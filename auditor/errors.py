@@ -1,0 +1,34 @@
+"""One error hierarchy that carries exit codes; the CLI catches it in exactly one place."""
+
+from __future__ import annotations
+
+
+class AuditorError(Exception):
+    """Base of every error auditor raises on purpose. `exit_code` follows SPEC §7."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(AuditorError):
+    """Bad input: config file, rule, flag or schema mismatch (exit 2)."""
+
+    exit_code = 2
+
+
+class DatabaseError(AuditorError):
+    """A database could not be reached or read (exit 3). The message names which one."""
+
+    exit_code = 3
+
+
+class Interrupted(AuditorError):
+    """SIGINT/SIGTERM arrived while auditing (exit 130)."""
+
+    exit_code = 130

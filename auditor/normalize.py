@@ -1,0 +1,176 @@
+"""One registry of normalisers (SPEC §2). Each is a small pure `str -> str` function.
+
+A rule's `normalize:` list is validated at load time (unknown names and bad regexes are config
+errors) and compiled once into a pipeline that both sides of a comparison go through.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from collections.abc import Callable
+from datetime import date, datetime
+from functools import partial
+from typing import Any
+
+import phonenumbers
+
+NormalizerSpec = str | dict[str, Any]
+Normalizer = Callable[[str], str]
+
+# Invisible characters that survive copy/paste and make equal text look different.
+_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
+_ZERO_WIDTH = dict.fromkeys(map(ord, _INVISIBLE))
+_WHITESPACE_RUN = re.compile(r"\s+")
+_EDGES = re.compile(rf"^[\s{_INVISIBLE}]+|[\s{_INVISIBLE}]+$")
+
+
+def trim(value: str) -> str:
+    """Strip surrounding whitespace, including non-breaking and zero-width spaces."""
+    return _EDGES.sub("", value)
+
+
+def collapse_spaces(value: str) -> str:
+    """Drop zero-width characters and fold every whitespace run into one space."""
+    return _WHITESPACE_RUN.sub(" ", value.translate(_ZERO_WIDTH))
+
+
+def strip_accents(value: str) -> str:
+    """NFD, then drop combining marks: `José` -> `Jose`."""
+    return "".join(c for c in unicodedata.normalize("NFD", value) if not unicodedata.combining(c))
+
+
+def digits(value: str) -> str:
+    """Keep decimal digits only, written as ASCII."""
+    return "".join(str(unicodedata.decimal(c)) for c in value if c.isdecimal())
+
+
+def email(value: str) -> str:
+    return trim(value).casefold()
+
+
+def phone(value: str, region: str | None) -> str:
+    """E.164 via phonenumbers; a leading `+` ignores the region; unparsable stays trimmed text."""
+    text = trim(value)
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else region)
+    except phonenumbers.NumberParseException:
+        return text
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+_DATE_FORMATS = ("%Y/%m/%d", "%Y%m%d", "%d.%m.%Y", "%b %d, %Y", "%B %d, %Y", "%d %B %Y", "%d %b %Y")
+
+
+def iso_date(value: str) -> str:
+    """ISO 8601 date from ISO dates/datetimes and unambiguous text forms; others stay as text.
+
+    Slash forms such as 01/02/2024 are ambiguous (US vs. European order) and left alone.
+    """
+    text = trim(value)
+    try:
+        return datetime.fromisoformat(text).date().isoformat()
+    except ValueError:
+        pass
+    for fmt in _DATE_FORMATS:
+        try:
+            return datetime.strptime(text, fmt).date().isoformat()
+        except ValueError:
+            continue
+    return text
+
+
+def regex(value: str, pattern: re.Pattern[str], replace: str) -> str:
+    return pattern.sub(replace, value)
+
+
+SIMPLE: dict[str, Normalizer] = {
+    "trim": trim,
+    "lower": str.lower,
+    "casefold": str.casefold,
+    "nfkc": partial(unicodedata.normalize, "NFKC"),
+    "collapse_spaces": collapse_spaces,
+    "strip_accents": strip_accents,
+    "digits": digits,
+    "email": email,
+    "date": iso_date,
+}
+PARAMETRISED = ("phone", "regex")
+KNOWN = sorted([*SIMPLE, *PARAMETRISED])
+
+
+def _unknown(name: object) -> ValueError:
+    close = difflib.get_close_matches(str(name), KNOWN, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ValueError(f"unknown normaliser {name!r}{hint}; known: {', '.join(KNOWN)}")
+
+
+def validate_normalizer(spec: object) -> NormalizerSpec:
+    """Check one `normalize:` item and return it in canonical form (compiles regexes once)."""
+    if isinstance(spec, str):
+        if spec == "phone":
+            return {"phone": {"region": None}}
+        if spec not in SIMPLE:
+            raise _unknown(spec)
+        return spec
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ValueError("a normaliser is a name or a one-key mapping such as {phone: {region: US}}")
+    (name, options), = spec.items()
+    options = options or {}
+    if name not in PARAMETRISED:
+        raise _unknown(name)
+    if not isinstance(options, dict):
+        raise ValueError(f"{name} takes a mapping of options")
+    if name == "phone":
+        _only(name, options, {"region"})
+        region = options.get("region")
+        if region is not None and str(region).upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"phone region {region!r} is not a known region code (e.g. US, GB)")
+        return {"phone": {"region": None if region is None else str(region).upper()}}
+    _only(name, options, {"pattern", "replace"})
+    if "pattern" not in options:
+        raise ValueError("regex needs a pattern")
+    try:
+        re.compile(str(options["pattern"]))
+    except re.error as exc:
+        raise ValueError(f"regex pattern {options['pattern']!r} is invalid: {exc}") from None
+    return {"regex": {"pattern": str(options["pattern"]), "replace": str(options.get("replace", ""))}}
+
+
+def _only(name: str, options: dict[str, Any], allowed: set[str]) -> None:
+    extra = set(options) - allowed
+    if extra:
+        raise ValueError(f"{name} has unknown option(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+
+
+def _compile_one(spec: NormalizerSpec) -> Normalizer:
+    if isinstance(spec, str):
+        return SIMPLE[spec]
+    (name, options), = spec.items()
+    if name == "phone":
+        return partial(phone, region=options["region"])
+    return partial(regex, pattern=re.compile(options["pattern"]), replace=options["replace"])
+
+
+def compile_pipeline(specs: list[NormalizerSpec]) -> Callable[[object], str | None]:
+    """The function both sides of a field go through. `None` means the value is missing."""
+    steps = [_compile_one(spec) for spec in specs]
+
+    def run(value: object) -> str | None:
+        if value is None:
+            return None
+        text = _as_text(value)
+        for step in steps:
+            text = step(text)
+        return text or None
+
+    return run
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)

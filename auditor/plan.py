@@ -1,0 +1,184 @@
+"""A rule plus its reflected tables becomes an executable plan: columns, key types, SQL.
+
+The scan does not depend on either database's sort order or collation: each side is streamed
+unordered and hash-partitioned locally on the canonical key (see scan.py). Indexes matter only
+for the point look-ups of the recheck, so that is what `check` reports about them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from auditor.config.model import PiiRule, ReferenceRule, TableSide
+from auditor.db.engines import Database
+from auditor.db.reflect import TableInfo, category, reflect_table
+from auditor.errors import ConfigError
+from auditor.normalize import compile_pipeline
+
+Rule = ReferenceRule | PiiRule
+DELETED = "__deleted"
+
+
+@dataclass(frozen=True)
+class SidePlan:
+    """One table side of a rule: which columns to read, under which predicates."""
+
+    role: str
+    database: Database
+    info: TableInfo
+    compare: tuple[sa.Column, ...]
+    labels: tuple[sa.Column, ...] = ()
+    values: tuple[sa.Column, ...] = ()
+    where: str | None = None
+    soft_delete: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.role} {self.info.label}"
+
+    def _expr(self, column: sa.Column) -> sa.ColumnElement:
+        if self.database.dialect.cast_values_to_text and category(column) != "int":
+            return sa.cast(column, sa.Text)
+        return column
+
+    def select(self, compare_too: bool = True) -> sa.Select:
+        """The scan query: compare keys k*, row labels r*, values v*, soft-delete flag."""
+        exprs = [self._expr(c).label(f"k{i}") for i, c in enumerate(self.compare)]
+        exprs += [self._expr(c).label(f"r{i}") for i, c in enumerate(self.labels)]
+        exprs += [self._expr(c).label(f"v{i}") for i, c in enumerate(self.values)]
+        if self.soft_delete:
+            flag = sa.case((sa.text(f"({self.soft_delete})"), 1), else_=0)
+            exprs.append(flag.label(DELETED))
+        query = sa.select(*exprs).select_from(self.info.table)
+        if self.where:
+            query = query.where(sa.text(f"({self.where})"))
+        return query
+
+    def sql(self) -> str:
+        dialect = self.database.engine.dialect
+        return str(self.select().compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+    def lookup_index_hint(self, columns: tuple[sa.Column, ...]) -> str | None:
+        """`CREATE INDEX ...` that would serve look-ups on `columns`, or None when one exists."""
+        names = [c.name for c in columns]
+        if self.info.has_index_on(names):
+            return None
+        table = self.info.table
+        index = sa.Index(f"ix_{table.name}_{'_'.join(names)}"[:60], *[table.c[n] for n in names])
+        return str(sa.schema.CreateIndex(index).compile(dialect=self.database.engine.dialect))
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    """Everything the engine needs to run one rule; built once, read by every stage."""
+
+    rule: Rule
+    left: SidePlan  # the referencing rows: `from` or `copy`
+    right: SidePlan  # the referenced rows: `to` or `source`
+    key_types: tuple[str, ...]
+    aliases: SidePlan | None = None
+    normalizers: tuple[Callable[[object], str | None], ...] = field(default=())
+
+    @property
+    def sides(self) -> list[SidePlan]:
+        return [side for side in (self.left, self.right, self.aliases) if side is not None]
+
+
+def build_plan(rule: Rule, databases: dict[str, Database], connections: dict[str, Connection]):
+    """Reflect the rule's tables (through open snapshots) and resolve key types."""
+
+    def info(side: TableSide) -> TableInfo:
+        return reflect_table(databases[side.db], connections[side.db], side.table)
+
+    def cols(table: TableInfo, names: list[str]) -> tuple[sa.Column, ...]:
+        return tuple(table.column(n) for n in names)
+
+    if isinstance(rule, ReferenceRule):
+        left_info, right_info = info(rule.from_), info(rule.to)
+        left = SidePlan(
+            "from",
+            databases[rule.from_.db],
+            left_info,
+            compare=cols(left_info, rule.from_.columns),
+            labels=cols(left_info, rule.from_.key or _primary_key(left_info, "from")),
+            where=rule.from_.where,
+        )
+        right = SidePlan(
+            "to",
+            databases[rule.to.db],
+            right_info,
+            compare=cols(right_info, rule.to.columns),
+            where=rule.to.where,
+            soft_delete=rule.to.soft_delete,
+        )
+        aliases = None
+        if rule.aliases:
+            alias_info = info(rule.aliases)
+            aliases = SidePlan(
+                "aliases",
+                databases[rule.aliases.db],
+                alias_info,
+                compare=cols(alias_info, rule.aliases.old),
+                values=cols(alias_info, rule.aliases.new),
+                where=rule.aliases.where,
+            )
+        key_types = resolve_key_types(rule, left.compare, right.compare)
+        return RulePlan(rule, left, right, key_types, aliases=aliases)
+
+    source_info, copy_info = info(rule.source), info(rule.copy_)
+    right = SidePlan(
+        "source",
+        databases[rule.source.db],
+        source_info,
+        compare=cols(source_info, rule.source.key),
+        values=cols(source_info, [f.source for f in rule.fields]),
+        where=rule.source.where,
+    )
+    left = SidePlan(
+        "copy",
+        databases[rule.copy_.db],
+        copy_info,
+        compare=cols(copy_info, rule.copy_.key),
+        labels=cols(copy_info, rule.copy_.row_key or _primary_key(copy_info, "copy")),
+        values=cols(copy_info, [f.copy_ for f in rule.fields]),
+        where=rule.copy_.where,
+    )
+    key_types = resolve_key_types(rule, left.compare, right.compare)
+    normalizers = tuple(compile_pipeline(f.normalize) for f in rule.fields)
+    return RulePlan(rule, left, right, key_types, normalizers=normalizers)
+
+
+def _primary_key(table: TableInfo, role: str) -> list[str]:
+    if not table.primary_key:
+        option = "key" if role == "from" else "row_key"
+        raise ConfigError(
+            f"table {table.label} has no primary key: set {role}.{option} to the columns that "
+            "name a row in findings"
+        )
+    return list(table.primary_key)
+
+
+def resolve_key_types(rule: Rule, left: tuple[sa.Column, ...], right: tuple[sa.Column, ...]):
+    """Canonical form per key position; `auto` refuses pairs whose meaning is ambiguous."""
+    if rule.key_type != "auto":
+        return tuple(rule.key_type for _ in left)
+    return tuple(_auto_key_type(rule, a, b) for a, b in zip(left, right, strict=True))
+
+
+def _auto_key_type(rule: Rule, a: sa.Column, b: sa.Column) -> str:
+    kinds = {category(a), category(b)}
+    if kinds == {"int"}:
+        return "int"
+    if "uuid" in kinds and kinds <= {"uuid", "string"}:
+        return "uuid"
+    if kinds == {"string"} or kinds == {"other"}:
+        return "string"
+    described = f"{a.table.name}.{a.name} ({a.type}) vs {b.table.name}.{b.name} ({b.type})"
+    raise ConfigError(
+        f"rules.{rule.name}: key types differ: {described}; set key_type: int (compare numeric "
+        "values, '0042' = 42) or key_type: string (compare exact text)"
+    )
