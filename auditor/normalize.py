@@ -115,8 +115,10 @@ def validate_normalizer(spec: object) -> NormalizerSpec:
             raise _unknown(spec)
         return spec
     if not isinstance(spec, dict) or len(spec) != 1:
-        raise ValueError("a normaliser is a name or a one-key mapping such as {phone: {region: US}}")
-    (name, options), = spec.items()
+        raise ValueError(
+            "a normaliser is a name or a one-key mapping such as {phone: {region: US}}"
+        )
+    ((name, options),) = spec.items()
     options = options or {}
     if name not in PARAMETRISED:
         raise _unknown(name)
@@ -135,19 +137,23 @@ def validate_normalizer(spec: object) -> NormalizerSpec:
         re.compile(str(options["pattern"]))
     except re.error as exc:
         raise ValueError(f"regex pattern {options['pattern']!r} is invalid: {exc}") from None
-    return {"regex": {"pattern": str(options["pattern"]), "replace": str(options.get("replace", ""))}}
+    return {
+        "regex": {"pattern": str(options["pattern"]), "replace": str(options.get("replace", ""))}
+    }
 
 
 def _only(name: str, options: dict[str, Any], allowed: set[str]) -> None:
     extra = set(options) - allowed
     if extra:
-        raise ValueError(f"{name} has unknown option(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+        raise ValueError(
+            f"{name} has unknown option(s) {sorted(extra)}; allowed: {sorted(allowed)}"
+        )
 
 
 def _compile_one(spec: NormalizerSpec) -> Normalizer:
     if isinstance(spec, str):
         return SIMPLE[spec]
-    (name, options), = spec.items()
+    ((name, options),) = spec.items()
     if name == "phone":
         return partial(phone, region=options["region"])
     return partial(regex, pattern=re.compile(options["pattern"]), replace=options["replace"])

@@ -111,6 +111,7 @@ class RuleResult:
     findings: tuple[Finding, ...] = ()
     findings_truncated: bool = False
     description: str | None = None
+    error_code: int | None = None  # exit code of the error that stopped this rule
 
     @property
     def total(self) -> int:

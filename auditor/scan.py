@@ -41,7 +41,7 @@ def side_schema(side: SidePlan, key_types: tuple[str, ...]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def prepare(batch: pa.RecordBatch | pa.Table, schema: pa.Schema, key_types: tuple[str, ...]):
+def prepare(batch: pa.RecordBatch, schema: pa.Schema, key_types: tuple[str, ...]):
     """A raw batch from the driver -> the side's fixed schema (canonical keys computed once)."""
     columns: list[pa.Array] = []
     for field in schema:

@@ -72,7 +72,10 @@ def _uuid_text(storage: pa.Array) -> pa.Array:
 
 
 def _hyphenate(hex32: pa.Array, valid: pa.Array) -> pa.Array:
-    parts = [pc.utf8_slice_codeunits(hex32, a, b) for a, b in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))]
+    parts = [
+        pc.utf8_slice_codeunits(hex32, a, b)
+        for a, b in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))
+    ]
     joined = pc.binary_join_element_wise(*parts, "-")
     return pc.if_else(valid, joined, pa.scalar(None, pa.string()))
 
@@ -84,7 +87,9 @@ def canonical_key(array: pa.Array | pa.ChunkedArray, key_type: str) -> pa.Array:
         return _canonical_int(array)
     text = as_text(array)
     if key_type == "uuid":
-        compact = pc.replace_substring_regex(pc.utf8_lower(pc.utf8_trim_whitespace(text)), r"[-{}]", "")
+        compact = pc.replace_substring_regex(
+            pc.utf8_lower(pc.utf8_trim_whitespace(text)), r"[-{}]", ""
+        )
         ok = pc.fill_null(pc.match_substring_regex(compact, _UUID_HEX), False)
         return _hyphenate(compact, ok)
     return text
@@ -157,10 +162,15 @@ def _string_hash(column: pa.Array) -> np.ndarray:
     starts, ends = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
     with np.errstate(over="ignore"):
         powers = np.cumprod(np.full(len(data), _PRIME, dtype=np.uint64), dtype=np.uint64)
-        prefix = np.concatenate(([np.uint64(0)], np.cumsum(data.astype(np.uint64) * powers, dtype=np.uint64)))
+        prefix = np.concatenate(
+            ([np.uint64(0)], np.cumsum(data.astype(np.uint64) * powers, dtype=np.uint64))
+        )
         inverse = np.uint64(pow(int(_PRIME), -1, 2**64))
         inv_powers = np.concatenate(
-            ([np.uint64(1)], np.cumprod(np.full(len(data), inverse, dtype=np.uint64), dtype=np.uint64))
+            (
+                [np.uint64(1)],
+                np.cumprod(np.full(len(data), inverse, dtype=np.uint64), dtype=np.uint64),
+            )
         )
         body = (prefix[ends] - prefix[starts]) * inv_powers[starts]
         return body + (ends - starts).astype(np.uint64) * _MIX

@@ -59,7 +59,9 @@ def check_copies(
     parts = []
     if report_missing_source:
         parts.append(_candidates(left.filter(unparsable), base, "missing_source"))
-        parts.append(_candidates(counted.filter(pc.is_null(counted[COUNT])), base, "missing_source"))
+        parts.append(
+            _candidates(counted.filter(pc.is_null(counted[COUNT])), base, "missing_source")
+        )
     unique = counted.filter(pc.fill_null(pc.equal(counted[COUNT], 1), False))
     pairs = unique.join(_source_columns(right, len(pipelines)), keys=keys, join_type="inner")
     for index, pipeline in enumerate(pipelines):

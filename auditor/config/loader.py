@@ -90,7 +90,9 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path, loc: Loc, m
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) or key is None:
                 line = key_node.start_mark.line + 1
-                raise ConfigError(f"{path}:{line}: {_dotted(loc) or 'top level'}: keys must be text")
+                raise ConfigError(
+                    f"{path}:{line}: {_dotted(loc) or 'top level'}: keys must be text"
+                )
             key = str(key)
             if key in result:
                 line = key_node.start_mark.line + 1

@@ -41,7 +41,9 @@ class Dialect:
             result = conn.execution_options(stream_results=True).exec_driver_sql(query)
             names = list(result.keys())
             while rows := result.fetchmany(batch_size):
-                yield pa.RecordBatch.from_pylist([dict(zip(names, row, strict=True)) for row in rows])
+                yield pa.RecordBatch.from_pylist(
+                    [dict(zip(names, row, strict=True)) for row in rows]
+                )
 
 
 class PostgreSQL(Dialect):
@@ -49,7 +51,9 @@ class PostgreSQL(Dialect):
 
     @staticmethod
     def _options(timeout_s: int | None) -> str:
-        options = "-c default_transaction_read_only=on -c default_transaction_isolation=repeatable\\ read"
+        options = (
+            "-c default_transaction_read_only=on -c default_transaction_isolation=repeatable\\ read"
+        )
         if timeout_s:
             options += f" -c statement_timeout={int(timeout_s) * 1000}"
         return options
@@ -138,13 +142,11 @@ class SQLite(Dialect):
     def stream(self, url, engine, query, batch_size, timeout_s):
         import adbc_driver_sqlite.dbapi as adbc
 
-        with adbc.connect(sqlite_ro_uri(url.database or ""), autocommit=True) as conn:
-            with conn.cursor() as cursor:
-                cursor.adbc_statement.set_options(
-                    **{"adbc.sqlite.query.batch_rows": str(batch_size)}
-                )
-                cursor.execute(query)
-                yield from cursor.fetch_record_batch()
+        uri = sqlite_ro_uri(url.database or "")
+        with adbc.connect(uri, autocommit=True) as conn, conn.cursor() as cursor:
+            cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_size)})
+            cursor.execute(query)
+            yield from cursor.fetch_record_batch()
 
 
 def sqlite_ro_uri(path: str) -> str:

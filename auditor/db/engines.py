@@ -59,9 +59,7 @@ class Database:
     def stream(self, query: str, batch_size: int) -> Iterator[pa.RecordBatch]:
         """Stream a SELECT as Arrow batches through the dialect's fast driver."""
         try:
-            yield from self.dialect.stream(
-                self.url, self.engine, query, batch_size, self.timeout_s
-            )
+            yield from self.dialect.stream(self.url, self.engine, query, batch_size, self.timeout_s)
         except (sa.exc.DBAPIError, RuntimeError, OSError, pa.ArrowException) as exc:
             raise DatabaseError(f"cannot read {self.describe_failure(exc)}") from None
         except Exception as exc:  # driver-specific error classes (ADBC, connectorx)

@@ -74,7 +74,9 @@ def reflect_table(database: Database, conn: Connection, name: str) -> TableInfo:
         raise ConfigError(f"table {database.name}.{name} does not exist{hint}") from None
     primary_key = tuple(c.name for c in table.primary_key.columns)
     indexes = [tuple(c for c in idx["column_names"] if c) for idx in _indexes(inspector, table)]
-    uniques = inspector.get_unique_constraints(name, schema=schema) if _is_table(inspector, table) else []
+    uniques = (
+        inspector.get_unique_constraints(name, schema=schema) if _is_table(inspector, table) else []
+    )
     indexes += [tuple(u["column_names"]) for u in uniques]
     return TableInfo(
         db=database.name,

@@ -1,0 +1,194 @@
+"""The library API the CLI is a thin layer over: load_config, check, run.
+
+Orchestration only: config -> databases -> plan -> engine (scan, compare, recheck) -> result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+from auditor import __version__
+from auditor.config.model import Config, PiiRule
+from auditor.db.engines import Database, open_databases, ping
+from auditor.engine import RunOptions, run_rule
+from auditor.errors import AuditorError, ConfigError, DatabaseError
+from auditor.mask import Masker
+from auditor.plan import RulePlan, build_plan
+from auditor.result import AuditResult, RuleResult
+
+Progress = Callable[[str, str, int], None]
+SEVERITY_RANK = {"warning": 1, "error": 2}
+FAIL_RANK = {"warning": 1, "error": 2, "never": 99}
+
+
+@dataclass(frozen=True)
+class SideCheck:
+    role: str
+    table: str
+    estimated_rows: int | None
+    lookup_index: str | None  # CREATE INDEX statement that would serve look-ups, or None
+
+
+@dataclass(frozen=True)
+class RuleCheck:
+    name: str
+    type: str
+    key_types: tuple[str, ...]
+    sides: tuple[SideCheck, ...]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [
+            f"{side.table}: no index serves the recheck look-ups; consider: {side.lookup_index}"
+            for side in self.sides
+            if side.lookup_index
+        ]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    config_path: str
+    databases: dict[str, str]
+    rules: tuple[RuleCheck, ...] = field(default_factory=tuple)
+
+
+def _selected(config: Config, names: Iterable[str] | None):
+    if not names:
+        return list(config.rules)
+    known = {rule.name for rule in config.rules}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(f"--rule {unknown[0]!r}: no such rule; known: {', '.join(sorted(known))}")
+    wanted = set(names)
+    return [rule for rule in config.rules if rule.name in wanted]
+
+
+def _plan(rule, databases: dict[str, Database]) -> RulePlan:
+    """Reflect a rule's tables inside one read-only snapshot per database it touches."""
+    with contextlib.ExitStack() as stack:
+        names = {side.db for side in rule.sides().values()}
+        connections = {name: stack.enter_context(databases[name].snapshot()) for name in names}
+        try:
+            return build_plan(rule, databases, connections)
+        except ConfigError as exc:
+            raise ConfigError(f"rules.{rule.name}: {exc.message}") from None
+
+
+def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
+    """Validate against the live databases without reading a data row."""
+    databases = open_databases(config)
+    try:
+        for database in databases.values():
+            ping(database)
+        checks = []
+        for rule in _selected(config, rules):
+            plan = _plan(rule, databases)
+            lookups = [(plan.left, plan.left.labels), (plan.right, plan.right.compare)]
+            if plan.aliases:
+                lookups.append((plan.aliases, plan.aliases.compare))
+            sides = tuple(
+                SideCheck(
+                    side.role,
+                    side.info.label,
+                    side.info.estimated_rows,
+                    side.lookup_index_hint(columns),
+                )
+                for side, columns in lookups
+            )
+            checks.append(RuleCheck(rule.name, rule.type, plan.key_types, sides))
+        return CheckResult(str(config.path), _redacted(databases), tuple(checks))
+    finally:
+        _dispose(databases)
+
+
+def run(
+    config: Config,
+    *,
+    rules: Iterable[str] | None = None,
+    options: RunOptions | None = None,
+    show_pii: bool = False,
+    fail_on: str | None = None,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> AuditResult:
+    """Run the audit; rule-level failures become `status: error` rules, not exceptions."""
+    settings = config.settings
+    options = options or RunOptions(
+        batch_size=settings.batch_size, max_findings=settings.max_findings
+    )
+    if show_pii:
+        options = replace(options, masker=Masker.create("none"))
+    elif options.masker.mode == "none":
+        raise ConfigError("settings.mask: none prints raw PII and needs --show-pii")
+    fail_on = fail_on or settings.fail_on
+    stop = stop or threading.Event()
+    started = _now()
+    selected = _selected(config, rules)
+    databases = open_databases(config)
+    results: list[RuleResult] = []
+    try:
+        for rule in selected:
+            if stop.is_set():
+                results.append(_skipped(rule, "interrupted"))
+                continue
+            results.append(_run_one(rule, databases, options, progress, stop))
+    finally:
+        _dispose(databases)
+    status, exit_code = _outcome(results, fail_on, stop.is_set())
+    return AuditResult(
+        run_id=str(uuid.uuid4()),
+        auditor_version=__version__,
+        started_at=started,
+        finished_at=_now(),
+        config_path=str(config.path or ""),
+        config_sha256=config.sha256 or "",
+        status=status,
+        exit_code=exit_code,
+        rules=tuple(results),
+        databases=_redacted(databases),
+        fail_on=fail_on,
+    )
+
+
+def _run_one(rule, databases, options, progress, stop) -> RuleResult:
+    try:
+        plan = _plan(rule, databases)
+        return run_rule(plan, options, progress or (lambda *_: None), stop)
+    except AuditorError as exc:
+        return replace(_skipped(rule, "error"), error=exc.message, error_code=exc.exit_code)
+
+
+def _skipped(rule, status: str) -> RuleResult:
+    return RuleResult(rule.name, rule.type, rule.severity, status, description=rule.description)
+
+
+def _outcome(results: list[RuleResult], fail_on: str, interrupted: bool) -> tuple[str, int]:
+    if interrupted:
+        return "interrupted", 130
+    errors = [r for r in results if r.status == "error"]
+    if errors:
+        return "error", errors[0].error_code or DatabaseError.exit_code
+    threshold = FAIL_RANK[fail_on]
+    failed = any(r.total and SEVERITY_RANK[r.severity] >= threshold for r in results)
+    return ("fail", 1) if failed else ("pass", 0)
+
+
+def _redacted(databases: dict[str, Database]) -> dict[str, str]:
+    return {name: db.redacted for name, db in databases.items()}
+
+
+def _dispose(databases: dict[str, Database]) -> None:
+    for database in databases.values():
+        database.engine.dispose()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+__all__ = ["CheckResult", "PiiRule", "RunOptions", "check", "run"]

@@ -1,0 +1,196 @@
+"""The typer CLI: each command parses its flags, calls one API function, renders, exits.
+
+Errors are caught in exactly one place (`main`); `--debug` re-raises them with a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import sys
+import threading
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from auditor import __version__, api
+from auditor.config import load_config
+from auditor.engine import RunOptions
+from auditor.errors import AuditorError, ConfigError
+from auditor.mask import Masker
+from auditor.report import RENDERERS, terminal
+from auditor.report.files import dated_path, write_text
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    help="Prove that data duplicated across separate databases is still consistent.",
+)
+_state = {"debug": False}
+
+
+class FailOn(StrEnum):
+    error = "error"
+    warning = "warning"
+    never = "never"
+
+
+class MaskMode(StrEnum):
+    partial = "partial"
+    hash = "hash"
+
+
+def _version(value: bool) -> None:
+    if value:
+        terminal.plain(f"auditor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+ConfigArg = Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)]
+
+
+@app.command()
+def check(config: ConfigArg) -> None:
+    """Validate CONFIG, connect to every database and print the plan; reads no data rows."""
+    result = api.check(load_config(config))
+    terminal.render_check(terminal.console(), result)
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    rule: Annotated[list[str] | None, typer.Option("--rule", help="Run only this rule.")] = None,
+    json_path: Annotated[str | None, typer.Option("--json", help="Write JSON here.")] = None,
+    html_path: Annotated[str | None, typer.Option("--html", help="Write HTML here.")] = None,
+    csv_path: Annotated[str | None, typer.Option("--csv", help="Write CSV here.")] = None,
+    junit_path: Annotated[str | None, typer.Option("--junit", help="Write JUnit XML.")] = None,
+    markdown_path: Annotated[str | None, typer.Option("--markdown", help="Write Markdown.")] = None,
+    fail_on: Annotated[FailOn | None, typer.Option(help="Lowest severity that fails.")] = None,
+    max_findings: Annotated[
+        int | None, typer.Option(min=0, help="Findings kept per rule (0 = all).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Rows per batch.")] = None,
+    show_pii: Annotated[bool, typer.Option("--show-pii", help="Print raw PII values.")] = False,
+    mask: Annotated[MaskMode | None, typer.Option(help="How PII values are masked.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No terminal report.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    no_recheck: Annotated[
+        bool, typer.Option("--no-recheck", help="Report candidates without re-reading them.")
+    ] = False,
+) -> None:
+    """Run the audit described by CONFIG; exit 0 pass, 1 findings, 2 config, 3 database."""
+    cfg = load_config(config)
+    settings = cfg.settings
+    masker = Masker.create(mask.value if mask else settings.mask)
+    options = RunOptions(
+        batch_size=batch_size or settings.batch_size,
+        max_findings=settings.max_findings if max_findings is None else max_findings,
+        recheck=not no_recheck,
+        masker=masker,
+    )
+    explicit = {
+        "json": json_path,
+        "html": html_path,
+        "csv": csv_path,
+        "junit": junit_path,
+        "markdown": markdown_path,
+    }
+    targets = {fmt: path for fmt, path in explicit.items() if path}
+    stdout_taken = "-" in targets.values()
+    out = terminal.console(stderr=stdout_taken)
+    stop = threading.Event()
+    if not quiet:
+        terminal.header(out, str(config), {n: _redact(d.url) for n, d in cfg.databases.items()})
+    progress = terminal.ScanProgress(out, enabled=not (quiet or no_progress))
+    with _stop_on_signals(stop), progress.running():
+        result = api.run(
+            cfg,
+            rules=rule,
+            options=options,
+            show_pii=show_pii,
+            fail_on=fail_on.value if fail_on else None,
+            progress=progress,
+            stop=stop,
+        )
+    written = _write_reports(result, cfg, targets)
+    if not quiet:
+        terminal.render_result(out, result, [p for p in written if p != "-"])
+    raise typer.Exit(result.exit_code)
+
+
+def _write_reports(result, cfg, targets: dict[str, str]) -> list[str]:
+    unknown = [fmt for fmt in targets if fmt not in RENDERERS]
+    if unknown:
+        raise ConfigError(f"--{unknown[0]}: this report format is not available yet")
+    if cfg.reports is not None:
+        when = dt.datetime.fromisoformat(result.started_at)
+        for fmt in cfg.reports.formats:
+            if fmt in RENDERERS and fmt not in targets:
+                directory = Path(cfg.path).parent / cfg.reports.dir if cfg.path else cfg.reports.dir
+                targets[fmt] = dated_path(directory, str(cfg.path), fmt, when)
+    for fmt, path in targets.items():
+        write_text(path, RENDERERS[fmt](result))
+    return list(targets.values())
+
+
+def _redact(url: str) -> str:
+    from auditor.db.engines import redact
+
+    return redact(url)
+
+
+class _stop_on_signals:
+    """SIGINT/SIGTERM set the stop event: the scan ends cleanly, reports say `interrupted`."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:  # type: ignore[no-untyped-def]
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: the one place errors become messages and exit codes.
+
+    typer handles usage errors itself (exit 2) and exits through SystemExit.
+    """
+    try:
+        app(args=argv, prog_name="auditor")
+    except AuditorError as exc:
+        if _state["debug"]:
+            raise
+        terminal.error(exc.message)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        terminal.error("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: still one line, never a traceback unless --debug
+        if _state["debug"]:
+            raise
+        terminal.error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
+        sys.exit(4)

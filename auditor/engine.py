@@ -1,0 +1,320 @@
+"""Runs one planned rule: scan both sides concurrently, compare partition by partition,
+confirm candidates with look-ups, and collect exact counts plus a capped list of findings."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from auditor.checks.base import normalise
+from auditor.checks.pii import check_copies
+from auditor.checks.reference import check_references, duplicates, group_keys
+from auditor.config.model import PiiRule, ReferenceRule
+from auditor.db.reflect import category
+from auditor.mask import Masker
+from auditor.plan import RulePlan, SidePlan
+from auditor.recheck import Lookups, _tuples
+from auditor.result import Finding, RuleResult
+from auditor.scan import Spill, partition_count, scan_side, side_schema, spill_directory
+
+CONFIRM_CHUNK = 1000
+Progress = Callable[[str, str, int], None]
+
+
+@dataclass
+class RunOptions:
+    batch_size: int = 50_000
+    max_findings: int = 1000
+    recheck: bool = True
+    masker: Masker = field(default_factory=lambda: Masker.create("partial"))
+    rows_per_partition: int | None = None
+    # Called between scan and recheck; tests use it to change the data in that window.
+    before_recheck: Callable[[], None] | None = None
+
+
+@dataclass
+class Collector:
+    """Exact counts of every finding, and the first `cap` findings themselves."""
+
+    cap: int
+    counts: Counter[str] = field(default_factory=Counter)
+    findings: list[Finding] = field(default_factory=list)
+    labels: dict[int, tuple] = field(default_factory=dict)
+
+    def add(self, finding: Finding, labels: tuple | None = None) -> None:
+        self.counts[finding.kind] += 1
+        if self.cap == 0 or len(self.findings) < self.cap:
+            if labels is not None:
+                self.labels[len(self.findings)] = labels
+            self.findings.append(finding)
+
+    @property
+    def truncated(self) -> bool:
+        return sum(self.counts.values()) > len(self.findings)
+
+
+def run_rule(plan: RulePlan, options: RunOptions, progress: Progress, stop: threading.Event):
+    """Audit one rule; returns its RuleResult (errors propagate to api.py)."""
+    started = time.monotonic()
+    rule = plan.rule
+    collector = Collector(options.max_findings)
+    rows: dict[str, int] = {}
+    with spill_directory() as tmp:
+        left, right = _scan(plan, options, progress, stop, Path(tmp), rows)
+        if options.before_recheck:
+            options.before_recheck()
+        with contextlib.ExitStack() as stack:
+            lookups = Lookups(plan, stack)
+            for part in range(left.partitions):
+                if stop.is_set():
+                    break
+                _compare_partition(
+                    plan, options, lookups, collector, left.read(part), right.read(part)
+                )
+            if isinstance(rule, PiiRule) and rule.suggest_keys and not stop.is_set():
+                _suggest_keys(plan, lookups, right, collector)
+    findings = sorted(collector.findings, key=lambda f: (f.kind, repr(f.key), f.field or ""))
+    return RuleResult(
+        name=rule.name,
+        type=rule.type,
+        severity=rule.severity,
+        description=rule.description,
+        status="interrupted" if stop.is_set() else ("fail" if collector.counts else "pass"),
+        rows_scanned=rows,
+        duration_s=time.monotonic() - started,
+        counts=dict(sorted(collector.counts.items())),
+        findings=tuple(findings),
+        findings_truncated=collector.truncated,
+    )
+
+
+def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tuple[Spill, Spill]:
+    """Read both sides at once (one thread and one connection each)."""
+    estimates = (plan.left.info.estimated_rows, plan.right.info.estimated_rows)
+    per_partition = options.rows_per_partition or max(options.batch_size * 4, 1)
+    partitions = partition_count(*estimates, rows_per_partition=per_partition)
+    spills = [
+        Spill(side_schema(side, plan.key_types), partitions, tmp)
+        for side in (plan.left, plan.right)
+    ]
+
+    def scan(side: SidePlan, spill: Spill) -> None:
+        def report(role: str, n: int) -> None:
+            rows[role] = rows.get(role, 0) + n
+            progress(plan.rule.name, role, n)
+
+        rows.setdefault(side.role, 0)
+        scan_side(side, plan.key_types, spill, options.batch_size, report, stop)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scan") as pool:
+        futures = [
+            pool.submit(scan, side, spill)
+            for side, spill in zip((plan.left, plan.right), spills, strict=True)
+        ]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in done:
+            if future.exception():
+                stop.set()  # tell the other side to stop, then re-raise the first error
+                wait(futures)
+                stop.clear()
+                raise future.exception()  # type: ignore[misc]
+    return spills[0], spills[1]
+
+
+def _compare_partition(
+    plan: RulePlan, options, lookups, collector, left: pa.Table, right: pa.Table
+):
+    rule = plan.rule
+    width = len(plan.key_types)
+    groups = group_keys(right, width)
+    for dup in duplicates(groups).to_pylist():
+        key = {c.name: dup[f"c{i}"] for i, c in enumerate(plan.right.compare)}
+        ref = {c.name: dup[f"c{i}"] for i, c in enumerate(plan.left.compare)}
+        collector.add(
+            Finding(rule.name, "duplicate_key", rule.severity, key, ref=ref, count=dup["count_all"])
+        )
+    if isinstance(rule, ReferenceRule):
+        candidates = check_references(left, groups, width, rule.allow_null)
+        confirm = _confirm_references
+    else:
+        candidates = check_copies(
+            left, right, groups, width, plan.normalizers, rule.missing_source == "report"
+        )
+        confirm = _confirm_copies
+    for start in range(0, candidates.num_rows, CONFIRM_CHUNK):
+        chunk = candidates.slice(start, CONFIRM_CHUNK)
+        for finding, labels in confirm(plan, options, lookups, chunk):
+            collector.add(finding, labels)
+
+
+def _identity(table: pa.Table, extra: list[str]) -> set[tuple]:
+    names = [n for n in table.column_names if n.startswith("r")] + extra
+    return set(_tuples([table[n] for n in names]))
+
+
+def _keep(fresh: pa.Table, wanted: set[tuple], extra: list[str]) -> pa.Table:
+    names = [n for n in fresh.column_names if n.startswith("r")] + extra
+    mask = [row in wanted for row in _tuples([fresh[n] for n in names])]
+    return fresh.filter(pa.array(mask, pa.bool_()))
+
+
+def _labels(table: pa.Table) -> list[tuple]:
+    return _tuples([table[n] for n in table.column_names if n.startswith("r")])
+
+
+def _valid_keys(table: pa.Table, width: int) -> list[tuple]:
+    return [k for k in _tuples([table[f"c{i}"] for i in range(width)]) if None not in k]
+
+
+def _confirm_references(plan: RulePlan, options, lookups: Lookups, chunk: pa.Table):
+    rule = plan.rule
+    assert isinstance(rule, ReferenceRule)
+    width = len(plan.key_types)
+    if options.recheck:
+        fresh_left = lookups.fetch(plan.left, "labels", _labels(chunk))
+        fresh_right = lookups.fetch(plan.right, "compare", _valid_keys(fresh_left, width))
+        fresh = check_references(fresh_left, group_keys(fresh_right, width), width, rule.allow_null)
+        chunk = _keep(fresh, _identity(chunk, ["kind"]), ["kind"])
+    outcomes: dict[tuple, tuple[str, tuple | None, str | None]] = {}
+    if plan.aliases is not None:
+        orphans = chunk.filter(pc.equal(chunk["kind"], "orphan"))
+        outcomes = lookups.follow_aliases(_valid_keys(orphans, width))
+    for row in chunk.to_pylist():
+        canonical = tuple(row[f"c{i}"] for i in range(width))
+        kind, suggested, note = row["kind"], None, None
+        if kind == "orphan" and canonical in outcomes:
+            kind, target, note = outcomes[canonical]
+            if target is not None:
+                suggested = {
+                    c.name: part for c, part in zip(plan.right.compare, target, strict=True)
+                }
+        elif kind == "orphan" and None in canonical:
+            note = f"not a valid {'/'.join(sorted(set(plan.key_types)))} key"
+        yield (
+            Finding(
+                rule.name,
+                kind,
+                rule.severity,
+                _display(plan.left.labels, row, "r"),
+                ref=_display(plan.left.compare, row, "k"),
+                suggested=suggested,
+                note=note,
+            ),
+            None,
+        )
+
+
+def _confirm_copies(plan: RulePlan, options, lookups: Lookups, chunk: pa.Table):
+    rule = plan.rule
+    assert isinstance(rule, PiiRule)
+    width = len(plan.key_types)
+    if options.recheck:
+        fresh_left = lookups.fetch(plan.left, "labels", _labels(chunk))
+        fresh_right = lookups.fetch(plan.right, "compare", _valid_keys(fresh_left, width))
+        fresh = check_copies(
+            fresh_left,
+            fresh_right,
+            group_keys(fresh_right, width),
+            width,
+            plan.normalizers,
+            rule.missing_source == "report",
+        )
+        chunk = _keep(fresh, _identity(chunk, ["kind", "field"]), ["kind", "field"])
+    mask = options.masker
+    for row in chunk.to_pylist():
+        index = row["field"]
+        labels = tuple(row[n] for n in chunk.column_names if n.startswith("r"))
+        yield (
+            Finding(
+                rule.name,
+                row["kind"],
+                rule.severity,
+                _display(plan.left.labels, row, "r"),
+                ref=_display(plan.left.compare, row, "k"),
+                field=None if index is None else rule.fields[index].source,
+                source_value=mask(row["source_value"]),
+                copy_value=mask(row["copy_value"]),
+            ),
+            labels if row["kind"] == "mismatch" else None,
+        )
+
+
+def _display(columns, row: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Key text back to the column's own kind: integers as numbers, the rest as text."""
+    shown: dict[str, Any] = {}
+    for i, column in enumerate(columns):
+        value = row[f"{prefix}{i}"]
+        if value is not None and category(column) == "int":
+            with contextlib.suppress(ValueError):
+                value = int(value)
+        shown[column.name] = value
+    return shown
+
+
+def _suggest_keys(plan: RulePlan, lookups: Lookups, source: Spill, collector: Collector) -> None:
+    """For reported mismatches, name the one source row whose PII matches the copy."""
+    if not collector.labels:
+        return
+    copies = lookups.fetch(plan.left, "labels", list(collector.labels.values()))
+    fingerprints = _fingerprints(plan, copies)
+    anchor = _anchor_field(plan)
+    wanted = {fp[anchor] for fp in fingerprints.values() if fp[anchor] is not None}
+    if not wanted:
+        return
+    matches: dict[tuple, set[tuple]] = {labels: set() for labels in fingerprints}
+    for part in range(source.partitions):
+        table = source.read(part)
+        anchor_values = normalise(table[f"v{anchor}"].combine_chunks(), plan.normalizers[anchor])
+        subset = table.filter(
+            pc.is_in(anchor_values, value_set=pa.array(list(wanted), pa.string()))
+        )
+        if subset.num_rows == 0:
+            continue
+        normalised = [
+            normalise(subset[f"v{i}"].combine_chunks(), p).to_pylist()
+            for i, p in enumerate(plan.normalizers)
+        ]
+        keys = [subset[f"k{i}"].to_pylist() for i in range(len(plan.key_types))]
+        for row in range(subset.num_rows):
+            values = tuple(column[row] for column in normalised)
+            for labels, fingerprint in fingerprints.items():
+                if all(f is None or f == v for f, v in zip(fingerprint, values, strict=True)):
+                    matches[labels].add(tuple(k[row] for k in keys))
+    for index, labels in collector.labels.items():
+        found = matches.get(labels, set())
+        if len(found) == 1:
+            (key,) = found
+            row = {f"k{i}": part for i, part in enumerate(key)}
+            suggested = _display(plan.right.compare, row, "k")
+            collector.findings[index] = replace(collector.findings[index], suggested_key=suggested)
+
+
+def _fingerprints(plan: RulePlan, copies: pa.Table) -> dict[tuple, tuple]:
+    normalised = [
+        normalise(copies[f"v{i}"].combine_chunks(), p).to_pylist()
+        for i, p in enumerate(plan.normalizers)
+    ]
+    labels = _labels(copies)
+    return {
+        labels[row]: tuple(column[row] for column in normalised) for row in range(copies.num_rows)
+    }
+
+
+def _anchor_field(plan: RulePlan) -> int:
+    """The field used to narrow the source rows: the first one not needing phone parsing."""
+    rule = plan.rule
+    assert isinstance(rule, PiiRule)
+    for index, spec in enumerate(rule.fields):
+        if not any(isinstance(step, dict) and "phone" in step for step in spec.normalize):
+            return index
+    return 0

@@ -1,0 +1,178 @@
+"""Point look-ups in fresh read-only transactions: the recheck and alias-chain resolution.
+
+Candidates come from the scan; before one is reported, the referencing row and the rows it
+points at are read again by key, and the same pure check runs on what comes back. A row
+written while the scan ran therefore cannot produce a false finding (SPEC §8).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterable, Sequence
+from itertools import product
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from auditor.checks.base import canonical_key
+from auditor.db.reflect import category
+from auditor.plan import RulePlan, SidePlan
+from auditor.scan import prepare, side_schema
+
+CHUNK = 500
+MAX_HOPS = 32
+
+
+class Lookups:
+    """Batched look-ups for one rule, each database read in its own fresh snapshot."""
+
+    def __init__(self, plan: RulePlan, stack: contextlib.ExitStack) -> None:
+        self.plan = plan
+        self._stack = stack
+        self._connections: dict[str, Connection] = {}
+
+    def _conn(self, side: SidePlan) -> Connection:
+        name = side.database.name
+        if name not in self._connections:
+            self._connections[name] = self._stack.enter_context(side.database.snapshot())
+        return self._connections[name]
+
+    def fetch(self, side: SidePlan, by: str, values: Iterable[tuple]) -> pa.Table:
+        """Rows of `side` whose labels (`by="labels"`) or canonical keys match `values`."""
+        columns = side.labels if by == "labels" else side.compare
+        key_types = self.plan.key_types
+        wanted = list(dict.fromkeys(values))
+        schema = side_schema(side, key_types)
+        tables = [schema.empty_table()]
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start : start + CHUNK]
+            condition = _condition(columns, by, key_types, chunk)
+            result = self._conn(side).execute(side.select().where(condition))
+            rows = [dict(row._mapping) for row in result]
+            if rows:
+                raw = pa.RecordBatch.from_pylist(rows)
+                tables.append(pa.Table.from_batches([prepare(raw, schema, key_types)]))
+        return pa.concat_tables(tables)
+
+    def follow_aliases(
+        self, starts: Sequence[tuple]
+    ) -> dict[tuple, tuple[str, tuple | None, str | None]]:
+        """For each retired key: ('stale_alias', current key, note) or ('orphan', None, note)."""
+        assert self.plan.aliases is not None
+        current = {start: start for start in starts}
+        seen = {start: [start] for start in starts}
+        outcome: dict[tuple, tuple[str, tuple | None, str | None]] = {}
+        pending = list(starts)
+        for _ in range(MAX_HOPS):
+            if not pending:
+                return outcome
+            mapping = self._alias_map([current[s] for s in pending])
+            moved = []
+            for start in pending:
+                target = mapping.get(current[start])
+                if target is None:
+                    note = _chain_note(
+                        seen[start], "at a value that neither exists nor has an alias"
+                    )
+                    outcome[start] = ("orphan", None, note if len(seen[start]) > 1 else None)
+                elif target in seen[start]:
+                    outcome[start] = (
+                        "orphan",
+                        None,
+                        _chain_note([*seen[start], target], "in a cycle"),
+                    )
+                else:
+                    seen[start].append(target)
+                    current[start] = target
+                    moved.append(start)
+            status = self.key_status([current[s] for s in moved])
+            pending = []
+            for start in moved:
+                if current[start] in status:
+                    note = "the current id is soft-deleted" if status[current[start]] else None
+                    outcome[start] = ("stale_alias", current[start], note)
+                else:
+                    pending.append(start)
+        for start in pending:
+            outcome[start] = ("orphan", None, f"alias chain longer than {MAX_HOPS} hops")
+        return outcome
+
+    def _alias_map(self, keys: list[tuple]) -> dict[tuple, tuple]:
+        assert self.plan.aliases is not None
+        rows = self.fetch(self.plan.aliases, "compare", keys)
+        width = len(self.plan.key_types)
+        new = [canonical_key(rows[f"v{i}"], self.plan.key_types[i]) for i in range(width)]
+        old = [rows[f"c{i}"] for i in range(width)]
+        mapping: dict[tuple, tuple] = {}
+        for old_key, new_key in zip(_tuples(old), _tuples(new), strict=True):
+            if None not in new_key:
+                mapping.setdefault(old_key, new_key)
+        return mapping
+
+    def key_status(self, keys: list[tuple]) -> dict[tuple, bool]:
+        """Which canonical keys exist on the referenced side, and whether all are deleted."""
+        if not keys:
+            return {}
+        rows = self.fetch(self.plan.right, "compare", keys)
+        width = len(self.plan.key_types)
+        flags = rows["__deleted"].to_pylist() if "__deleted" in rows.column_names else None
+        status: dict[tuple, bool] = {}
+        for index, key in enumerate(_tuples([rows[f"c{i}"] for i in range(width)])):
+            deleted = bool(flags[index]) if flags else False
+            status[key] = status.get(key, True) and deleted
+        return status
+
+
+def _tuples(columns: Sequence[pa.Array | pa.ChunkedArray]) -> list[tuple]:
+    return list(zip(*(c.to_pylist() for c in columns), strict=True)) if columns else []
+
+
+def _chain_note(chain: list[tuple], end: str) -> str:
+    text = " -> ".join(_show(key) for key in chain)
+    return f"alias chain {text} ends {end}"
+
+
+def _show(key: tuple) -> str:
+    return ",".join(str(part) for part in key)
+
+
+def _condition(columns: Sequence[sa.Column], by: str, key_types: Sequence[str], chunk: list[tuple]):
+    if len(columns) == 1:
+        kind = key_types[0] if by == "compare" else "label"
+        bound = [v for (part,) in chunk for v in _bind_values(columns[0], kind, part)]
+        return columns[0].in_(bound)
+    return sa.or_(*(_match(columns, by, key_types, value) for value in chunk))
+
+
+def _match(columns: Sequence[sa.Column], by: str, key_types: Sequence[str], value: tuple):
+    variants = [
+        _bind_values(column, key_types[i] if by == "compare" else "label", part)
+        for i, (column, part) in enumerate(zip(columns, value, strict=True))
+    ]
+    options = [
+        sa.and_(*(column == bound for column, bound in zip(columns, combo, strict=True)))
+        for combo in product(*variants)
+    ]
+    return sa.or_(*options) if options else sa.false()
+
+
+def _bind_values(column: sa.Column, key_type: str, value: Any) -> list[Any]:
+    """The stored forms a canonical value may have in this column (e.g. UUID case)."""
+    kind = category(column)
+    text = str(value)
+    if kind == "int":
+        try:
+            return [int(text)]
+        except ValueError:
+            return []
+    if kind == "uuid":
+        try:
+            return [uuid.UUID(text)]
+        except ValueError:
+            return []
+    if key_type == "uuid":
+        return list(dict.fromkeys([text, text.upper(), text.replace("-", "")]))
+    return [text]
