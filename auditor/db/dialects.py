@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -70,10 +70,9 @@ class PostgreSQL(Dialect):
     def stream(self, url, engine, query, batch_size, timeout_s):
         import adbc_driver_postgresql.dbapi as adbc
 
-        libpq = url.set(drivername="postgresql")
-        uri = libpq.update_query_dict({"options": self._options(timeout_s)}).render_as_string(
-            hide_password=False
-        )
+        params = {**url.query, "options": self._options(timeout_s)}
+        base = url.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
+        uri = f"{base}?{urlencode(params, doseq=True, quote_via=quote)}"  # libpq wants %20, not +
         with adbc.connect(uri) as conn, conn.cursor() as cursor:
             cursor.adbc_statement.set_options(
                 **{"adbc.postgresql.batch_size_hint_bytes": str(max(batch_size, 1024) * 64)}
