@@ -129,6 +129,9 @@ def run(
     written = _write_reports(result, cfg, targets)
     if not quiet:
         terminal.render_result(out, result, [p for p in written if p != "-"])
+    for failed in result.rules:
+        if failed.error:
+            terminal.error(f"rule {failed.name}: {failed.error}")
     raise typer.Exit(result.exit_code)
 
 

@@ -17,7 +17,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-PG_ADMIN = os.environ.get("AUDITOR_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN = os.environ.get(
+    "AUDITOR_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 MARIADB_ADMIN = os.environ.get("AUDITOR_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -117,7 +117,12 @@ def reviews_schema() -> tuple[sa.MetaData, dict[str, list[dict[str, Any]]]]:
 
 
 def reference_rules() -> list[dict[str, Any]]:
-    live = {"db": "catalog", "table": "products", "columns": ["id"], "soft_delete": "deleted = TRUE"}
+    live = {
+        "db": "catalog",
+        "table": "products",
+        "columns": ["id"],
+        "soft_delete": "deleted = TRUE",
+    }
     return [
         {
             "name": "reviews-products",

@@ -162,7 +162,9 @@ def _append_rules(included: Path, rules: list[Any], marks: _Marks) -> None:
 
 def _config_error(exc: ValidationError, marks: _Marks) -> ConfigError:
     """Turn pydantic's first error into `file:line: path: message (hint)`."""
-    error = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    # An unknown key is usually a misspelt known one: its did-you-mean beats "field required".
+    error = min(errors, key=lambda e: e["type"] != "extra_forbidden")
     loc = _drop_union_tags(tuple(error["loc"]))
     file, line = marks.find(loc)
     message = error["msg"].removeprefix("Value error, ")

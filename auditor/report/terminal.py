@@ -36,11 +36,11 @@ def console(stderr: bool = False, width: int | None = None, record: bool = False
 
 def error(message: str) -> None:
     """One line on stderr: what went wrong and, in the message, what to do about it."""
-    console(stderr=True).print(Text(f"auditor: error: {message}", style="bold red"))
+    console(stderr=True).print(Text(f"auditor: error: {message}", style="bold red"), soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    console(stderr=True).print(Text(f"auditor: warning: {message}", style="yellow"))
+    console(stderr=True).print(Text(f"auditor: warning: {message}", style="yellow"), soft_wrap=True)
 
 
 def plain(text: str) -> None:

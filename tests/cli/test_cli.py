@@ -1,0 +1,151 @@
+"""The CLI end to end in a real process: exit codes 0/1/2/3, messages, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_database
+from tests.scenarios import build_reference
+
+
+def auditor(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "auditor", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def sqlite_config(tmp_path, write_config):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    catalog = next(make_database("sqlite", tmp_path / "a"))
+    reviews = next(make_database("sqlite", tmp_path / "b"))
+    return write_config(build_reference(catalog, reviews))
+
+
+def test_version():
+    result = auditor("--version")
+    assert result.returncode == 0 and result.stdout.startswith("auditor ")
+
+
+def test_findings_exit_1_and_json_report(sqlite_config, tmp_path):
+    report = tmp_path / "out.json"
+    result = auditor("run", str(sqlite_config), "--json", str(report), "--no-progress")
+    assert result.returncode == 1, result.stderr
+    data = json.loads(report.read_text())
+    assert data["schema_version"] == 1 and data["status"] == "fail" and data["exit_code"] == 1
+    assert data["totals"]["findings"] == sum(sum(r["counts"].values()) for r in data["rules"])
+    assert "FAIL" in result.stdout and "reviews-products" in result.stdout
+    assert report.stat().st_mode & 0o777 == 0o600
+
+
+def test_json_to_stdout_keeps_stdout_clean(sqlite_config):
+    result = auditor("run", str(sqlite_config), "--json", "-", "--rule", "cart-variants")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["rules"][0]["name"] == "cart-variants"
+
+
+def test_passing_rule_exits_0_and_fail_on_never(sqlite_config):
+    # reviews-not-null is a warning rule: with fail_on=error it does not fail the run
+    assert auditor("run", str(sqlite_config), "--rule", "reviews-not-null", "-q").returncode == 0
+    assert auditor("run", str(sqlite_config), "--fail-on", "never", "-q").returncode == 0
+    result = auditor(
+        "run", str(sqlite_config), "--rule", "reviews-not-null", "--fail-on", "warning"
+    )
+    assert result.returncode == 1
+
+
+def test_max_findings_caps_the_list_not_the_counts(sqlite_config):
+    result = auditor("run", str(sqlite_config), "--json", "-", "--max-findings", "1", "-q")
+    rule = next(r for r in json.loads(result.stdout)["rules"] if r["name"] == "reviews-products")
+    assert len(rule["findings"]) == 1 and rule["findings_truncated"] is True
+    assert sum(rule["counts"].values()) == 7
+
+
+def test_unknown_rule_is_exit_2(sqlite_config):
+    result = auditor("run", str(sqlite_config), "--rule", "nope")
+    assert result.returncode == 2 and "no such rule" in result.stderr
+
+
+def test_bad_config_exit_2_without_traceback(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("version: 1\ndatabases: {a: {url: 'sqlite:///x.db'}}\nrulez: []\n")
+    for command in ("run", "check"):
+        result = auditor(command, str(path))
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr + result.stdout
+        assert "bad.yaml:3: rulez: unknown key 'rulez' (did you mean 'rules'?)" in result.stderr
+
+
+def test_missing_column_is_exit_2_naming_it(sqlite_config):
+    text = sqlite_config.read_text().replace("product_uid", "product_uuid", 1)
+    sqlite_config.write_text(text)
+    result = auditor("check", str(sqlite_config))
+    assert result.returncode == 2
+    assert "reviews.shares.product_uuid does not exist" in result.stderr
+    assert "did you mean 'product_uid'" in result.stderr
+
+
+def test_check_prints_the_plan_and_exits_0(sqlite_config):
+    result = auditor("check", str(sqlite_config))
+    assert result.returncode == 0, result.stderr
+    assert "reviews-products" in result.stdout and "no data rows were read" in result.stdout
+    assert "CREATE INDEX" in result.stdout  # the alias/variant look-ups lack an index? at least one
+
+
+def _unreachable_config(write_config, url: str) -> Path:
+    return write_config(
+        {
+            "version": 1,
+            "databases": {"catalog": {"url": url}, "reviews": {"url": url}},
+            "rules": [
+                {
+                    "name": "r",
+                    "type": "reference",
+                    "from": {"db": "reviews", "table": "reviews", "columns": ["product_id"]},
+                    "to": {"db": "catalog", "table": "products", "columns": ["id"]},
+                }
+            ],
+        }
+    )
+
+
+def test_stopped_server_is_exit_3_naming_the_database(write_config, tmp_path):
+    config = _unreachable_config(write_config, "postgresql+psycopg://u:s3cret-pw@127.0.0.1:1/x")
+    for command in ("check", "run"):
+        result = (
+            auditor(command, str(config), "--json", str(tmp_path / "r.json"))
+            if command == "run"
+            else auditor(command, str(config))
+        )
+        assert result.returncode == 3, result.stderr
+        assert "'catalog'" in result.stderr or "'reviews'" in result.stderr
+        assert "s3cret-pw" not in result.stdout + result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["status"] == "error" and report["rules"][0]["status"] == "error"
+    assert "s3cret-pw" not in (tmp_path / "r.json").read_text()
+
+
+def test_wrong_password_is_exit_3_without_the_password(write_config):
+    import sqlalchemy as sa
+
+    try:
+        sa.create_engine("mysql+pymysql://root@127.0.0.1:3306/").connect().close()
+    except sa.exc.OperationalError:
+        pytest.skip("MariaDB not reachable") if not __import__("os").environ.get("CI") else None
+    config = _unreachable_config(
+        write_config, "mysql+pymysql://no_such_user:wr0ng-pw-123@127.0.0.1:3306/mysql"
+    )
+    result = auditor("check", str(config))
+    assert result.returncode == 3
+    assert "wr0ng-pw-123" not in result.stdout + result.stderr
+    assert "***" in result.stderr and "Access denied" in result.stderr
