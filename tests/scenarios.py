@@ -213,3 +213,158 @@ def build_reference(catalog, reviews) -> dict[str, Any]:
         "settings": {"batch_size": 3},
         "rules": reference_rules(),
     }
+
+
+# --- PII --------------------------------------------------------------------------------
+
+
+def crm_schema() -> tuple[sa.MetaData, dict[str, list[dict[str, Any]]]]:
+    md = sa.MetaData()
+    sa.Table(
+        "customers",
+        md,
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("email", sa.String(120)),
+        sa.Column("full_name", sa.String(120)),
+        sa.Column("phone", sa.String(40)),
+    )
+    sa.Table(
+        "accounts",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("account_no", sa.String(10)),
+        sa.Column("email", sa.String(120)),
+    )
+    customers = [
+        (1, "ann@example.com", "Ann Lee", "(415) 555-0100"),
+        (2, "bob@example.com", "Bob Ray", "415-555-0101"),
+        (3, "jose@example.com", "José Núñez", "+44 20 7946 0958"),
+        (4, "cy@example.com", "Cy Young", "4155550104"),
+        (5, "dee@example.com", "Dee Ott", "4155550105"),
+        (6, "eve@example.com", "\ufb01ona Eve", "4155550106"),
+    ]
+    accounts = [(1, "A1", "a@x.com"), (2, "A1", "b@x.com"), (3, "A2", "c@x.com")]
+    names = ("id", "email", "full_name", "phone")
+    return md, {
+        "customers": [dict(zip(names, c, strict=True)) for c in customers],
+        "accounts": [dict(zip(("id", "account_no", "email"), a, strict=True)) for a in accounts],
+    }
+
+
+def orders_schema() -> tuple[sa.MetaData, dict[str, list[dict[str, Any]]]]:
+    md = sa.MetaData()
+    sa.Table(
+        "orders",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("customer_id", sa.BigInteger),
+        sa.Column("customer_email", sa.String(120)),
+        sa.Column("customer_name", sa.String(120)),
+        sa.Column("customer_phone", sa.String(40)),
+    )
+    sa.Table(
+        "invoices",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("account_no", sa.String(10)),
+        sa.Column("email", sa.String(120)),
+    )
+    orders = [
+        (1, 1, " ANN@example.com ", "ann  lee", "4155550100"),  # near misses only
+        (2, 2, "bob@example.org", "Bob Ray", "4155550101"),  # email mismatch
+        (3, 3, "jose@example.com", "Jose Nunez", "+442079460958"),  # accents differ
+        (4, 4, "cy@example.com", None, "4155550199"),  # missing name, phone mismatch
+        (5, 99, "zed@example.com", "Zed", "4155550999"),  # missing source
+        (6, 6, "eve@example.com", "fiona eve", "415 555 0106"),  # NFKC ligature: equal
+        (7, 1, "dee@example.com", "Dee Ott", "4155550105"),  # swapped: holds customer 5
+        (8, 5, "ann@example.com", "Ann Lee", "(415) 555-0100"),  # swapped: holds customer 1
+        (9, None, "x@example.com", "X", "1"),  # no reference: not judged
+        (10, 2, "", "Bob Ray", "4155550101"),  # empty email: missing value
+        (11, 4, "cy@example.com\u200b", "Cy\u00a0Young", "415.555.0104"),  # invisible chars
+    ]
+    names = ("id", "customer_id", "customer_email", "customer_name", "customer_phone")
+    invoices = [(1, "A1", "a@x.com"), (2, "A2", "c@x.com")]
+    return md, {
+        "orders": [dict(zip(names, o, strict=True)) for o in orders],
+        "invoices": [dict(zip(("id", "account_no", "email"), i, strict=True)) for i in invoices],
+    }
+
+
+NAME_RULE = ["nfkc", "trim", "collapse_spaces", "casefold"]
+
+
+def pii_rules() -> list[dict[str, Any]]:
+    source = {"db": "crm", "table": "customers", "key": ["id"]}
+    copy = {"db": "orders", "table": "orders", "key": ["customer_id"]}
+    return [
+        {
+            "name": "order-customer-pii",
+            "type": "pii",
+            "source": source,
+            "copy": copy,
+            "fields": [
+                {"source": "email", "copy": "customer_email", "normalize": ["email"]},
+                {"source": "full_name", "copy": "customer_name", "normalize": NAME_RULE},
+                {
+                    "source": "phone",
+                    "copy": "customer_phone",
+                    "normalize": [{"phone": {"region": "US"}}],
+                },
+            ],
+        },
+        {
+            "name": "order-names-accents",
+            "type": "pii",
+            "severity": "warning",
+            "source": source,
+            "copy": copy,
+            "fields": [
+                {
+                    "source": "full_name",
+                    "copy": "customer_name",
+                    "normalize": ["nfkc", "strip_accents", *NAME_RULE],
+                }
+            ],
+            "missing_source": "ignore",
+            "suggest_keys": False,
+        },
+        {
+            "name": "invoice-accounts",
+            "type": "pii",
+            "source": {"db": "crm", "table": "accounts", "key": ["account_no"]},
+            "copy": {"db": "orders", "table": "invoices", "key": ["account_no"]},
+            "fields": [{"source": "email", "copy": "email", "normalize": ["email"]}],
+        },
+    ]
+
+
+# (rule, kind, order id, field) -> expected suggested_key
+EXPECTED_PII: dict[tuple[str, str, Any, str | None], Any] = {
+    ("order-customer-pii", "mismatch", 2, "email"): None,
+    ("order-customer-pii", "mismatch", 3, "full_name"): None,
+    ("order-customer-pii", "missing_value", 4, "full_name"): None,
+    ("order-customer-pii", "mismatch", 4, "phone"): None,
+    ("order-customer-pii", "missing_source", 5, None): None,
+    ("order-customer-pii", "mismatch", 7, "email"): {"id": 5},
+    ("order-customer-pii", "mismatch", 7, "full_name"): {"id": 5},
+    ("order-customer-pii", "mismatch", 7, "phone"): {"id": 5},
+    ("order-customer-pii", "mismatch", 8, "email"): {"id": 1},
+    ("order-customer-pii", "mismatch", 8, "full_name"): {"id": 1},
+    ("order-customer-pii", "mismatch", 8, "phone"): {"id": 1},
+    ("order-customer-pii", "missing_value", 10, "email"): None,
+    ("order-names-accents", "missing_value", 4, "full_name"): None,
+    ("order-names-accents", "mismatch", 7, "full_name"): None,
+    ("order-names-accents", "mismatch", 8, "full_name"): None,
+    ("invoice-accounts", "duplicate_key", "A1", None): None,
+}
+
+
+def build_pii(crm, orders) -> dict[str, Any]:
+    crm.load(*crm_schema())
+    orders.load(*orders_schema())
+    return {
+        "version": 1,
+        "databases": {"crm": {"url": crm.url}, "orders": {"url": orders.url}},
+        "settings": {"batch_size": 4},
+        "rules": pii_rules(),
+    }
