@@ -188,7 +188,7 @@ def _dispose(databases: dict[str, Database]) -> None:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 __all__ = ["CheckResult", "PiiRule", "RunOptions", "check", "run"]

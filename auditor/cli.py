@@ -18,7 +18,7 @@ import typer
 from auditor import __version__, api
 from auditor.config import load_config
 from auditor.engine import RunOptions
-from auditor.errors import AuditorError, ConfigError
+from auditor.errors import AuditorError
 from auditor.mask import Masker
 from auditor.report import RENDERERS, terminal
 from auditor.report.files import dated_path, write_text
@@ -110,16 +110,21 @@ def run(
         "markdown": markdown_path,
     }
     targets = {fmt: path for fmt, path in explicit.items() if path}
-    stdout_taken = "-" in targets.values()
-    out = terminal.console(stderr=stdout_taken)
+    result = _audit(cfg, targets, options, rule, show_pii, fail_on, quiet, no_progress)
+    raise typer.Exit(result.exit_code)
+
+
+def _audit(cfg, targets, options, rules, show_pii, fail_on, quiet, no_progress):
+    """Run with progress bars, write the report files, render the terminal report."""
+    out = terminal.console(stderr="-" in targets.values())
     stop = threading.Event()
     if not quiet:
-        terminal.header(out, str(config), {n: _redact(d.url) for n, d in cfg.databases.items()})
+        terminal.header(out, str(cfg.path), {n: _redact(d.url) for n, d in cfg.databases.items()})
     progress = terminal.ScanProgress(out, enabled=not (quiet or no_progress))
     with _stop_on_signals(stop), progress.running():
         result = api.run(
             cfg,
-            rules=rule,
+            rules=rules,
             options=options,
             show_pii=show_pii,
             fail_on=fail_on.value if fail_on else None,
@@ -132,19 +137,41 @@ def run(
     for failed in result.rules:
         if failed.error:
             terminal.error(f"rule {failed.name}: {failed.error}")
-    raise typer.Exit(result.exit_code)
+    return result
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to build the demo databases.")
+    ] = Path("demo"),
+) -> None:
+    """Build four SQLite databases with seeded problems, write their config and audit them."""
+    from auditor import demo as demo_data
+
+    config_path = demo_data.build(directory)
+    cfg = load_config(config_path)
+    options = RunOptions(batch_size=cfg.settings.batch_size, max_findings=cfg.settings.max_findings)
+    result = _audit(cfg, {}, options, None, False, None, False, False)
+    report = next((p for p in _dated_targets(result, cfg).values() if p.endswith(".html")), "")
+    terminal.plain(f"\nOpen the report:  xdg-open {report}   (or open it in any browser)")
+    terminal.plain(f"Run it again:     auditor run {config_path}")
+    terminal.plain(f"Check the plan:   auditor check {config_path}")
+    if result.status == "error":
+        raise typer.Exit(result.exit_code)
+
+
+def _dated_targets(result, cfg) -> dict[str, str]:
+    """Files the config's `reports:` section asks for on every run."""
+    if cfg.reports is None:
+        return {}
+    when = dt.datetime.fromisoformat(result.started_at)
+    directory = Path(cfg.path).parent / cfg.reports.dir if cfg.path else Path(cfg.reports.dir)
+    return {fmt: dated_path(directory, str(cfg.path), fmt, when) for fmt in cfg.reports.formats}
 
 
 def _write_reports(result, cfg, targets: dict[str, str]) -> list[str]:
-    unknown = [fmt for fmt in targets if fmt not in RENDERERS]
-    if unknown:
-        raise ConfigError(f"--{unknown[0]}: this report format is not available yet")
-    if cfg.reports is not None:
-        when = dt.datetime.fromisoformat(result.started_at)
-        for fmt in cfg.reports.formats:
-            if fmt in RENDERERS and fmt not in targets:
-                directory = Path(cfg.path).parent / cfg.reports.dir if cfg.path else cfg.reports.dir
-                targets[fmt] = dated_path(directory, str(cfg.path), fmt, when)
+    targets = {**_dated_targets(result, cfg), **targets}
     for fmt, path in targets.items():
         write_text(path, RENDERERS[fmt](result))
     return list(targets.values())

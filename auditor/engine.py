@@ -83,7 +83,7 @@ def run_rule(plan: RulePlan, options: RunOptions, progress: Progress, stop: thre
                 )
             if isinstance(rule, PiiRule) and rule.suggest_keys and not stop.is_set():
                 _suggest_keys(plan, lookups, right, collector)
-    findings = sorted(collector.findings, key=lambda f: (f.kind, repr(f.key), f.field or ""))
+    findings = sorted(collector.findings, key=_order)
     return RuleResult(
         name=rule.name,
         type=rule.type,
@@ -96,6 +96,12 @@ def run_rule(plan: RulePlan, options: RunOptions, progress: Progress, stop: thre
         findings=tuple(findings),
         findings_truncated=collector.truncated,
     )
+
+
+def _order(finding: Finding) -> tuple:
+    """Kind, then key in natural order (numbers as numbers), then field."""
+    key = [(0, v, "") if isinstance(v, int) else (1, 0, str(v)) for v in finding.key.values()]
+    return (finding.kind, key, finding.field or "")
 
 
 def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tuple[Spill, Spill]:

@@ -100,14 +100,16 @@ def render_result(out: Console, result: AuditResult, files: list[str]) -> None:
 
 def _summary(result: AuditResult) -> Table:
     table = Table(title="Audit summary", title_justify="left", expand=False)
-    for column in ("Rule", "Type", "Status", "Rows scanned", "Findings", "Time"):
-        table.add_column(column, justify="right" if column in ("Time",) else "left")
+    table.add_column("Rule", overflow="fold")
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Rows scanned", no_wrap=True)
+    table.add_column("Findings", no_wrap=True)
+    table.add_column("Time", justify="right", no_wrap=True)
     for rule in result.rules:
         scanned = "\n".join(f"{side} {n:,}" for side, n in rule.rows_scanned.items()) or "-"
         counts = "\n".join(f"{kind} {n:,}" for kind, n in rule.counts.items()) or "none"
         table.add_row(
-            escape(rule.name),
-            rule.type,
+            Text.assemble((rule.name, "bold"), (f"\n{rule.type}", "dim")),
             Text(rule.status.upper(), style=STATUS_STYLE.get(rule.status, "")),
             scanned,
             counts,
@@ -122,9 +124,23 @@ def _sample(rule: RuleResult) -> Table:
     table = Table(title=title, title_justify="left", show_lines=False)
     for column in ("Kind", "Key", "Ref", "Details"):
         table.add_column(column, overflow="fold")
-    for finding in rule.findings[:SAMPLE]:
+    for finding in sample(rule.findings, SAMPLE):
         table.add_row(finding.kind, _compact(finding.key), _compact(finding.ref), _details(finding))
     return table
+
+
+def sample(findings: tuple[Finding, ...], n: int) -> list[Finding]:
+    """Up to n findings, taking kinds in turn so that every kind shows."""
+    by_kind: dict[str, list[Finding]] = {}
+    for finding in findings:
+        by_kind.setdefault(finding.kind, []).append(finding)
+    picked: list[Finding] = []
+    queues = list(by_kind.values())
+    while len(picked) < n and any(queues):
+        for queue in queues:
+            if queue and len(picked) < n:
+                picked.append(queue.pop(0))
+    return sorted(picked, key=findings.index)
 
 
 def _compact(value: dict[str, Any] | None) -> str:

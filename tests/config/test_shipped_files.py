@@ -1,0 +1,23 @@
+"""Every YAML file that ships is loaded by a test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from auditor import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_config_example_is_valid(monkeypatch):
+    for var in ("CATALOG_DB_URL", "REVIEWS_DB_URL", "CRM_DB_URL", "ORDERS_DB_URL"):
+        monkeypatch.delenv(var, raising=False)
+    config = load_config(ROOT / "config.example.yaml")
+    assert [r.name for r in config.rules] == ["reviews-have-live-products", "order-customer-pii"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "rules").glob("*.yaml")), ids=lambda p: p.name)
+def test_rule_files_load(path):
+    assert load_config(path).rules
