@@ -27,7 +27,7 @@ from auditor.recheck import Lookups, _tuples
 from auditor.result import Finding, RuleResult
 from auditor.scan import Spill, partition_count, scan_side, side_schema, spill_directory
 
-CONFIRM_CHUNK = 1000
+CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up statements
 Progress = Callable[[str, str, int], None]
 
 
@@ -75,12 +75,21 @@ def run_rule(plan: RulePlan, options: RunOptions, progress: Progress, stop: thre
             options.before_recheck()
         with contextlib.ExitStack() as stack:
             lookups = Lookups(plan, stack)
-            for part in range(left.partitions):
-                if stop.is_set():
-                    break
-                _compare_partition(
-                    plan, options, lookups, collector, left.read(part), right.read(part)
-                )
+            confirm = _confirm_references if isinstance(rule, ReferenceRule) else _confirm_copies
+            pending: list[pa.Table] = []
+            for part in range(left.partitions + 1):
+                if part < left.partitions and not stop.is_set():
+                    pending.append(
+                        _compare_partition(plan, collector, left.read(part), right.read(part))
+                    )
+                if pending and (
+                    part == left.partitions or sum(t.num_rows for t in pending) >= CONFIRM_CHUNK
+                ):
+                    for finding, labels in confirm(
+                        plan, options, lookups, pa.concat_tables(pending)
+                    ):
+                        collector.add(finding, labels)
+                    pending.clear()
             if isinstance(rule, PiiRule) and rule.suggest_keys and not stop.is_set():
                 _suggest_keys(plan, lookups, right, collector)
     findings = sorted(collector.findings, key=_order)
@@ -137,30 +146,20 @@ def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tup
     return spills[0], spills[1]
 
 
-def _compare_partition(
-    plan: RulePlan, options, lookups, collector, left: pa.Table, right: pa.Table
-):
+def _compare_partition(plan: RulePlan, collector, left: pa.Table, right: pa.Table) -> pa.Table:
+    """Report duplicate keys of one partition; return its candidate findings."""
     rule = plan.rule
     width = len(plan.key_types)
     groups = group_keys(right, width)
     for dup in duplicates(groups).to_pylist():
         key = {c.name: dup[f"c{i}"] for i, c in enumerate(plan.right.compare)}
         ref = {c.name: dup[f"c{i}"] for i, c in enumerate(plan.left.compare)}
-        collector.add(
-            Finding(rule.name, "duplicate_key", rule.severity, key, ref=ref, count=dup["count_all"])
-        )
+        finding = Finding(rule.name, "duplicate_key", rule.severity, key, ref=ref)
+        collector.add(replace(finding, count=dup["count_all"]))
     if isinstance(rule, ReferenceRule):
-        candidates = check_references(left, groups, width, rule.allow_null)
-        confirm = _confirm_references
-    else:
-        candidates = check_copies(
-            left, right, groups, width, plan.normalizers, rule.missing_source == "report"
-        )
-        confirm = _confirm_copies
-    for start in range(0, candidates.num_rows, CONFIRM_CHUNK):
-        chunk = candidates.slice(start, CONFIRM_CHUNK)
-        for finding, labels in confirm(plan, options, lookups, chunk):
-            collector.add(finding, labels)
+        return check_references(left, groups, width, rule.allow_null)
+    report_missing = rule.missing_source == "report"
+    return check_copies(left, right, groups, width, plan.normalizers, report_missing)
 
 
 def _identity(table: pa.Table, extra: list[str]) -> set[tuple]:

@@ -15,6 +15,8 @@ from functools import partial
 from typing import Any
 
 import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
 
 NormalizerSpec = str | dict[str, Any]
 Normalizer = Callable[[str], str]
@@ -159,19 +161,70 @@ def _compile_one(spec: NormalizerSpec) -> Normalizer:
     return partial(regex, pattern=re.compile(options["pattern"]), replace=options["replace"])
 
 
-def compile_pipeline(specs: list[NormalizerSpec]) -> Callable[[object], str | None]:
-    """The function both sides of a field go through. `None` means the value is missing."""
-    steps = [_compile_one(spec) for spec in specs]
+# Vectorised forms, exact for "plain" text: printable ASCII plus the usual whitespace. On such
+# text Python's strip/lower/casefold/\s agree with Arrow's ASCII kernels and NFKC and
+# accent-stripping change nothing. Other values take the Python path.
+PLAIN_TEXT = r"^[\x20-\x7e\t\n\r\f\v]*$"
+_SPACES = r"[ \t\n\r\f\v]+"
+VECTOR: dict[str, Callable[[pa.Array], pa.Array]] = {
+    "trim": pc.ascii_trim_whitespace,
+    "lower": pc.ascii_lower,
+    "casefold": pc.ascii_lower,
+    "email": lambda a: pc.ascii_lower(pc.ascii_trim_whitespace(a)),
+    "collapse_spaces": lambda a: pc.replace_substring_regex(a, _SPACES, " "),
+    "nfkc": lambda a: a,
+    "strip_accents": lambda a: a,
+    "digits": lambda a: pc.replace_substring_regex(a, "[^0-9]", ""),
+}
+# Phone numbers written with digits, spaces and ( ) . - / only, and an optional leading +,
+# parse to the same number when their digits and their `+` agree (the region is the same).
+_SIMPLE_PHONE = r"^[ \t]*\+?[0-9 ().\-/]*[0-9][0-9 ().\-/]*$"
 
-    def run(value: object) -> str | None:
+
+class Pipeline:
+    """A compiled `normalize:` list: a Python function plus vectorised shortcuts."""
+
+    def __init__(self, specs: list[NormalizerSpec]) -> None:
+        self.steps = [_compile_one(spec) for spec in specs]
+        names = [spec if isinstance(spec, str) else next(iter(spec)) for spec in specs]
+        self.vector = [VECTOR[n] for n in names] if all(n in VECTOR for n in names) else None
+        self.phone_only = names == ["phone"]
+
+    def __call__(self, value: object) -> str | None:
+        """Normalise one value; `None` means the value is missing."""
         if value is None:
             return None
         text = _as_text(value)
-        for step in steps:
+        for step in self.steps:
             text = step(text)
         return text or None
 
-    return run
+    def plain(self, array: pa.Array) -> pa.Array | None:
+        """Vectorised normalisation, exact where the value is plain text, null elsewhere."""
+        if self.vector is None:
+            return None
+        plain = pc.match_substring_regex(array, PLAIN_TEXT)
+        out = pc.if_else(plain, array, pa.scalar(None, pa.string()))
+        for step in self.vector:
+            out = step(out)
+        return out
+
+    def equal_shortcut(self, left: pa.Array, right: pa.Array) -> pa.Array | None:
+        """Pairs proven equal without normalising (phones by digits and `+`), else None."""
+        if not self.phone_only:
+            return None
+
+        def key(array: pa.Array) -> pa.Array:
+            simple = pc.match_substring_regex(array, _SIMPLE_PHONE)
+            digits = pc.replace_substring_regex(array, "[^0-9+]", "")
+            return pc.if_else(simple, digits, pa.scalar(None, pa.string()))
+
+        return pc.fill_null(pc.equal(key(left), key(right)), False)
+
+
+def compile_pipeline(specs: list[NormalizerSpec]) -> Pipeline:
+    """The pipeline both sides of a field go through."""
+    return Pipeline(specs)
 
 
 def _as_text(value: object) -> str:

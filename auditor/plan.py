@@ -7,9 +7,9 @@ for the point look-ups of the recheck, so that is what `check` reports about the
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -17,7 +17,7 @@ from auditor.config.model import PiiRule, ReferenceRule, TableSide
 from auditor.db.engines import Database
 from auditor.db.reflect import TableInfo, category, reflect_table
 from auditor.errors import ConfigError
-from auditor.normalize import compile_pipeline
+from auditor.normalize import Pipeline, compile_pipeline
 
 Rule = ReferenceRule | PiiRule
 DELETED = "__deleted"
@@ -41,9 +41,14 @@ class SidePlan:
         return f"{self.role} {self.info.label}"
 
     def _expr(self, column: sa.Column) -> sa.ColumnElement:
-        if self.database.dialect.cast_values_to_text and category(column) != "int":
+        if self.database.dialect.cast_values_to_text:
             return sa.cast(column, sa.Text)
         return column
+
+    def display_type(self, column: sa.Column) -> pa.DataType:
+        """How a key or label column travels: integers stay integers where types are strict."""
+        strict = not self.database.dialect.cast_values_to_text
+        return pa.int64() if strict and category(column) == "int" else pa.string()
 
     def select(self, compare_too: bool = True) -> sa.Select:
         """The scan query: compare keys k*, row labels r*, values v*, soft-delete flag."""
@@ -81,7 +86,7 @@ class RulePlan:
     right: SidePlan  # the referenced rows: `to` or `source`
     key_types: tuple[str, ...]
     aliases: SidePlan | None = None
-    normalizers: tuple[Callable[[object], str | None], ...] = field(default=())
+    normalizers: tuple[Pipeline, ...] = field(default=())
 
     @property
     def sides(self) -> list[SidePlan]:

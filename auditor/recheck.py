@@ -47,13 +47,16 @@ class Lookups:
         wanted = list(dict.fromkeys(values))
         schema = side_schema(side, key_types)
         tables = [schema.empty_table()]
-        for start in range(0, len(wanted), CHUNK):
-            chunk = wanted[start : start + CHUNK]
-            condition = _condition(columns, by, key_types, chunk)
+        dialect = side.database.dialect
+        chunk_size = dialect.lookup_chunk if len(columns) == 1 else CHUNK
+        for start in range(0, len(wanted), chunk_size):
+            chunk = wanted[start : start + chunk_size]
+            condition = _condition(dialect, columns, by, key_types, chunk)
             result = self._conn(side).execute(side.select().where(condition))
-            rows = [dict(row._mapping) for row in result]
+            names, rows = list(result.keys()), result.fetchall()
             if rows:
-                raw = pa.RecordBatch.from_pylist(rows)
+                arrays = [pa.array(list(values)) for values in zip(*rows, strict=True)]
+                raw = pa.RecordBatch.from_arrays(arrays, names=names)
                 tables.append(pa.Table.from_batches([prepare(raw, schema, key_types)]))
         return pa.concat_tables(tables)
 
@@ -139,11 +142,11 @@ def _show(key: tuple) -> str:
     return ",".join(str(part) for part in key)
 
 
-def _condition(columns: Sequence[sa.Column], by: str, key_types: Sequence[str], chunk: list[tuple]):
+def _condition(dialect, columns: Sequence[sa.Column], by: str, key_types, chunk: list[tuple]):
     if len(columns) == 1:
         kind = key_types[0] if by == "compare" else "label"
         bound = [v for (part,) in chunk for v in _bind_values(columns[0], kind, part)]
-        return columns[0].in_(bound)
+        return dialect.in_values(columns[0], bound) if bound else sa.false()
     return sa.or_(*(_match(columns, by, key_types, value) for value in chunk))
 
 

@@ -11,9 +11,10 @@ Partitions live in memory when the whole side fits in one, otherwise in Arrow IP
 from __future__ import annotations
 
 import math
+import queue
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,8 @@ def side_schema(side: SidePlan, key_types: tuple[str, ...]) -> pa.Schema:
         pa.field(f"c{i}", pa.int64() if t == "int" else pa.string())
         for i, t in enumerate(key_types)
     ]
-    fields += [pa.field(f"k{i}", pa.string()) for i in range(len(side.compare))]
-    fields += [pa.field(f"r{i}", pa.string()) for i in range(len(side.labels))]
+    fields += [pa.field(f"k{i}", side.display_type(c)) for i, c in enumerate(side.compare)]
+    fields += [pa.field(f"r{i}", side.display_type(c)) for i, c in enumerate(side.labels)]
     fields += [pa.field(f"v{i}", pa.string()) for i in range(len(side.values))]
     if side.soft_delete:
         fields.append(pa.field(DELETED, pa.int8()))
@@ -51,6 +52,8 @@ def prepare(batch: pa.RecordBatch, schema: pa.Schema, key_types: tuple[str, ...]
             columns.append(canonical_key(batch.column(f"k{index}"), key_types[index]))
         elif name == DELETED:
             columns.append(batch.column(DELETED).cast(pa.int8()))
+        elif pa.types.is_integer(field.type):
+            columns.append(batch.column(name).cast(pa.int64()))
         else:
             columns.append(as_text(batch.column(name)))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
@@ -81,7 +84,7 @@ class Spill:
             self._memory[0].append(batch)
             return
         ids = partition_of(self._key_columns(batch), self.partitions)
-        order = np.argsort(ids, kind="stable")
+        order = np.argsort(ids.astype(np.int16), kind="stable")  # radix sort on small ints
         sorted_batch = batch.take(pa.array(order))
         bounds = np.concatenate(([0], np.cumsum(np.bincount(ids, minlength=self.partitions))))
         for part in np.flatnonzero(np.diff(bounds)):
@@ -117,13 +120,61 @@ def scan_side(
     stop: threading.Event,
 ) -> None:
     """Stream one side in one read-only statement (one snapshot) into its spill."""
-    for raw in side.database.stream(side.sql(), batch_size):
+    for raw in prefetch(side.database.stream(side.sql(), batch_size), stop):
         if stop.is_set():
             raise Interrupted("interrupted while scanning")
         if raw.num_rows:
             spill.add(prepare(raw, spill.schema, key_types))
             progress(side.role, raw.num_rows)
     spill.finish()
+
+
+def prefetch(batches: Iterator[pa.RecordBatch], stop: threading.Event, depth: int = 2):
+    """Read the next batches on another thread while this one prepares the current one.
+
+    The drivers release the GIL while they read, so reading and preparing overlap; the queue
+    bound keeps memory at `depth` batches.
+    """
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not offer(batch):
+                    return
+            offer(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer(exc)
+        finally:
+            close = getattr(batches, "close", None)
+            if close:
+                close()
+
+    reader = threading.Thread(target=produce, name="prefetch", daemon=True)
+    reader.start()
+    while True:
+        try:
+            item = box.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                raise Interrupted("interrupted while scanning") from None
+            continue
+        if item is done:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    reader.join()
 
 
 def spill_directory() -> tempfile.TemporaryDirectory[str]:

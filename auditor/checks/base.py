@@ -7,11 +7,13 @@ works on whole Arrow arrays; no Python loop runs per row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from auditor.normalize import Pipeline
 
 _INTEGRAL_TEXT = r"^[+-]?\d+(\.0*)?$"
 _UUID_HEX = r"^[0-9a-f]{32}$"
@@ -179,8 +181,23 @@ def _string_hash(column: pa.Array) -> np.ndarray:
 # --- normalising ---------------------------------------------------------------------------
 
 
-def normalise(array: pa.Array, pipeline: Callable[[object], str | None]) -> pa.Array:
-    """Apply a normaliser pipeline once per distinct value (phone parsing is costly)."""
+def normalise(array: pa.Array, pipeline: Pipeline) -> pa.Array:
+    """Normalise a column: vectorised where exact, else once per distinct value in Python.
+
+    Empty results become null (missing), as in the Python pipeline.
+    """
+    array = _unwrap(array)
+    fast = pipeline.plain(array)
+    if fast is None:
+        return _per_distinct(array, pipeline)
+    slow = pc.and_(pc.is_valid(array), pc.is_null(fast))
+    if pc.any(slow).as_py():
+        fallback = _per_distinct(array.filter(slow), pipeline)
+        fast = pc.replace_with_mask(fast, slow, fallback)
+    return pc.if_else(pc.equal(fast, ""), pa.scalar(None, pa.string()), fast)
+
+
+def _per_distinct(array: pa.Array, pipeline: Pipeline) -> pa.Array:
     distinct = pc.unique(array)
     mapped = pa.array([pipeline(v) for v in distinct.to_pylist()], pa.string())
     return mapped.take(pc.index_in(array, value_set=distinct))

@@ -6,15 +6,16 @@ out); only differing pairs go through the pipeline, once per distinct value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from auditor.checks.base import normalise
-from auditor.checks.reference import COUNT, any_null, key_names
+from auditor.checks.reference import COUNT, any_null, keep, key_names, lookup
+from auditor.normalize import Pipeline
 
-Pipeline = Callable[[object], str | None]
+MATCHED = "__matched"
 CANDIDATE_EXTRA = [
     pa.field("kind", pa.string()),
     pa.field("field", pa.int32()),
@@ -54,16 +55,25 @@ def check_copies(
     base = [n for n in left.column_names if not n.startswith("v")]
     is_null = any_null(left, [f"k{i}" for i in range(width)])
     unparsable = pc.and_(pc.invert(is_null), any_null(left, keys))
-    valid = left.filter(pc.invert(pc.or_(is_null, unparsable)))
-    counted = valid.join(groups.select([*keys, COUNT]), keys=keys, join_type="left outer")
+    valid = keep(left, pc.invert(pc.or_(is_null, unparsable)))
     parts = []
     if report_missing_source:
-        parts.append(_candidates(left.filter(unparsable), base, "missing_source"))
-        parts.append(
-            _candidates(counted.filter(pc.is_null(counted[COUNT])), base, "missing_source")
-        )
-    unique = counted.filter(pc.fill_null(pc.equal(counted[COUNT], 1), False))
-    pairs = unique.join(_source_columns(right, len(pipelines)), keys=keys, join_type="inner")
+        parts.append(_candidates(keep(left, unparsable), base, "missing_source"))
+    source = _source_columns(right, len(pipelines))
+    if groups.num_rows != right.num_rows:  # some key is held by several source rows
+        counted = lookup(valid, groups.select([*keys, COUNT]), keys)
+        if report_missing_source:
+            orphans = counted.filter(pc.is_null(counted[COUNT]))
+            parts.append(_candidates(orphans, base, "missing_source"))
+        valid = counted.filter(pc.fill_null(pc.equal(counted[COUNT], 1), False)).drop([COUNT])
+        pairs = valid.join(source, keys=keys, join_type="inner")
+    else:
+        marked = source.append_column(MATCHED, pa.array([True] * source.num_rows, pa.bool_()))
+        pairs = lookup(valid, marked, keys)
+        if report_missing_source:
+            orphans = keep(pairs, pc.is_null(pairs[MATCHED]))
+            parts.append(_candidates(orphans, base, "missing_source"))
+        pairs = keep(pairs, pc.is_valid(pairs[MATCHED]))
     for index, pipeline in enumerate(pipelines):
         parts += _compare_field(pairs, base, index, pipeline)
     if not parts:
@@ -77,7 +87,11 @@ def _compare_field(pairs: pa.Table, base: list[str], index: int, pipeline: Pipel
         pc.fill_null(pc.equal(source, copy), False),
         pc.and_(pc.is_null(source), pc.is_null(copy)),
     )
-    differ = pairs.filter(pc.invert(same))
+    differ = keep(pairs.select([*base, f"s{index}", f"v{index}"]), pc.invert(same))
+    if differ.num_rows:
+        shortcut = pipeline.equal_shortcut(differ[f"s{index}"], differ[f"v{index}"])
+        if shortcut is not None:
+            differ = keep(differ, pc.invert(shortcut))
     if differ.num_rows == 0:
         return []
     source, copy = differ[f"s{index}"].combine_chunks(), differ[f"v{index}"].combine_chunks()
@@ -87,7 +101,7 @@ def _compare_field(pairs: pa.Table, base: list[str], index: int, pipeline: Pipel
     mismatch = pc.fill_null(pc.not_equal(left_norm, right_norm), False)
     results = []
     for kind, mask in (("missing_value", one_missing), ("mismatch", mismatch)):
-        rows = differ.filter(mask)
+        rows = keep(differ, mask)
         if rows.num_rows:
             results.append(
                 _candidates(rows, base, kind, index, rows[f"s{index}"], rows[f"v{index}"])

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection
 
 
@@ -23,6 +24,11 @@ class Dialect:
 
     name = "generic"
     cast_values_to_text = False
+    lookup_chunk = 500  # keys per point look-up statement
+
+    def in_values(self, column: sa.ColumnElement, values: list[Any]) -> sa.ColumnElement:
+        """`column IN (values)` with every value a bound parameter."""
+        return column.in_(values)
 
     def engine_kwargs(self, url: URL, timeout_s: int | None) -> dict[str, Any]:
         return {}
@@ -48,6 +54,12 @@ class Dialect:
 
 class PostgreSQL(Dialect):
     name = "postgresql"
+    lookup_chunk = 10_000
+
+    def in_values(self, column: sa.ColumnElement, values: list[Any]) -> sa.ColumnElement:
+        """`column = ANY(:array)`: one parameter however many keys (IN lists cost per key)."""
+        array = sa.bindparam(None, values, type_=postgresql.ARRAY(column.type))
+        return column == sa.any_(array)
 
     @staticmethod
     def _options(timeout_s: int | None) -> str:
@@ -83,6 +95,7 @@ class PostgreSQL(Dialect):
 
 class MySQL(Dialect):
     name = "mysql"
+    lookup_chunk = 2_000
 
     def session_setup(self, timeout_s: int | None, is_mariadb: bool) -> list[str]:
         statements = [
