@@ -22,6 +22,7 @@ test: lint
 	$(BIN)/pytest -q
 
 bench: $(BIN)/auditor
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/run.py --scale 1
 
 clean:

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from auditor import __version__
-from auditor.config.model import Config, PiiRule
+from auditor import __version__, log
+from auditor.config.model import Config
 from auditor.db.engines import Database, open_databases, ping
 from auditor.engine import RunOptions, run_rule
-from auditor.errors import AuditorError, ConfigError, DatabaseError
+from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted
 from auditor.mask import Masker
 from auditor.plan import RulePlan, build_plan
+from auditor.report.diff import ReportDiff, diff_reports, load_report
 from auditor.result import AuditResult, RuleResult
 
 Progress = Callable[[str, str, int], None]
@@ -131,15 +133,29 @@ def run(
     selected = _selected(config, rules)
     databases = open_databases(config)
     results: list[RuleResult] = []
+    log.event("run_start", rules=len(selected))
     try:
         for rule in selected:
             if stop.is_set():
                 results.append(_skipped(rule, "interrupted"))
                 continue
-            results.append(_run_one(rule, databases, options, progress, stop))
+            log.event("rule_start", rule=rule.name)
+            result = _run_one(rule, databases, options, progress, stop)
+            log.event(
+                "rule_done" if result.error is None else "rule_error",
+                logging.INFO if result.error is None else logging.ERROR,
+                rule=rule.name,
+                status=result.status,
+                rows=sum(result.rows_scanned.values()),
+                duration_s=round(result.duration_s, 3),
+                counts=result.counts,
+                **({"message": result.error} if result.error else {}),
+            )
+            results.append(result)
     finally:
         _dispose(databases)
     status, exit_code = _outcome(results, fail_on, stop.is_set())
+    log.event("run_done", status=status)
     return AuditResult(
         run_id=str(uuid.uuid4()),
         auditor_version=__version__,
@@ -159,6 +175,8 @@ def _run_one(rule, databases, options, progress, stop) -> RuleResult:
     try:
         plan = _plan(rule, databases)
         return run_rule(plan, options, progress or (lambda *_: None), stop)
+    except Interrupted:
+        return _skipped(rule, "interrupted")
     except AuditorError as exc:
         return replace(_skipped(rule, "error"), error=exc.message, error_code=exc.exit_code)
 
@@ -191,4 +209,9 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
-__all__ = ["CheckResult", "PiiRule", "RunOptions", "check", "run"]
+def diff(old_path: str, new_path: str) -> ReportDiff:
+    """Findings new, resolved and persisting between two JSON reports."""
+    return diff_reports(load_report(old_path), load_report(new_path))
+
+
+__all__ = ["CheckResult", "RunOptions", "check", "diff", "run"]

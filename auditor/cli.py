@@ -6,6 +6,7 @@ Errors are caught in exactly one place (`main`); `--debug` re-raises them with a
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
 import sys
 import threading
@@ -15,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from auditor import __version__, api
+from auditor import __version__, api, log
 from auditor.config import load_config
 from auditor.engine import RunOptions
 from auditor.errors import AuditorError
@@ -91,8 +92,13 @@ def run(
     no_recheck: Annotated[
         bool, typer.Option("--no-recheck", help="Report candidates without re-reading them.")
     ] = False,
+    log_file: Annotated[
+        str | None, typer.Option("--log-file", help="Append a JSON-lines log here.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="JSON-lines log on stderr.")] = False,
 ) -> None:
     """Run the audit described by CONFIG; exit 0 pass, 1 findings, 2 config, 3 database."""
+    log.configure(log_file, verbose)
     cfg = load_config(config)
     settings = cfg.settings
     masker = Masker.create(mask.value if mask else settings.mask)
@@ -159,6 +165,23 @@ def demo(
     terminal.plain(f"Check the plan:   auditor check {config_path}")
     if result.status == "error":
         raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def diff(
+    old: Annotated[Path, typer.Argument(help="The earlier JSON report.", show_default=False)],
+    new: Annotated[Path, typer.Argument(help="The later JSON report.", show_default=False)],
+    json_path: Annotated[str | None, typer.Option("--json", help="Write the diff as JSON.")] = None,
+    fail_on: Annotated[
+        FailOn, typer.Option(help="Lowest severity of a new finding that fails.")
+    ] = FailOn.error,
+) -> None:
+    """Findings new, resolved and persisting between two reports; exit 1 on new findings."""
+    result = api.diff(str(old), str(new))
+    if json_path:
+        write_text(json_path, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    terminal.render_diff(terminal.console(stderr=json_path == "-"), result)
+    raise typer.Exit(result.exit_code(fail_on.value))
 
 
 def _dated_targets(result, cfg) -> dict[str, str]:

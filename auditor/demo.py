@@ -111,6 +111,7 @@ def build_catalog(path: Path, rng: random.Random) -> None:
                                deleted BOOLEAN NOT NULL DEFAULT 0);
         CREATE INDEX ix_products_sku ON products (sku);
         CREATE TABLE product_id_aliases (old_id INTEGER PRIMARY KEY, new_id INTEGER NOT NULL);
+        CREATE VIEW live_products AS SELECT id, sku, name FROM products WHERE deleted = 0;
         """
     )
     rows = []
@@ -135,13 +136,16 @@ def build_reviews(path: Path, rng: random.Random) -> None:
     db.executescript(
         """
         CREATE TABLE reviews (id INTEGER PRIMARY KEY, product_id INTEGER, rating INTEGER,
-                              status TEXT NOT NULL, body TEXT);
+                              status TEXT NOT NULL, body TEXT, created_at TEXT NOT NULL);
         CREATE TABLE wishlist_items (id INTEGER PRIMARY KEY, sku TEXT NOT NULL);
         """
     )
     rows = []
     for rid in range(1, N_REVIEWS + 1):
-        rows.append((rid, rng.randint(1, N_PRODUCTS), rng.randint(1, 5), "published", "..."))
+        created = f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        rows.append(
+            (rid, rng.randint(1, N_PRODUCTS), rng.randint(1, 5), "published", "...", created)
+        )
     seeded = {
         11: 5001,  # orphan: product deleted, delete event lost
         12: 5002,  # orphan
@@ -155,8 +159,9 @@ def build_reviews(path: Path, rng: random.Random) -> None:
         20: 6000,  # orphan, but the review is spam: excluded by where
     }
     for rid, pid in seeded.items():
-        rows[rid - 1] = (rid, pid, 1, "spam" if rid == 20 else "published", "...")
-    db.executemany("INSERT INTO reviews VALUES (?, ?, ?, ?, ?)", rows)
+        status = "spam" if rid == 20 else "published"
+        rows[rid - 1] = (rid, pid, 1, status, "...", f"2026-0{rid % 9 + 1}-15")
+    db.executemany("INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?)", rows)
     items = [(i, f"SKU-{rng.randint(1, N_PRODUCTS):05d}") for i in range(1, 501)]
     items[0] = (1, "SKU-00200")  # a duplicated sku
     items[1] = (2, "SKU-99999")  # orphan by business key
@@ -236,7 +241,7 @@ def demo_config(directory: Path) -> dict:
                     "db": "catalog",
                     "table": "products",
                     "columns": ["id"],
-                    "soft_delete": "deleted = 1",
+                    "soft_delete": "deleted = TRUE",
                 },
                 "aliases": {
                     "db": "catalog",

@@ -138,11 +138,15 @@ def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tup
         ]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         for future in done:
-            if future.exception():
-                stop.set()  # tell the other side to stop, then re-raise the first error
-                wait(futures)
+            error = future.exception()
+            if error is None:
+                continue
+            interrupted = stop.is_set()
+            stop.set()  # tell the other side to stop, then re-raise the first error
+            wait(futures)
+            if not interrupted:
                 stop.clear()
-                raise future.exception()  # type: ignore[misc]
+            raise error
     return spills[0], spills[1]
 
 

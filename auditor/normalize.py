@@ -176,9 +176,9 @@ VECTOR: dict[str, Callable[[pa.Array], pa.Array]] = {
     "strip_accents": lambda a: a,
     "digits": lambda a: pc.replace_substring_regex(a, "[^0-9]", ""),
 }
-# Phone numbers written with digits, spaces and ( ) . - / only, and an optional leading +,
-# parse to the same number when their digits and their `+` agree (the region is the same).
-_SIMPLE_PHONE = r"^[ \t]*\+?[0-9 ().\-/]*[0-9][0-9 ().\-/]*$"
+# Numbers written with 3 to 15 digits and the punctuation ( ) . - / and spaces, without a
+# leading +, always parse under a region, and to the same number when their digits agree.
+_SIMPLE_PHONE = r"^[ ().\-/]*([0-9][ ().\-/]*){3,15}$"
 
 
 class Pipeline:
@@ -188,7 +188,7 @@ class Pipeline:
         self.steps = [_compile_one(spec) for spec in specs]
         names = [spec if isinstance(spec, str) else next(iter(spec)) for spec in specs]
         self.vector = [VECTOR[n] for n in names] if all(n in VECTOR for n in names) else None
-        self.phone_only = names == ["phone"]
+        self.phone_only = names == ["phone"] and specs[0]["phone"]["region"] is not None
 
     def __call__(self, value: object) -> str | None:
         """Normalise one value; `None` means the value is missing."""
@@ -210,13 +210,13 @@ class Pipeline:
         return out
 
     def equal_shortcut(self, left: pa.Array, right: pa.Array) -> pa.Array | None:
-        """Pairs proven equal without normalising (phones by digits and `+`), else None."""
+        """Pairs proven equal without normalising (phones by their digits), else None."""
         if not self.phone_only:
             return None
 
         def key(array: pa.Array) -> pa.Array:
             simple = pc.match_substring_regex(array, _SIMPLE_PHONE)
-            digits = pc.replace_substring_regex(array, "[^0-9+]", "")
+            digits = pc.replace_substring_regex(array, "[^0-9]", "")
             return pc.if_else(simple, digits, pa.scalar(None, pa.string()))
 
         return pc.fill_null(pc.equal(key(left), key(right)), False)

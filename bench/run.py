@@ -215,16 +215,24 @@ def _load(engine: sa.Engine, statements: list[str], marker: str) -> None:
 
 
 def run_measured(command: list[str] | str, shell: bool = False) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MB) and exit code of one child process."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode not in (0, 1):
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise RuntimeError(f"{command} exited {proc.returncode}: {err[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024, proc.returncode
+    """Wall seconds, peak RSS (MB) and exit code of one command.
+
+    GNU time measures the peak RSS: a child forked from this (large) process would otherwise
+    report this process's RSS at fork time as its own peak.
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        if shell:
+            wrapped = ["/usr/bin/time", "-f", "%M", "-o", rss.name, "sh", "-c", command]
+        else:
+            wrapped = ["/usr/bin/time", "-f", "%M", "-o", rss.name, *command]
+        started = time.perf_counter()
+        proc = subprocess.run(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seconds = time.perf_counter() - started
+        if proc.returncode not in (0, 1):
+            raise RuntimeError(f"{command} exited {proc.returncode}: {proc.stderr[-2000:]}")
+        lines = [line for line in Path(rss.name).read_text().splitlines() if line.strip().isdigit()]
+        peak_kb = int(lines[-1]) if lines else 0
+    return seconds, peak_kb / 1024, proc.returncode
 
 
 def measure(m: Measure, command, runs: int, shell: bool = False, check=None) -> Measure:
@@ -406,7 +414,7 @@ def workload_memory(runs: int, folder: Path, sizes=(100_000, 1_000_000)) -> list
             f"CREATE TABLE m_products_{size} (id bigint PRIMARY KEY, deleted boolean NOT NULL)",
             f"INSERT INTO m_products_{size} SELECT g, g % 100 = 0 FROM generate_series(1, {size // 10}) g",
             f"CREATE TABLE m_reviews_{size} (id bigint PRIMARY KEY, product_id bigint)",
-            f"INSERT INTO m_reviews_{size} SELECT g, CASE WHEN g % 1000 = 0 THEN 0 ELSE (g * 7919) % {size // 10} + 1 END FROM generate_series(1, {size}) g",
+            f"INSERT INTO m_reviews_{size} SELECT g, CASE WHEN g % 1000 = 0 THEN 0 ELSE (g * 7919) % {size // 10} + 1 END FROM generate_series(1::bigint, {size}) g",
             f"ANALYZE m_products_{size}", f"ANALYZE m_reviews_{size}",
         ], f"m{size}:1")  # fmt: skip
         rule = {
@@ -461,15 +469,27 @@ def main() -> int:
     measures: list[Measure] = []
     with tempfile.TemporaryDirectory(prefix="auditor-bench-") as tmp:
         folder = Path(tmp)
-        if "W1" in wanted:
-            measures += workload_w1(sizes, args.runs, folder)
-        if "W2" in wanted:
-            measures += workload_w2(sizes, args.runs, folder)
-        if "W3" in wanted:
-            measures += workload_w1(sizes, args.runs, folder, b_backend="mariadb")
-        if "M" in wanted:
-            scaled = tuple(max(10_000, int(s * args.scale)) for s in (100_000, 1_000_000))
-            measures += workload_memory(args.runs, folder, scaled)
+        plan = [
+            ("W1", lambda: workload_w1(sizes, args.runs, folder)),
+            ("W2", lambda: workload_w2(sizes, args.runs, folder)),
+            ("W3", lambda: workload_w1(sizes, args.runs, folder, b_backend="mariadb")),
+            ("M", lambda: workload_memory(args.runs, folder, memory_sizes)),
+        ]
+        memory_sizes = tuple(max(10_000, int(s * args.scale)) for s in (100_000, 1_000_000))
+        for name, run in plan:
+            if name not in wanted:
+                continue
+            try:
+                done = run()
+            except Exception as exc:  # one broken workload must not hide the others
+                done = [
+                    Measure(
+                        name, "workload", 0, ok=False, detail=f"{type(exc).__name__}: {exc}"[:300]
+                    )
+                ]
+            measures += done
+            print_table(done)
+    print("\n== all workloads ==")
     print_table(measures)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -197,3 +197,26 @@ def render_check(out: Console, check: Any) -> None:
         for warning in rule.warnings:
             out.print(Text(f"warning: {warning}", style="yellow"))
     out.print(Text(f"OK: {len(check.rules)} rules checked; no data rows were read", "bold green"))
+
+
+def render_diff(out: Console, diff: Any) -> None:
+    table = Table(title="Findings since the earlier report", title_justify="left")
+    for column in ("Rule", "New", "Resolved", "Persisting"):
+        table.add_column(column, justify="left" if column == "Rule" else "right")
+    for rule, counts in diff.rules.items():
+        new = Text(str(counts["new"]), style="bold red" if counts["new"] else "")
+        resolved = Text(str(counts["resolved"]), style="green" if counts["resolved"] else "")
+        table.add_row(escape(rule), new, resolved, str(counts["persisting"]))
+    out.print(table)
+    for finding in diff.new[:SAMPLE]:
+        out.print(Text(f"new: {finding['rule']} {finding['kind']} {_compact(finding['key'])}"))
+    if diff.truncated:
+        out.print(
+            Text(
+                "note: a report listed fewer findings than it counted (max_findings); "
+                "only listed findings are compared",
+                style="yellow",
+            )
+        )
+    summary = f"{len(diff.new)} new, {len(diff.resolved)} resolved, {diff.persisting} persisting"
+    out.print(Text(summary, style="bold"))
