@@ -25,7 +25,14 @@ from auditor.mask import Masker
 from auditor.plan import RulePlan, SidePlan
 from auditor.recheck import Lookups, _tuples
 from auditor.result import Finding, RuleResult
-from auditor.scan import Spill, partition_count, scan_side, side_schema, spill_directory
+from auditor.scan import (
+    MAX_PARTITIONS,
+    Spill,
+    partition_count,
+    scan_side,
+    side_schema,
+    spill_directory,
+)
 
 CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up statements
 Progress = Callable[[str, str, int], None]
@@ -77,14 +84,11 @@ def run_rule(plan: RulePlan, options: RunOptions, progress: Progress, stop: thre
             lookups = Lookups(plan, stack)
             confirm = _confirm_references if isinstance(rule, ReferenceRule) else _confirm_copies
             pending: list[pa.Table] = []
-            for part in range(left.partitions + 1):
-                if part < left.partitions and not stop.is_set():
-                    pending.append(
-                        _compare_partition(plan, collector, left.read(part), right.read(part))
-                    )
-                if pending and (
-                    part == left.partitions or sum(t.num_rows for t in pending) >= CONFIRM_CHUNK
-                ):
+            pairs = _partition_pairs(left, right, _rows_per_partition(options), Path(tmp))
+            for pair in [*pairs, None]:
+                if pair is not None and not stop.is_set():
+                    pending.append(_compare_partition(plan, collector, *pair))
+                if pending and (pair is None or sum(t.num_rows for t in pending) >= CONFIRM_CHUNK):
                     for finding, labels in confirm(
                         plan, options, lookups, pa.concat_tables(pending)
                     ):
@@ -113,11 +117,28 @@ def _order(finding: Finding) -> tuple:
     return (finding.kind, key, finding.field or "")
 
 
+def _rows_per_partition(options: RunOptions) -> int:
+    return options.rows_per_partition or max(options.batch_size * 4, 1)
+
+
+def _partition_pairs(left: Spill, right: Spill, rows_per_partition: int, tmp: Path, depth: int = 0):
+    """Matching partitions of both sides; one that came out too big is split again first."""
+    for part in range(left.partitions):
+        size = int(left.counts[part] + right.counts[part])
+        if size > 4 * rows_per_partition and depth < 3 and left.partitions > 1:
+            finer = min(MAX_PARTITIONS, -(-size // rows_per_partition))
+            sub_left, sub_right = left.split(part, finer, tmp), right.split(part, finer, tmp)
+            left.drop(part)
+            yield from _partition_pairs(sub_left, sub_right, rows_per_partition, tmp, depth + 1)
+        else:
+            yield left.read(part), right.read(part)
+            left.drop(part)  # the referenced side stays: suggest_keys reads it once more
+
+
 def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tuple[Spill, Spill]:
     """Read both sides at once (one thread and one connection each)."""
     estimates = (plan.left.info.estimated_rows, plan.right.info.estimated_rows)
-    per_partition = options.rows_per_partition or max(options.batch_size * 4, 1)
-    partitions = partition_count(*estimates, rows_per_partition=per_partition)
+    partitions = partition_count(*estimates, rows_per_partition=_rows_per_partition(options))
     spills = [
         Spill(side_schema(side, plan.key_types), partitions, tmp)
         for side in (plan.left, plan.right)
@@ -281,8 +302,12 @@ def _suggest_keys(plan: RulePlan, lookups: Lookups, source: Spill, collector: Co
     if not wanted:
         return
     matches: dict[tuple, set[tuple]] = {labels: set() for labels in fingerprints}
-    for part in range(source.partitions):
-        table = source.read(part)
+    by_anchor: dict[str, list[tuple]] = {}
+    for labels, fingerprint in fingerprints.items():
+        by_anchor.setdefault(fingerprint[anchor], []).append(labels)
+    batches = (batch for part in range(source.partitions) for batch in source.batches(part))
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
         anchor_values = normalise(table[f"v{anchor}"].combine_chunks(), plan.normalizers[anchor])
         subset = table.filter(
             pc.is_in(anchor_values, value_set=pa.array(list(wanted), pa.string()))
@@ -296,7 +321,8 @@ def _suggest_keys(plan: RulePlan, lookups: Lookups, source: Spill, collector: Co
         keys = [subset[f"k{i}"].to_pylist() for i in range(len(plan.key_types))]
         for row in range(subset.num_rows):
             values = tuple(column[row] for column in normalised)
-            for labels, fingerprint in fingerprints.items():
+            for labels in by_anchor.get(values[anchor], ()):
+                fingerprint = fingerprints[labels]
                 if all(f is None or f == v for f, v in zip(fingerprint, values, strict=True)):
                     matches[labels].add(tuple(k[row] for k in keys))
     for index, labels in collector.labels.items():

@@ -59,18 +59,34 @@ def prepare(batch: pa.RecordBatch, schema: pa.Schema, key_types: tuple[str, ...]
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
+UNKNOWN_SIZE_PARTITIONS = 64
+MAX_PARTITIONS = 1024
+
+
 def partition_count(*estimates: int | None, rows_per_partition: int = ROWS_PER_PARTITION) -> int:
+    """Partitions for the larger side; an unknown size (a view, no statistics) gets many.
+
+    Estimates can be wrong either way: a partition that turns out too big is split again
+    when it is compared (see Spill.split), so memory stays bounded regardless.
+    """
     rows = max([e or 0 for e in estimates] + [1])
-    return max(1, min(1024, math.ceil(rows / rows_per_partition)))
+    wanted = math.ceil(rows / rows_per_partition)
+    if any(e is None for e in estimates):
+        wanted = max(wanted, UNKNOWN_SIZE_PARTITIONS)
+    return max(1, min(MAX_PARTITIONS, wanted))
 
 
 class Spill:
     """The prepared rows of one side, split into partitions by the canonical key hash."""
 
-    def __init__(self, schema: pa.Schema, partitions: int, directory: Path | None) -> None:
+    def __init__(
+        self, schema: pa.Schema, partitions: int, directory: Path | None, seed: int = 0
+    ) -> None:
         self.schema = schema
         self.partitions = partitions
+        self.seed = seed
         self.rows = 0
+        self.counts = np.zeros(partitions, dtype=np.int64)
         self._memory: list[list[pa.RecordBatch]] = [[] for _ in range(partitions)]
         self._dir = directory
         self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
@@ -81,12 +97,15 @@ class Spill:
     def add(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
         if self.partitions == 1 or self._dir is None:
+            self.counts[0] += batch.num_rows
             self._memory[0].append(batch)
             return
-        ids = partition_of(self._key_columns(batch), self.partitions)
+        ids = partition_of(self._key_columns(batch), self.partitions, self.seed)
         order = np.argsort(ids.astype(np.int16), kind="stable")  # radix sort on small ints
         sorted_batch = batch.take(pa.array(order))
-        bounds = np.concatenate(([0], np.cumsum(np.bincount(ids, minlength=self.partitions))))
+        sizes = np.bincount(ids, minlength=self.partitions)
+        self.counts += sizes
+        bounds = np.concatenate(([0], np.cumsum(sizes)))
         for part in np.flatnonzero(np.diff(bounds)):
             start, stop = int(bounds[part]), int(bounds[part + 1])
             self._writer(int(part)).write_batch(sorted_batch.slice(start, stop - start))
@@ -94,7 +113,7 @@ class Spill:
     def _writer(self, part: int) -> pa.ipc.RecordBatchStreamWriter:
         if part not in self._writers:
             assert self._dir is not None
-            sink = pa.OSFile(str(self._dir / f"{id(self)}-{part}.arrow"), "wb")
+            sink = pa.OSFile(self._path(part), "wb")
             self._writers[part] = pa.ipc.new_stream(sink, self.schema)
         return self._writers[part]
 
@@ -102,13 +121,32 @@ class Spill:
         for writer in self._writers.values():
             writer.close()
 
-    def read(self, part: int) -> pa.Table:
+    def _path(self, part: int) -> str:
+        assert self._dir is not None
+        return str(self._dir / f"{id(self)}-{part}.arrow")
+
+    def batches(self, part: int) -> Iterator[pa.RecordBatch]:
+        """One partition batch by batch, so it can be split without loading it."""
         if self.partitions == 1 or self._dir is None:
-            return pa.Table.from_batches(self._memory[0], schema=self.schema)
-        if part not in self._writers:
-            return self.schema.empty_table()
-        with pa.OSFile(str(self._dir / f"{id(self)}-{part}.arrow"), "rb") as source:
-            return pa.ipc.open_stream(source).read_all()
+            yield from self._memory[0]
+        elif part in self._writers:
+            with pa.OSFile(self._path(part), "rb") as source:
+                yield from pa.ipc.open_stream(source)
+
+    def read(self, part: int) -> pa.Table:
+        return pa.Table.from_batches(list(self.batches(part)), schema=self.schema)
+
+    def split(self, part: int, partitions: int, directory: Path) -> Spill:
+        """Divide one partition into `partitions` more with an independent hash."""
+        finer = Spill(self.schema, partitions, directory, seed=self.seed + 1)
+        for batch in self.batches(part):
+            finer.add(batch)
+        finer.finish()
+        return finer
+
+    def drop(self, part: int) -> None:
+        if part in self._writers and self._dir is not None:
+            Path(self._path(part)).unlink(missing_ok=True)
 
 
 def scan_side(

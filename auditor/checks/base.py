@@ -87,6 +87,8 @@ def canonical_key(array: pa.Array | pa.ChunkedArray, key_type: str) -> pa.Array:
     array = _unwrap(array)
     if key_type == "int":
         return _canonical_int(array)
+    if key_type == "uuid" and _is_binary(array.type):
+        return _binary_uuid(array)
     text = as_text(array)
     if key_type == "uuid":
         compact = pc.replace_substring_regex(
@@ -95,6 +97,26 @@ def canonical_key(array: pa.Array | pa.ChunkedArray, key_type: str) -> pa.Array:
         ok = pc.fill_null(pc.match_substring_regex(compact, _UUID_HEX), False)
         return _hyphenate(compact, ok)
     return text
+
+
+def _is_binary(kind: pa.DataType) -> bool:
+    return (
+        pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_fixed_size_binary(kind)
+    )
+
+
+def _binary_uuid(array: pa.Array) -> pa.Array:
+    """UUIDs stored as 16 raw bytes (MySQL BINARY(16)); other lengths match nothing."""
+    if not pa.types.is_fixed_size_binary(array.type):
+        sixteen = pc.fill_null(pc.equal(pc.binary_length(array), 16), False)
+        filler = pa.scalar(b"\0" * 16, array.type)
+        array = pc.if_else(sixteen, array, filler).cast(pa.binary(16))
+        return pc.if_else(sixteen, _uuid_text(array), pa.scalar(None, pa.string()))
+    if array.type.byte_width != 16:
+        return pa.nulls(len(array), pa.string())
+    return _uuid_text(array)
 
 
 def _canonical_int(array: pa.Array) -> pa.Array:
@@ -128,11 +150,14 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 _PRIME = np.uint64(0x100000001B3)
 
 
-def partition_of(columns: Sequence[pa.Array], partitions: int) -> np.ndarray:
-    """Partition number per row from the canonical key columns (same on both sides)."""
+def partition_of(columns: Sequence[pa.Array], partitions: int, seed: int = 0) -> np.ndarray:
+    """Partition number per row from the canonical key columns (same on both sides).
+
+    A different `seed` gives an independent split, used to divide an oversized partition.
+    """
     if partitions <= 1:
         return np.zeros(len(columns[0]), dtype=np.int64)
-    combined = np.zeros(len(columns[0]), dtype=np.uint64)
+    combined = np.full(len(columns[0]), seed, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for column in columns:
             combined = combined * _PRIME + _hash(column)

@@ -74,10 +74,26 @@ class PostgreSQL(Dialect):
         return {"connect_args": {"options": self._options(timeout_s), "connect_timeout": 10}}
 
     def estimate_rows(self, conn: Connection, table: sa.Table) -> int | None:
-        name = f"{table.schema}.{table.name}" if table.schema else table.name
-        sql = sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:name)")
-        value = conn.execute(sql, {"name": _quoted_regclass(conn, table, name)}).scalar()
-        return None if value is None or value < 0 else int(value)
+        """The planner's own estimate: reltuples scaled to the table's current size.
+
+        A table never analysed (reltuples = -1, e.g. right after a restore) is estimated from
+        its size on disk, so a big table is never mistaken for an empty one.
+        """
+        sql = sa.text(
+            "SELECT reltuples, relpages, pg_relation_size(oid) / current_setting('block_size')::int"
+            " FROM pg_class WHERE oid = to_regclass(:name) AND relkind IN ('r', 'm', 'p')"
+        )
+        row = conn.execute(sql, {"name": _quoted_regclass(conn, table)}).first()
+        if row is None:
+            return None  # a view: no estimate
+        tuples, pages, current_pages = row
+        if tuples >= 0 and pages > 0:
+            return int(tuples / pages * current_pages)
+        return (
+            int(current_pages * ROWS_PER_PAGE_GUESS)
+            if current_pages
+            else (0 if tuples == 0 else None)
+        )
 
     def stream(self, url, engine, query, batch_size, timeout_s):
         import adbc_driver_postgresql.dbapi as adbc
@@ -165,7 +181,10 @@ def sqlite_ro_uri(path: str) -> str:
     return f"file:{quote(path)}?mode=ro"
 
 
-def _quoted_regclass(conn: Connection, table: sa.Table, name: str) -> str:
+ROWS_PER_PAGE_GUESS = 80  # 8 kB pages of ~100-byte rows
+
+
+def _quoted_regclass(conn: Connection, table: sa.Table) -> str:
     preparer = conn.dialect.identifier_preparer
     quoted = preparer.quote(table.name)
     return f"{preparer.quote(table.schema)}.{quoted}" if table.schema else quoted

@@ -7,6 +7,7 @@ redacted URL, and the driver's reason is scrubbed of the password before it is s
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from auditor import log
 from auditor.config.model import Config, DatabaseConfig
 from auditor.db.dialects import Dialect, for_url
 from auditor.errors import ConfigError, DatabaseError
@@ -52,20 +54,58 @@ class Database:
             with conn.begin():
                 yield conn
         except sa.exc.DBAPIError as exc:
-            raise DatabaseError(f"cannot read {self.describe_failure(exc)}") from None
+            raise self._read_error(exc) from None
         finally:
             conn.close()
 
     def stream(self, query: str, batch_size: int) -> Iterator[pa.RecordBatch]:
-        """Stream a SELECT as Arrow batches through the dialect's fast driver."""
+        """Stream a SELECT as Arrow batches through the dialect's fast driver.
+
+        When the fast driver fails before its first batch for any reason but a timeout (an
+        unsupported column type, a driver quirk), the same SELECT runs again through
+        SQLAlchemy's streaming cursor: slower, but it reads whatever SQLAlchemy can.
+        """
+        produced = False
         try:
-            yield from self.dialect.stream(self.url, self.engine, query, batch_size, self.timeout_s)
-        except (sa.exc.DBAPIError, RuntimeError, OSError, pa.ArrowException) as exc:
-            raise DatabaseError(f"cannot read {self.describe_failure(exc)}") from None
-        except Exception as exc:  # driver-specific error classes (ADBC, connectorx)
-            if type(exc).__module__.split(".")[0] in ("adbc_driver_manager", "connectorx"):
-                raise DatabaseError(f"cannot read {self.describe_failure(exc)}") from None
-            raise
+            for batch in self.dialect.stream(
+                self.url, self.engine, query, batch_size, self.timeout_s
+            ):
+                produced = True
+                yield batch
+            return
+        except Exception as exc:
+            if produced or is_timeout(exc) or not _driver_error(exc):
+                raise self._read_error(exc) from None
+            log.event("fast_reader_fallback", logging.WARNING, message=scrub(reason(exc), self.url))
+        try:
+            yield from Dialect.stream(self.dialect, self.url, self.engine, query, batch_size, None)
+        except Exception as exc:
+            raise self._read_error(exc) from None
+
+    def _read_error(self, exc: BaseException) -> BaseException:
+        if not _driver_error(exc):
+            return exc
+        if is_timeout(exc):
+            return DatabaseError(
+                f"statement timeout ({self.timeout_s} s) exceeded reading database "
+                f"{self.name!r} ({self.redacted}); raise settings.statement_timeout_s"
+            )
+        return DatabaseError(f"cannot read {self.describe_failure(exc)}")
+
+
+def _driver_error(exc: BaseException) -> bool:
+    """Errors that come from a database or its driver, as opposed to bugs in auditor."""
+    if isinstance(exc, sa.exc.DBAPIError | OSError | pa.ArrowException | RuntimeError):
+        return True
+    module = type(exc).__module__.split(".")[0]
+    return module in ("adbc_driver_manager", "connectorx", "psycopg", "pymysql", "sqlite3")
+
+
+def is_timeout(exc: BaseException) -> bool:
+    text = reason(exc).lower()
+    return (
+        "statement timeout" in text or "max_statement_time" in text or "max_execution_time" in text
+    )
 
 
 def open_database(name: str, config: DatabaseConfig, timeout_s: int | None) -> Database:

@@ -1,0 +1,68 @@
+"""SIGTERM and SIGINT mid-scan: clean stop, reports say `interrupted`, exit 130."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import sqlalchemy as sa
+
+
+def _big_reference(database_factory, write_config, rows: int = 1_000_000):
+    db = database_factory("postgresql")
+    db.execute("CREATE TABLE products (id bigint PRIMARY KEY)")
+    db.execute("INSERT INTO products SELECT g FROM generate_series(1, 1000) g")
+    db.execute("CREATE TABLE reviews (id bigint PRIMARY KEY, product_id bigint)")
+    db.execute(f"INSERT INTO reviews SELECT g, g % 1001 FROM generate_series(1, {rows}) g")
+    db.execute("ANALYZE reviews")
+    rule = {
+        "name": "reviews-products",
+        "type": "reference",
+        "from": {"db": "db", "table": "reviews", "columns": ["product_id"]},
+        "to": {"db": "db", "table": "products", "columns": ["id"]},
+    }
+    config = {
+        "version": 1,
+        "databases": {"db": {"url": db.url}},
+        "rules": [rule, {**rule, "name": "second"}],
+    }
+    return db, write_config(config)
+
+
+def _wait_for_scan(db, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        with db.engine.connect() as conn:
+            active = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%FROM reviews%' AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+        if active:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the scan never started")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_mid_scan_writes_an_interrupted_report(
+    database_factory, write_config, tmp_path, sig
+):
+    db, config = _big_reference(database_factory, write_config)
+    report = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "auditor", "run", str(config), "--json", str(report),
+         "--batch-size", "200", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait_for_scan(db, time.monotonic() + 30)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    data = json.loads(report.read_text())
+    assert data["status"] == "interrupted" and data["exit_code"] == 130
+    assert [r["status"] for r in data["rules"]] == ["interrupted", "interrupted"]
+    assert "Traceback" not in err
