@@ -4,6 +4,7 @@ confirm candidates with look-ups, and collect exact counts plus a capped list of
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections import Counter
@@ -16,11 +17,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from auditor import log
 from auditor.checks.base import normalise
 from auditor.checks.pii import check_copies
 from auditor.checks.reference import check_references, duplicates, group_keys
 from auditor.config.model import PiiRule, ReferenceRule
 from auditor.db.reflect import category
+from auditor.errors import DatabaseError
 from auditor.mask import Masker
 from auditor.plan import RulePlan, SidePlan
 from auditor.recheck import Lookups, _tuples
@@ -34,6 +37,7 @@ from auditor.scan import (
     spill_directory,
 )
 
+RETRY_PAUSES_S = (0.5, 1.0, 2.0)  # bounded back-off when a connection is lost mid-scan
 CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up statements
 Progress = Callable[[str, str, int], None]
 
@@ -149,8 +153,18 @@ def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tup
             rows[role] = rows.get(role, 0) + n
             progress(plan.rule.name, role, n)
 
-        rows.setdefault(side.role, 0)
-        scan_side(side, plan.key_types, spill, options.batch_size, report, stop)
+        for pause in (*RETRY_PAUSES_S, None):
+            rows[side.role] = 0
+            try:
+                scan_side(side, plan.key_types, spill, options.batch_size, report, stop)
+                return
+            except DatabaseError as exc:
+                if not exc.retryable or pause is None or stop.is_set():
+                    raise
+                log.event("scan_retry", logging.WARNING, exc.message, rule=plan.rule.name)
+                spill.reset()  # one statement is one snapshot: read the side again, whole
+                if stop.wait(pause):
+                    raise
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scan") as pool:
         futures = [

@@ -26,6 +26,7 @@ class DatabaseError(AuditorError):
     """A database could not be reached or read (exit 3). The message names which one."""
 
     exit_code = 3
+    retryable = False  # the connection was lost (killed, restarted): reading again may work
 
 
 class Interrupted(AuditorError):

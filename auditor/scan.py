@@ -121,6 +121,16 @@ class Spill:
         for writer in self._writers.values():
             writer.close()
 
+    def reset(self) -> None:
+        """Forget everything added: the side is read again from the start."""
+        self.finish()
+        for part in list(self._writers):
+            Path(self._path(part)).unlink(missing_ok=True)
+        self._writers.clear()
+        self._memory = [[] for _ in range(self.partitions)]
+        self.counts[:] = 0
+        self.rows = 0
+
     def _path(self, part: int) -> str:
         assert self._dir is not None
         return str(self._dir / f"{id(self)}-{part}.arrow")

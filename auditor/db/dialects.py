@@ -146,6 +146,13 @@ class MySQL(Dialect):
         if url.password:
             auth += ":" + quote(str(url.password), safe="")
         conn = f"mysql://{auth}@{host}:{url.port or 3306}/{url.database or ''}"
+        if timeout_s:  # connectorx opens its own connection: the limit goes with the statement
+            if getattr(engine.dialect, "is_mariadb", False):
+                query = f"SET STATEMENT max_statement_time={int(timeout_s)} FOR {query}"
+            else:
+                query = query.replace(
+                    "SELECT", f"SELECT /*+ MAX_EXECUTION_TIME({int(timeout_s) * 1000}) */", 1
+                )
         reader = cx.read_sql(conn, query, return_type="arrow_stream", batch_size=batch_size)
         yield from reader
 

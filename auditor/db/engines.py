@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,13 +74,15 @@ class Database:
                 produced = True
                 yield batch
             return
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # connectorx reports errors as pyo3 PanicException
             if produced or is_timeout(exc) or not _driver_error(exc):
                 raise self._read_error(exc) from None
             log.event("fast_reader_fallback", logging.WARNING, message=scrub(reason(exc), self.url))
         try:
             yield from Dialect.stream(self.dialect, self.url, self.engine, query, batch_size, None)
-        except Exception as exc:
+        except sa.exc.DBAPIError as exc:
             raise self._read_error(exc) from None
 
     def _read_error(self, exc: BaseException) -> BaseException:
@@ -90,7 +93,9 @@ class Database:
                 f"statement timeout ({self.timeout_s} s) exceeded reading database "
                 f"{self.name!r} ({self.redacted}); raise settings.statement_timeout_s"
             )
-        return DatabaseError(f"cannot read {self.describe_failure(exc)}")
+        error = DatabaseError(f"cannot read {self.describe_failure(exc)}")
+        error.retryable = is_connection_lost(exc)
+        return error
 
 
 def _driver_error(exc: BaseException) -> bool:
@@ -98,7 +103,32 @@ def _driver_error(exc: BaseException) -> bool:
     if isinstance(exc, sa.exc.DBAPIError | OSError | pa.ArrowException | RuntimeError):
         return True
     module = type(exc).__module__.split(".")[0]
-    return module in ("adbc_driver_manager", "connectorx", "psycopg", "pymysql", "sqlite3")
+    drivers = ("adbc_driver_manager", "connectorx", "pyo3_runtime", "psycopg", "pymysql", "sqlite3")
+    return module in drivers
+
+
+_LOST = (
+    "terminating connection",
+    "server closed the connection",
+    "connection to server",
+    "lost connection",
+    "server has gone away",
+    "connection was killed",
+    "query execution was interrupted",
+    "connection reset",
+    "broken pipe",
+    "connection refused",
+    "could not receive data",
+    "no connection to the server",
+    "io error",  # connectorx, when MariaDB kills the connection mid-stream
+    "bytes remaining on stream",
+)
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """The connection died (killed, restarted, network): worth a retry, unlike a SQL error."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return not is_timeout(exc) and any(marker in text for marker in _LOST)
 
 
 def is_timeout(exc: BaseException) -> bool:
@@ -122,7 +152,8 @@ def open_database(name: str, config: DatabaseConfig, timeout_s: int | None) -> D
             raise DatabaseError(f"database {name!r} ({redact(url)}): file {path} does not exist")
     dialect = for_url(url)
     try:
-        engine = sa.create_engine(url, **dialect.engine_kwargs(url, timeout_s))
+        # pre-ping: a pooled connection killed while idle is replaced, not handed out
+        engine = sa.create_engine(url, pool_pre_ping=True, **dialect.engine_kwargs(url, timeout_s))
     except (NoSuchModuleError, ImportError) as exc:
         raise ConfigError(f"databases.{name}.url: no driver for {url.drivername}: {exc}") from None
     database = Database(name, url, config.schema_, engine, dialect, timeout_s)
@@ -164,10 +195,14 @@ def redact(url: URL | str) -> str:
 
 
 def reason(exc: BaseException) -> str:
-    """The driver's own first line, without SQLAlchemy's boilerplate."""
+    """The driver's own first line, without SQLAlchemy's or connectorx's boilerplate."""
     orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()
-    return text[0] if text else type(orig).__name__
+    text = str(orig).strip()
+    found = re.search(r"ERROR \d+ \(\w+\): ([^}]*)", text)  # connectorx wraps MySQL errors
+    if found:
+        return found.group(1).strip()
+    lines = text.splitlines()
+    return lines[0] if lines else type(orig).__name__
 
 
 def scrub(text: str, url: URL) -> str:

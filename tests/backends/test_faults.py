@@ -1,0 +1,120 @@
+"""Faults survived: killed connections, timeouts, a database that stays down."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import sqlalchemy as sa
+
+import auditor
+from auditor.engine import RunOptions
+
+
+def _reference_config(db_url: str, reviews_url: str | None = None, rows: int = 0) -> dict:
+    rule = {
+        "name": "reviews-products",
+        "type": "reference",
+        "from": {"db": "reviews", "table": "reviews", "columns": ["product_id"]},
+        "to": {"db": "catalog", "table": "products", "columns": ["id"]},
+    }
+    return {
+        "version": 1,
+        "databases": {"catalog": {"url": db_url}, "reviews": {"url": reviews_url or db_url}},
+        "rules": [rule],
+    }
+
+
+def _load(db, rows: int) -> None:
+    if db.backend == "postgresql":
+        series = f"generate_series(1, {rows}) g"
+        value = "g"
+    else:
+        series = f"seq_1_to_{rows} s"
+        value = "s.seq"
+    db.execute("CREATE TABLE products (id bigint PRIMARY KEY)")
+    db.execute(f"INSERT INTO products SELECT {value} FROM {series} WHERE {value} <= 1000")
+    db.execute("CREATE TABLE reviews (id bigint PRIMARY KEY, product_id bigint)")
+    db.execute(f"INSERT INTO reviews SELECT {value}, MOD({value}, 1003) FROM {series}")
+
+
+def _killer(db, stop: threading.Event, killed: list) -> None:
+    """Kill the connection that streams the reviews table, once."""
+    if db.backend == "postgresql":
+        find = "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%FROM reviews%' AND pid <> pg_backend_pid()"
+        kill = "SELECT pg_terminate_backend(:pid)"
+    else:
+        find = "SELECT id FROM information_schema.processlist WHERE info LIKE '%FROM reviews%' AND info NOT LIKE '%processlist%' AND id <> CONNECTION_ID()"
+        kill = "KILL :pid"
+    engine = sa.create_engine(db.url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        while not stop.is_set() and not killed:
+            pid = conn.execute(sa.text(find)).scalar()
+            if pid:
+                if db.backend == "postgresql":
+                    conn.execute(sa.text(kill), {"pid": pid})
+                else:
+                    conn.execute(sa.text(f"KILL {int(pid)}"))
+                killed.append(pid)
+            time.sleep(0.01)
+    engine.dispose()
+
+
+def test_a_connection_killed_mid_scan_is_retried(database_factory, write_config):
+    for backend in ("postgresql", "mariadb"):
+        db = database_factory(backend)
+        _load(db, 300_000)
+        config = auditor.load_config(write_config(_reference_config(db.url), f"{backend}.yaml"))
+        undisturbed = auditor.run(config, options=RunOptions(batch_size=500))
+        stop, killed = threading.Event(), []
+        thread = threading.Thread(target=_killer, args=(db, stop, killed))
+        thread.start()
+        try:
+            disturbed = auditor.run(config, options=RunOptions(batch_size=500))
+        finally:
+            stop.set()
+            thread.join()
+        assert killed, f"{backend}: the scan was never caught running"
+        assert disturbed.rules[0].error is None, disturbed.rules[0].error
+        assert disturbed.rules[0].counts == undisturbed.rules[0].counts
+        assert undisturbed.rules[0].counts["orphan"] == 897  # MOD(id, 1003) in {0, 1001, 1002}
+        assert disturbed.rules[0].rows_scanned == undisturbed.rules[0].rows_scanned
+
+
+def test_statement_timeout_is_enforced_and_named(database_factory, write_config):
+    for backend, sleep in (("postgresql", "pg_sleep(3) IS NOT NULL"), ("mariadb", "SLEEP(3) = 0")):
+        db = database_factory(backend)
+        _load(db, 10)
+        data = _reference_config(db.url)
+        data["settings"] = {"statement_timeout_s": 1}
+        data["rules"][0]["from"]["where"] = sleep
+        data["rules"].append(
+            {
+                **data["rules"][0],
+                "name": "fast",
+                "from": {"db": "reviews", "table": "reviews", "columns": ["product_id"]},
+            }
+        )
+        started = time.monotonic()
+        result = auditor.run(auditor.load_config(write_config(data, f"{backend}.yaml")))
+        assert time.monotonic() - started < 10
+        slow, fast = result.rules
+        assert slow.status == "error" and "statement timeout (1 s)" in slow.error, slow.error
+        assert fast.status == "pass" and fast.error is None
+        assert result.exit_code == 3
+
+
+def test_a_database_that_stays_down_fails_only_its_rules(database_factory, write_config):
+    db = database_factory("postgresql")
+    _load(db, 10)
+    data = _reference_config(db.url)
+    down = {
+        **data["rules"][0],
+        "name": "down",
+        "from": {"db": "down", "table": "reviews", "columns": ["product_id"]},
+    }
+    data["databases"]["down"] = {"url": "postgresql+psycopg://auditor:pw@127.0.0.1:1/nope"}
+    data["rules"].insert(0, down)
+    result = auditor.run(auditor.load_config(write_config(data)))
+    assert [r.status for r in result.rules] == ["error", "pass"]
+    assert "'down'" in result.rules[0].error and result.exit_code == 3 and result.status == "error"
