@@ -168,7 +168,7 @@ class SQLite(Dialect):
         def creator() -> sqlite3.Connection:
             return sqlite3.connect(sqlite_ro_uri(path), uri=True, check_same_thread=False)
 
-        return {"creator": creator, "poolclass": sa.pool.NullPool}
+        return {"creator": creator}
 
     def estimate_rows(self, conn: Connection, table: sa.Table) -> int | None:
         # SQLite keeps no row estimate; a count over the smallest index is cheap enough.

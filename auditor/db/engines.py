@@ -122,6 +122,8 @@ _LOST = (
     "no connection to the server",
     "io error",  # connectorx, when MariaDB kills the connection mid-stream
     "bytes remaining on stream",
+    "disconnected",
+    "ioerror",
 )
 
 
@@ -152,8 +154,10 @@ def open_database(name: str, config: DatabaseConfig, timeout_s: int | None) -> D
             raise DatabaseError(f"database {name!r} ({redact(url)}): file {path} does not exist")
     dialect = for_url(url)
     try:
-        # pre-ping: a pooled connection killed while idle is replaced, not handed out
-        engine = sa.create_engine(url, pool_pre_ping=True, **dialect.engine_kwargs(url, timeout_s))
+        # No pool: a connection lives as long as its snapshot, so at most one SQLAlchemy
+        # connection plus the scan's own exist per database, and none outlives its rule.
+        kwargs = {"poolclass": sa.pool.NullPool, **dialect.engine_kwargs(url, timeout_s)}
+        engine = sa.create_engine(url, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:
         raise ConfigError(f"databases.{name}.url: no driver for {url.drivername}: {exc}") from None
     database = Database(name, url, config.schema_, engine, dialect, timeout_s)

@@ -1,0 +1,91 @@
+"""No leaks: raw PII only with --show-pii, passwords never, in any output of any run."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+import yaml
+
+from auditor import demo
+from tests.cli.test_cli import auditor
+from tests.scenarios import build_reference
+
+FORMATS = {
+    "--json": "r.json",
+    "--html": "r.html",
+    "--csv": "r.csv",
+    "--junit": "r.xml",
+    "--markdown": "r.md",
+}
+
+
+def _everything(tmp_path, *args: str) -> str:
+    """Run once with every output asked for; return all of it as one text."""
+    outputs = []
+    for flag, name in FORMATS.items():
+        outputs += [flag, str(tmp_path / name)]
+    result = auditor("run", *args, *outputs, "--log-file", str(tmp_path / "r.log"), "--verbose")
+    texts = [result.stdout, result.stderr]
+    texts += [(tmp_path / name).read_text() for name in [*FORMATS.values(), "r.log"]]
+    return "\n".join(texts)
+
+
+def test_raw_pii_only_with_show_pii(tmp_path):
+    config = demo.build(tmp_path / "demo")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shown = _everything(raw, str(config), "--show-pii", "--max-findings", "0")
+    findings = json.loads((raw / "r.json").read_text())
+    values = {
+        f[side]
+        for rule in findings["rules"]
+        for f in rule["findings"]
+        if f["kind"] in ("mismatch", "missing_value")
+        for side in ("source_value", "copy_value")
+        if f[side]
+    }
+    assert len(values) >= 8
+    assert all(value in shown for value in values)
+    for mode in ("partial", "hash"):
+        masked = tmp_path / mode
+        masked.mkdir()
+        text = _everything(masked, str(config), "--mask", mode, "--max-findings", "0")
+        leaked = sorted(value for value in values if value in text)
+        assert leaked == [], f"{mode}: {leaked}"
+
+
+def test_passwords_never_appear(database_factory, write_config, tmp_path):
+    catalog, reviews = database_factory("postgresql"), database_factory("postgresql")
+    data = build_reference(catalog, reviews)
+    password = "N0t-For-Your-Eyes"
+    for name in ("catalog", "reviews"):
+        url = sa.make_url(data["databases"][name]["url"]).set(password=password)
+        data["databases"][name]["url"] = url.render_as_string(hide_password=False)
+    data["rules"].append(
+        {
+            **data["rules"][0],
+            "name": "broken",
+            "to": {"db": "catalog", "table": "nope", "columns": ["id"]},
+        }
+    )
+    data["databases"]["down"] = {"url": f"postgresql+psycopg://auditor:{password}@127.0.0.1:1/x"}
+    data["rules"].append(
+        {**data["rules"][0], "name": "down", "to": {"db": "down", "table": "p", "columns": ["id"]}}
+    )
+    config = write_config(data)
+    assert password in config.read_text()  # the file has it; nothing we write may
+    text = _everything(tmp_path, str(config))
+    assert "broken" in text and "'down'" in text and "***" in text
+    assert password not in text
+    check = auditor("check", str(config))
+    assert password not in check.stdout + check.stderr
+
+
+def test_report_files_are_private(tmp_path):
+    config = demo.build(tmp_path / "demo")
+    data = yaml.safe_load(config.read_text())
+    assert data["reports"]["formats"] == ["json", "html"]
+    auditor("run", str(config), "-q")
+    files = list((config.parent / "reports").iterdir())
+    assert files and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
