@@ -435,6 +435,17 @@ def workload_memory(runs: int, folder: Path, sizes=(100_000, 1_000_000)) -> list
     return results
 
 
+def drop_databases() -> None:
+    for base, suffixes in ((PG, ("a", "b", "m")), (MARIADB, ("b",))):
+        admin_url = base if "mysql" in base else _database(base, "postgres")
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            for suffix in suffixes:
+                force = "" if "mysql" in base else " WITH (FORCE)"
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {PREFIX}_{suffix}{force}"))
+        admin.dispose()
+
+
 # --- output -------------------------------------------------------------------------------
 
 
@@ -463,7 +474,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workloads", default="W1,W2,W3,M")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--prefix", default="auditor_bench", help="name prefix of the bench databases"
+    )
+    parser.add_argument("--drop", action="store_true", help="drop the bench databases afterwards")
     args = parser.parse_args()
+    global PREFIX
+    PREFIX = args.prefix
     sizes = Sizes.at(args.scale)
     wanted = args.workloads.split(",")
     measures: list[Measure] = []
@@ -489,6 +506,8 @@ def main() -> int:
                 ]
             measures += done
             print_table(done)
+    if args.drop:
+        drop_databases()
     print("\n== all workloads ==")
     print_table(measures)
     args.out.mkdir(parents=True, exist_ok=True)
