@@ -7,7 +7,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -69,6 +69,13 @@ class Collector:
                 self.labels[len(self.findings)] = labels
             self.findings.append(finding)
 
+    def add_lazy(self, kind: str, build: Callable[[], tuple[Finding, tuple | None]]) -> None:
+        """Count a finding; build it (masking, display values) only if it will be listed."""
+        if self.cap == 0 or len(self.findings) < self.cap:
+            self.add(*build())
+        else:
+            self.counts[kind] += 1
+
     @property
     def truncated(self) -> bool:
         return sum(self.counts.values()) > len(self.findings)
@@ -82,6 +89,9 @@ def run_rule(plan: RulePlan, options: RunOptions, progress: Progress, stop: thre
     rows: dict[str, int] = {}
     with spill_directory() as tmp:
         left, right = _scan(plan, options, progress, stop, Path(tmp), rows)
+        scanned = time.monotonic()
+        log.event("scan_done", rule=rule.name, rows=sum(rows.values()),
+                  duration_s=round(scanned - started, 3))  # fmt: skip
         if options.before_recheck:
             options.before_recheck()
         with contextlib.ExitStack() as stack:
@@ -89,17 +99,24 @@ def run_rule(plan: RulePlan, options: RunOptions, progress: Progress, stop: thre
             confirm = _confirm_references if isinstance(rule, ReferenceRule) else _confirm_copies
             pending: list[pa.Table] = []
             pairs = _partition_pairs(left, right, _rows_per_partition(options), Path(tmp))
-            for pair in [*pairs, None]:
-                if pair is not None and not stop.is_set():
-                    pending.append(_compare_partition(plan, collector, *pair))
-                if pending and (pair is None or sum(t.num_rows for t in pending) >= CONFIRM_CHUNK):
-                    for finding, labels in confirm(
-                        plan, options, lookups, pa.concat_tables(pending)
-                    ):
-                        collector.add(finding, labels)
+            for outcome in [*_compared(plan, pairs, stop), None]:
+                if outcome is not None:
+                    duplicate_keys, candidates = outcome
+                    for finding in duplicate_keys:
+                        collector.add(finding)
+                    pending.append(candidates)
+                if pending and (
+                    outcome is None or sum(t.num_rows for t in pending) >= CONFIRM_CHUNK
+                ):
+                    for kind, build in confirm(plan, options, lookups, pa.concat_tables(pending)):
+                        collector.add_lazy(kind, build)
                     pending.clear()
+            compared = time.monotonic()
+            log.event("compare_done", rule=rule.name, duration_s=round(compared - scanned, 3))
             if isinstance(rule, PiiRule) and rule.suggest_keys and not stop.is_set():
                 _suggest_keys(plan, lookups, right, collector)
+                log.event("suggest_done", rule=rule.name,
+                          duration_s=round(time.monotonic() - compared, 3))  # fmt: skip
     findings = sorted(collector.findings, key=_order)
     return RuleResult(
         name=rule.name,
@@ -185,20 +202,39 @@ def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tup
     return spills[0], spills[1]
 
 
-def _compare_partition(plan: RulePlan, collector, left: pa.Table, right: pa.Table) -> pa.Table:
-    """Report duplicate keys of one partition; return its candidate findings."""
+COMPARE_WORKERS = 2  # the machine's cores; Arrow kernels release the GIL
+
+
+def _compared(plan: RulePlan, pairs, stop: threading.Event):
+    """Compare partitions on worker threads, at most a few in memory at once, in order."""
+    with ThreadPoolExecutor(max_workers=COMPARE_WORKERS, thread_name_prefix="compare") as pool:
+        window: deque = deque()
+        for left, right in pairs:
+            if stop.is_set():
+                break
+            window.append(pool.submit(_compare_partition, plan, left, right))
+            if len(window) > COMPARE_WORKERS:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
+def _compare_partition(plan: RulePlan, left: pa.Table, right: pa.Table):
+    """One partition's duplicate-key findings and candidate findings."""
     rule = plan.rule
     width = len(plan.key_types)
     groups = group_keys(right, width)
+    duplicate_keys = []
     for dup in duplicates(groups).to_pylist():
         key = {c.name: dup[f"c{i}"] for i, c in enumerate(plan.right.compare)}
         ref = {c.name: dup[f"c{i}"] for i, c in enumerate(plan.left.compare)}
         finding = Finding(rule.name, "duplicate_key", rule.severity, key, ref=ref)
-        collector.add(replace(finding, count=dup["count_all"]))
+        duplicate_keys.append(replace(finding, count=dup["count_all"]))
     if isinstance(rule, ReferenceRule):
-        return check_references(left, groups, width, rule.allow_null)
+        return duplicate_keys, check_references(left, groups, width, rule.allow_null)
     report_missing = rule.missing_source == "report"
-    return check_copies(left, right, groups, width, plan.normalizers, report_missing)
+    candidates = check_copies(left, right, groups, width, plan.normalizers, report_missing)
+    return duplicate_keys, candidates
 
 
 def _identity(table: pa.Table, extra: list[str]) -> set[tuple]:
@@ -244,18 +280,14 @@ def _confirm_references(plan: RulePlan, options, lookups: Lookups, chunk: pa.Tab
                 }
         elif kind == "orphan" and None in canonical:
             note = f"not a valid {'/'.join(sorted(set(plan.key_types)))} key"
-        yield (
-            Finding(
-                rule.name,
-                kind,
-                rule.severity,
-                _display(plan.left.labels, row, "r"),
-                ref=_display(plan.left.compare, row, "k"),
-                suggested=suggested,
-                note=note,
-            ),
-            None,
-        )
+
+        def build(row=row, kind=kind, suggested=suggested, note=note):
+            key = _display(plan.left.labels, row, "r")
+            ref = _display(plan.left.compare, row, "k")
+            finding = Finding(rule.name, kind, rule.severity, key, ref=ref, suggested=suggested)
+            return replace(finding, note=note), None
+
+        yield kind, build
 
 
 def _confirm_copies(plan: RulePlan, options, lookups: Lookups, chunk: pa.Table):
@@ -275,11 +307,13 @@ def _confirm_copies(plan: RulePlan, options, lookups: Lookups, chunk: pa.Table):
         )
         chunk = _keep(fresh, _identity(chunk, ["kind", "field"]), ["kind", "field"])
     mask = options.masker
+    label_names = [n for n in chunk.column_names if n.startswith("r")]
     for row in chunk.to_pylist():
-        index = row["field"]
-        labels = tuple(row[n] for n in chunk.column_names if n.startswith("r"))
-        yield (
-            Finding(
+
+        def build(row=row):
+            index = row["field"]
+            labels = tuple(row[n] for n in label_names)
+            finding = Finding(
                 rule.name,
                 row["kind"],
                 rule.severity,
@@ -288,9 +322,10 @@ def _confirm_copies(plan: RulePlan, options, lookups: Lookups, chunk: pa.Table):
                 field=None if index is None else rule.fields[index].source,
                 source_value=mask(row["source_value"]),
                 copy_value=mask(row["copy_value"]),
-            ),
-            labels if row["kind"] == "mismatch" else None,
-        )
+            )
+            return finding, labels if row["kind"] == "mismatch" else None
+
+        yield row["kind"], build
 
 
 def _display(columns, row: dict[str, Any], prefix: str) -> dict[str, Any]:

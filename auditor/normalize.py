@@ -14,6 +14,7 @@ from datetime import date, datetime
 from functools import partial
 from typing import Any
 
+import numpy as np
 import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -161,20 +162,73 @@ def _compile_one(spec: NormalizerSpec) -> Normalizer:
     return partial(regex, pattern=re.compile(options["pattern"]), replace=options["replace"])
 
 
-# Vectorised forms, exact for "plain" text: printable ASCII plus the usual whitespace. On such
-# text Python's strip/lower/casefold/\s agree with Arrow's ASCII kernels and NFKC and
-# accent-stripping change nothing. Other values take the Python path.
-PLAIN_TEXT = r"^[\x20-\x7e\t\n\r\f\v]*$"
+# Vectorised forms, exact for "plain" text: ASCII without the separators U+001C-U+001F (which
+# Python, unlike Arrow, counts as whitespace). On such text Python's strip/lower/casefold/\s
+# agree with Arrow's ASCII kernels and NFKC and accent-stripping change nothing. Other values
+# take the Python path.
 _SPACES = r"[ \t\n\r\f\v]+"
+_ODD_SPACING = r"[\t\n\r\f\v]|  "
+
+
+def _text_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (int64) and UTF-8 bytes of a string array, without copying the bytes."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if not pa.types.is_large_string(array.type):
+        array = array.cast(pa.large_string())
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[
+        array.offset : array.offset + len(array) + 1
+    ]
+    data = array.buffers()[2]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return offsets, raw
+
+
+def plain_mask(array: pa.Array) -> pa.Array:
+    """True where a value is plain text (see above); null where it is null."""
+    offsets, raw = _text_buffers(array)
+    bad = (raw >= 0x80) | ((raw >= 0x1C) & (raw <= 0x1F))
+    counts = np.concatenate(([0], np.cumsum(bad, dtype=np.int64)))
+    plain = counts[offsets[1:]] == counts[offsets[:-1]]
+    return pa.array(plain, mask=np.asarray(pc.is_null(array)))
+
+
+def ascii_digits(array: pa.Array) -> pa.Array:
+    """Keep the ASCII digits of every value, on the raw bytes (regex replace is ~100x slower)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    offsets, raw = _text_buffers(array)
+    window = raw[offsets[0] : offsets[-1]]
+    keep = (window >= 0x30) & (window <= 0x39)
+    kept = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
+    new_offsets = kept[offsets - offsets[0]]
+    data = window[keep]
+    validity = array.buffers()[0] if array.null_count else None
+    rebuilt = pa.LargeStringArray.from_buffers(
+        len(array), pa.py_buffer(new_offsets), pa.py_buffer(data.tobytes()), null_count=0
+    )
+    if validity is not None:
+        rebuilt = pc.if_else(array.is_null(), pa.scalar(None, pa.large_string()), rebuilt)
+    return rebuilt.cast(pa.string())
+
+
+def _collapse(array: pa.Array) -> pa.Array:
+    """collapse_spaces, with the regex only on values that need it."""
+    odd = pc.fill_null(pc.match_substring_regex(array, _ODD_SPACING), False)
+    if not pc.any(odd).as_py():
+        return array
+    return pc.if_else(odd, pc.replace_substring_regex(array, _SPACES, " "), array)
+
+
 VECTOR: dict[str, Callable[[pa.Array], pa.Array]] = {
     "trim": pc.ascii_trim_whitespace,
     "lower": pc.ascii_lower,
     "casefold": pc.ascii_lower,
     "email": lambda a: pc.ascii_lower(pc.ascii_trim_whitespace(a)),
-    "collapse_spaces": lambda a: pc.replace_substring_regex(a, _SPACES, " "),
+    "collapse_spaces": _collapse,
     "nfkc": lambda a: a,
     "strip_accents": lambda a: a,
-    "digits": lambda a: pc.replace_substring_regex(a, "[^0-9]", ""),
+    "digits": ascii_digits,
 }
 # Numbers written with 3 to 15 digits and the punctuation ( ) . - / and spaces, without a
 # leading +, always parse under a region, and to the same number when their digits agree.
@@ -203,8 +257,7 @@ class Pipeline:
         """Vectorised normalisation, exact where the value is plain text, null elsewhere."""
         if self.vector is None:
             return None
-        plain = pc.match_substring_regex(array, PLAIN_TEXT)
-        out = pc.if_else(plain, array, pa.scalar(None, pa.string()))
+        out = pc.if_else(plain_mask(array), array, pa.scalar(None, pa.string()))
         for step in self.vector:
             out = step(out)
         return out
@@ -215,9 +268,8 @@ class Pipeline:
             return None
 
         def key(array: pa.Array) -> pa.Array:
-            simple = pc.match_substring_regex(array, _SIMPLE_PHONE)
-            digits = pc.replace_substring_regex(array, "[^0-9]", "")
-            return pc.if_else(simple, digits, pa.scalar(None, pa.string()))
+            simple = pc.fill_null(pc.match_substring_regex(array, _SIMPLE_PHONE), False)
+            return pc.if_else(simple, ascii_digits(array), pa.scalar(None, pa.string()))
 
         return pc.fill_null(pc.equal(key(left), key(right)), False)
 

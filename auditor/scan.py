@@ -140,8 +140,9 @@ class Spill:
         if self.partitions == 1 or self._dir is None:
             yield from self._memory[0]
         elif part in self._writers:
-            with pa.OSFile(self._path(part), "rb") as source:
-                yield from pa.ipc.open_stream(source)
+            # Memory-mapped: batches point into the page cache instead of being copied. The
+            # map stays open as long as a batch references it (closing it is left to pyarrow).
+            yield from pa.ipc.open_stream(pa.memory_map(self._path(part)))
 
     def read(self, part: int) -> pa.Table:
         return pa.Table.from_batches(list(self.batches(part)), schema=self.schema)

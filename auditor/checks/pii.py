@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -68,12 +69,13 @@ def check_copies(
         valid = counted.filter(pc.fill_null(pc.equal(counted[COUNT], 1), False)).drop([COUNT])
         pairs = valid.join(source, keys=keys, join_type="inner")
     else:
-        marked = source.append_column(MATCHED, pa.array([True] * source.num_rows, pa.bool_()))
+        marked = source.append_column(MATCHED, pa.array(np.ones(source.num_rows, dtype=bool)))
         pairs = lookup(valid, marked, keys)
         if report_missing_source:
-            orphans = keep(pairs, pc.is_null(pairs[MATCHED]))
+            orphans = keep(pairs.select(base), pc.is_null(pairs[MATCHED]))
             parts.append(_candidates(orphans, base, "missing_source"))
-        pairs = keep(pairs, pc.is_valid(pairs[MATCHED]))
+        # Unmatched rows stay in `pairs` (filtering every column would copy them all); their
+        # source values are null and _compare_field skips them by the MATCHED column.
     for index, pipeline in enumerate(pipelines):
         parts += _compare_field(pairs, base, index, pipeline)
     if not parts:
@@ -87,6 +89,8 @@ def _compare_field(pairs: pa.Table, base: list[str], index: int, pipeline: Pipel
         pc.fill_null(pc.equal(source, copy), False),
         pc.and_(pc.is_null(source), pc.is_null(copy)),
     )
+    if MATCHED in pairs.column_names:
+        same = pc.or_(same, pc.is_null(pairs[MATCHED]))
     differ = keep(pairs.select([*base, f"s{index}", f"v{index}"]), pc.invert(same))
     if differ.num_rows:
         shortcut = pipeline.equal_shortcut(differ[f"s{index}"], differ[f"v{index}"])

@@ -45,3 +45,17 @@ def test_phone_shortcut_only_claims_true_equalities(a, b, region):
     claimed = pipeline.equal_shortcut(pa.array([a]), pa.array([b])).to_pylist()[0]
     if a == b or claimed:
         assert pipeline(a) == pipeline(b)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), TEXT), min_size=1, max_size=20),
+    st.data(),
+    st.sampled_from(PIPELINES),
+)
+def test_vector_path_on_sliced_arrays(values, data, specs):
+    """Arrays that are slices of bigger ones (offsets into shared buffers) normalise alike."""
+    start = data.draw(st.integers(0, len(values) - 1))
+    pipeline = compile_pipeline([validate_normalizer(s) for s in specs])
+    sliced = pa.array(values, pa.string()).slice(start)
+    assert normalise(sliced, pipeline).to_pylist() == [pipeline(v) for v in values[start:]]
