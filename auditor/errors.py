@@ -9,6 +9,8 @@ class AuditorError(Exception):
     exit_code = 1
 
     def __init__(self, message: str) -> None:
+        # Always one line: a value or a key from the input may hold line breaks.
+        message = message.replace("\r", "\\r").replace("\n", "\\n")
         super().__init__(message)
         self.message = message
 
