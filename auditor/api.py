@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from auditor import __version__, log
+from auditor import __version__, log, memory
 from auditor.config.model import Config
 from auditor.db.engines import Database, open_databases, ping
 from auditor.engine import RunOptions, run_rule
@@ -129,6 +129,7 @@ def run(
         raise ConfigError("settings.mask: none prints raw PII and needs --show-pii")
     fail_on = fail_on or settings.fail_on
     stop = stop or threading.Event()
+    memory.tune()
     started = _now()
     selected = _selected(config, rules)
     databases = open_databases(config)

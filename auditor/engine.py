@@ -139,7 +139,7 @@ def _order(finding: Finding) -> tuple:
 
 
 def _rows_per_partition(options: RunOptions) -> int:
-    return options.rows_per_partition or max(options.batch_size * 4, 1)
+    return options.rows_per_partition or max(options.batch_size * 2, 1)
 
 
 def _partition_pairs(left: Spill, right: Spill, rows_per_partition: int, tmp: Path, depth: int = 0):
@@ -213,7 +213,7 @@ def _compared(plan: RulePlan, pairs, stop: threading.Event):
             if stop.is_set():
                 break
             window.append(pool.submit(_compare_partition, plan, left, right))
-            if len(window) > COMPARE_WORKERS:
+            if len(window) >= COMPARE_WORKERS:
                 yield window.popleft().result()
         while window:
             yield window.popleft().result()

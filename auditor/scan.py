@@ -178,7 +178,7 @@ def scan_side(
     spill.finish()
 
 
-def prefetch(batches: Iterator[pa.RecordBatch], stop: threading.Event, depth: int = 2):
+def prefetch(batches: Iterator[pa.RecordBatch], stop: threading.Event, depth: int = 1):
     """Read the next batches on another thread while this one prepares the current one.
 
     The drivers release the GIL while they read, so reading and preparing overlap; the queue

@@ -31,7 +31,7 @@ def keep(table: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
     """`table.filter(mask)` that copies nothing when the mask keeps all or no rows."""
     mask = pc.fill_null(mask, False)
     if table.num_rows == 0 or not pc.any(mask).as_py():
-        return table.slice(0, 0)
+        return table.schema.empty_table()  # not a slice: it must not pin the input's buffers
     if pc.all(mask).as_py():
         return table
     return table.filter(mask)

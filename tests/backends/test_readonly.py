@@ -9,7 +9,7 @@ import uuid
 import sqlalchemy as sa
 
 import auditor
-from tests.scenarios import build_reference
+from tests.scenarios import build_pii, build_reference
 
 
 def _grant_read_only(database, role: str) -> str:
@@ -56,20 +56,37 @@ def _counts(database) -> dict[str, int]:
 
 def test_audit_as_a_select_only_read_only_user(pair, write_config):
     catalog, reviews = pair
-    data = build_reference(catalog, reviews)
+    reference = build_reference(catalog, reviews)
+    pii = build_pii(catalog, reviews)
+    data = {**reference, "rules": reference["rules"] + pii["rules"]}
+    data["databases"] = {
+        **reference["databases"],
+        "crm": reference["databases"]["catalog"],
+        "orders": reference["databases"]["reviews"],
+    }
     baseline = auditor.run(auditor.load_config(write_config(data, "admin.yaml")))
     role = f"auditor_ro_{uuid.uuid4().hex[:8]}"
     before = {d.backend + str(i): _counts(d) for i, d in enumerate(pair)}
     for backend in {catalog.backend, reviews.backend}:
         _create_role(backend, catalog if catalog.backend == backend else reviews, role)
     try:
-        data["databases"] = {
-            "catalog": {"url": _grant_read_only(catalog, role)},
-            "reviews": {"url": _grant_read_only(reviews, role)},
+        urls = {
+            "catalog": _grant_read_only(catalog, role),
+            "reviews": _grant_read_only(reviews, role),
         }
-        result = auditor.run(auditor.load_config(write_config(data, "ro.yaml")))
+        data["databases"] = {
+            "catalog": {"url": urls["catalog"]},
+            "reviews": {"url": urls["reviews"]},
+            "crm": {"url": urls["catalog"]},
+            "orders": {"url": urls["reviews"]},
+        }
+        config = auditor.load_config(write_config(data, "ro.yaml"))
+        checked = auditor.check(config)
+        result = auditor.run(config)
     finally:
         _drop_role(catalog.backend, pair, role)
+    assert len(checked.rules) == len(config.rules) == 9
+    assert {r.type for r in result.rules} == {"reference", "pii"}
     assert [r.error for r in result.rules] == [None] * len(result.rules)
     assert [r.counts for r in result.rules] == [r.counts for r in baseline.rules]
     assert {d.backend + str(i): _counts(d) for i, d in enumerate(pair)} == before

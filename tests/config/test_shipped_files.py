@@ -21,3 +21,20 @@ def test_config_example_is_valid(monkeypatch):
 @pytest.mark.parametrize("path", sorted((ROOT / "rules").glob("*.yaml")), ids=lambda p: p.name)
 def test_rule_files_load(path):
     assert load_config(path).rules
+
+
+def test_readme_quick_start_works_against_the_demo(tmp_path, monkeypatch):
+    """`make demo` then `auditor check config.example.yaml` and `auditor check rules/*.yaml`."""
+    import auditor
+    from auditor import demo
+
+    for var in ("CATALOG_DB_URL", "REVIEWS_DB_URL", "CRM_DB_URL", "ORDERS_DB_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    demo.build(tmp_path / "demo")
+    for path in [ROOT / "config.example.yaml", *sorted((ROOT / "rules").glob("*.yaml"))]:
+        config = auditor.load_config(path)
+        assert auditor.check(config).rules, path
+        result = auditor.run(config)
+        assert all(r.error is None for r in result.rules), (path, [r.error for r in result.rules])
+        assert result.status == "fail", path  # the demo holds a problem for every rule
