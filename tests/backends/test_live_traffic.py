@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
 
 import auditor
+from auditor import engine, scan
 from auditor.engine import RunOptions
 
 PRODUCTS, SPARE, REVIEWS = 20_000, 5_000, 100_000
@@ -49,8 +51,23 @@ def _writer(catalog, reviews, stop: threading.Event, counts: dict) -> None:
             counts["pairs"] = n + 1
 
 
+def _late_referencing_side(monkeypatch) -> None:
+    """Start the referencing side's snapshot 0.3 s after the referenced side's, as happens when
+    one server is slower: a child committed in that window has a parent the scan missed."""
+    original = scan.scan_side
+
+    def delayed(side, *args, **kwargs):
+        if side.role == "from":
+            time.sleep(0.3)
+        return original(side, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "scan_side", delayed)
+
+
 @pytest.mark.parametrize("second", ["postgresql", "mariadb"])
-def test_concurrent_writes_raise_no_false_findings(database_factory, write_config, second):
+def test_concurrent_writes_raise_no_false_findings(
+    database_factory, write_config, second, monkeypatch
+):
     catalog, reviews = database_factory("postgresql"), database_factory(second)
     _seed(catalog, reviews)
     rule = {
@@ -65,11 +82,13 @@ def test_concurrent_writes_raise_no_false_findings(database_factory, write_confi
         "rules": [rule],
     }
     config = auditor.load_config(write_config(data))
+    _late_referencing_side(monkeypatch)
     stop, counts = threading.Event(), {"pairs": 0}
     writer = threading.Thread(target=_writer, args=(catalog, reviews, stop, counts))
     writer.start()
     try:
         results = [auditor.run(config, options=RunOptions(batch_size=500)) for _ in range(3)]
+        unchecked = auditor.run(config, options=RunOptions(batch_size=500, recheck=False))
     finally:
         stop.set()
         writer.join()
@@ -79,3 +98,5 @@ def test_concurrent_writes_raise_no_false_findings(database_factory, write_confi
         assert rule_result.error is None, rule_result.error
         assert {f.key["id"] for f in rule_result.findings} == ORPHANS
         assert rule_result.counts == {"orphan": len(ORPHANS)}
+    # The same race without the recheck: children of parents the scan missed look orphaned.
+    assert unchecked.rules[0].counts["orphan"] > len(ORPHANS)
