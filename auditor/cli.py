@@ -5,6 +5,7 @@ Errors are caught in exactly one place (`main`); `--debug` re-raises them with a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import signal
@@ -160,9 +161,10 @@ def demo(
     options = RunOptions(batch_size=cfg.settings.batch_size, max_findings=cfg.settings.max_findings)
     result = _audit(cfg, {}, options, None, False, None, False, False)
     report = next((p for p in _dated_targets(result, cfg).values() if p.endswith(".html")), "")
+    me = _self_command()
     terminal.plain(f"\nOpen the report:  xdg-open {report}   (or open it in any browser)")
-    terminal.plain(f"Run it again:     auditor run {config_path}")
-    terminal.plain(f"Check the plan:   auditor check {config_path}")
+    terminal.plain(f"Run it again:     {me} run {config_path}")
+    terminal.plain(f"Check the plan:   {me} check {config_path}")
     if result.status == "error":
         raise typer.Exit(result.exit_code)
 
@@ -182,6 +184,16 @@ def diff(
         write_text(json_path, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
     terminal.render_diff(terminal.console(stderr=json_path == "-"), result)
     raise typer.Exit(result.exit_code(fail_on.value))
+
+
+def _self_command() -> str:
+    """How the user can run this same auditor again (it may not be on PATH, e.g. in .venv)."""
+    script = Path(sys.argv[0])
+    if script.name == "auditor":
+        with contextlib.suppress(ValueError):
+            return str(script.resolve().relative_to(Path.cwd()))
+        return str(script)
+    return f"{sys.executable} -m auditor"
 
 
 def _dated_targets(result, cfg) -> dict[str, str]:

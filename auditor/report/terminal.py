@@ -100,9 +100,10 @@ def render_result(out: Console, result: AuditResult, files: list[str]) -> None:
 
 def _summary(result: AuditResult) -> Table:
     table = Table(title="Audit summary", title_justify="left", expand=False)
-    table.add_column("Rule", overflow="fold")
+    widest = max((len(rule.name) for rule in result.rules), default=4)
+    table.add_column("Rule", overflow="fold", min_width=min(widest, 28))
     table.add_column("Status", no_wrap=True)
-    table.add_column("Rows scanned", no_wrap=True)
+    table.add_column("Rows", no_wrap=True)
     table.add_column("Findings", no_wrap=True)
     table.add_column("Time", justify="right", no_wrap=True)
     for rule in result.rules:
