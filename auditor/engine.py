@@ -12,21 +12,18 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from auditor import log
-from auditor.checks.base import normalise
 from auditor.checks.pii import check_copies
 from auditor.checks.reference import check_references, duplicates, group_keys
 from auditor.config.model import PiiRule, ReferenceRule
-from auditor.db.reflect import category
 from auditor.errors import DatabaseError
 from auditor.mask import Masker
-from auditor.plan import RulePlan, SidePlan
-from auditor.recheck import Lookups, _tuples
+from auditor.plan import RulePlan, SidePlan, display
+from auditor.recheck import Lookups, label_tuples, tuples
 from auditor.result import Finding, RuleResult
 from auditor.scan import (
     MAX_PARTITIONS,
@@ -36,6 +33,7 @@ from auditor.scan import (
     side_schema,
     spill_directory,
 )
+from auditor.suggest import suggest_keys
 
 RETRY_PAUSES_S = (0.5, 1.0, 2.0)  # bounded back-off when a connection is lost mid-scan
 CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up statements
@@ -114,7 +112,7 @@ def run_rule(plan: RulePlan, options: RunOptions, progress: Progress, stop: thre
             compared = time.monotonic()
             log.event("compare_done", rule=rule.name, duration_s=round(compared - scanned, 3))
             if isinstance(rule, PiiRule) and rule.suggest_keys and not stop.is_set():
-                _suggest_keys(plan, lookups, right, collector)
+                suggest_keys(plan, lookups, right, collector)
                 log.event("suggest_done", rule=rule.name,
                           duration_s=round(time.monotonic() - compared, 3))  # fmt: skip
     findings = sorted(collector.findings, key=_order)
@@ -230,30 +228,33 @@ def _compare_partition(plan: RulePlan, left: pa.Table, right: pa.Table):
         ref = {c.name: dup[f"c{i}"] for i, c in enumerate(plan.left.compare)}
         finding = Finding(rule.name, "duplicate_key", rule.severity, key, ref=ref)
         duplicate_keys.append(replace(finding, count=dup["count_all"]))
+    return duplicate_keys, _check(plan, left, right, groups)
+
+
+def _check(plan: RulePlan, left: pa.Table, right: pa.Table, groups: pa.Table) -> pa.Table:
+    """The rule's pure check: the same on a scanned partition and on re-read rows."""
+    rule = plan.rule
+    width = len(plan.key_types)
     if isinstance(rule, ReferenceRule):
-        return duplicate_keys, check_references(left, groups, width, rule.allow_null)
+        return check_references(left, groups, width, rule.allow_null)
     report_missing = rule.missing_source == "report"
-    candidates = check_copies(left, right, groups, width, plan.normalizers, report_missing)
-    return duplicate_keys, candidates
+    return check_copies(left, right, groups, width, plan.normalizers, report_missing)
 
 
-def _identity(table: pa.Table, extra: list[str]) -> set[tuple]:
-    names = [n for n in table.column_names if n.startswith("r")] + extra
-    return set(_tuples([table[n] for n in names]))
-
-
-def _keep(fresh: pa.Table, wanted: set[tuple], extra: list[str]) -> pa.Table:
-    names = [n for n in fresh.column_names if n.startswith("r")] + extra
-    mask = [row in wanted for row in _tuples([fresh[n] for n in names])]
+def _recheck(plan: RulePlan, lookups: Lookups, chunk: pa.Table, identity: list[str]) -> pa.Table:
+    """Candidates that are still findings when their rows are read again by key."""
+    width = len(plan.key_types)
+    fresh_left = lookups.fetch(plan.left, "labels", label_tuples(chunk))
+    fresh_right = lookups.fetch(plan.right, "compare", _valid_keys(fresh_left, width))
+    fresh = _check(plan, fresh_left, fresh_right, group_keys(fresh_right, width))
+    names = [n for n in chunk.column_names if n.startswith("r")] + identity
+    wanted = set(tuples([chunk[n] for n in names]))
+    mask = [row in wanted for row in tuples([fresh[n] for n in names])]
     return fresh.filter(pa.array(mask, pa.bool_()))
 
 
-def _labels(table: pa.Table) -> list[tuple]:
-    return _tuples([table[n] for n in table.column_names if n.startswith("r")])
-
-
 def _valid_keys(table: pa.Table, width: int) -> list[tuple]:
-    return [k for k in _tuples([table[f"c{i}"] for i in range(width)]) if None not in k]
+    return [k for k in tuples([table[f"c{i}"] for i in range(width)]) if None not in k]
 
 
 def _confirm_references(plan: RulePlan, options, lookups: Lookups, chunk: pa.Table):
@@ -261,10 +262,7 @@ def _confirm_references(plan: RulePlan, options, lookups: Lookups, chunk: pa.Tab
     assert isinstance(rule, ReferenceRule)
     width = len(plan.key_types)
     if options.recheck:
-        fresh_left = lookups.fetch(plan.left, "labels", _labels(chunk))
-        fresh_right = lookups.fetch(plan.right, "compare", _valid_keys(fresh_left, width))
-        fresh = check_references(fresh_left, group_keys(fresh_right, width), width, rule.allow_null)
-        chunk = _keep(fresh, _identity(chunk, ["kind"]), ["kind"])
+        chunk = _recheck(plan, lookups, chunk, ["kind"])
     outcomes: dict[tuple, tuple[str, tuple | None, str | None]] = {}
     if plan.aliases is not None:
         orphans = chunk.filter(pc.equal(chunk["kind"], "orphan"))
@@ -282,8 +280,8 @@ def _confirm_references(plan: RulePlan, options, lookups: Lookups, chunk: pa.Tab
             note = f"not a valid {'/'.join(sorted(set(plan.key_types)))} key"
 
         def build(row=row, kind=kind, suggested=suggested, note=note):
-            key = _display(plan.left.labels, row, "r")
-            ref = _display(plan.left.compare, row, "k")
+            key = display(plan.left.labels, row, "r")
+            ref = display(plan.left.compare, row, "k")
             finding = Finding(rule.name, kind, rule.severity, key, ref=ref, suggested=suggested)
             return replace(finding, note=note), None
 
@@ -293,19 +291,8 @@ def _confirm_references(plan: RulePlan, options, lookups: Lookups, chunk: pa.Tab
 def _confirm_copies(plan: RulePlan, options, lookups: Lookups, chunk: pa.Table):
     rule = plan.rule
     assert isinstance(rule, PiiRule)
-    width = len(plan.key_types)
     if options.recheck:
-        fresh_left = lookups.fetch(plan.left, "labels", _labels(chunk))
-        fresh_right = lookups.fetch(plan.right, "compare", _valid_keys(fresh_left, width))
-        fresh = check_copies(
-            fresh_left,
-            fresh_right,
-            group_keys(fresh_right, width),
-            width,
-            plan.normalizers,
-            rule.missing_source == "report",
-        )
-        chunk = _keep(fresh, _identity(chunk, ["kind", "field"]), ["kind", "field"])
+        chunk = _recheck(plan, lookups, chunk, ["kind", "field"])
     mask = options.masker
     label_names = [n for n in chunk.column_names if n.startswith("r")]
     for row in chunk.to_pylist():
@@ -317,8 +304,8 @@ def _confirm_copies(plan: RulePlan, options, lookups: Lookups, chunk: pa.Table):
                 rule.name,
                 row["kind"],
                 rule.severity,
-                _display(plan.left.labels, row, "r"),
-                ref=_display(plan.left.compare, row, "k"),
+                display(plan.left.labels, row, "r"),
+                ref=display(plan.left.compare, row, "k"),
                 field=None if index is None else rule.fields[index].source,
                 source_value=mask(row["source_value"]),
                 copy_value=mask(row["copy_value"]),
@@ -326,79 +313,3 @@ def _confirm_copies(plan: RulePlan, options, lookups: Lookups, chunk: pa.Table):
             return finding, labels if row["kind"] == "mismatch" else None
 
         yield row["kind"], build
-
-
-def _display(columns, row: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """Key text back to the column's own kind: integers as numbers, the rest as text."""
-    shown: dict[str, Any] = {}
-    for i, column in enumerate(columns):
-        value = row[f"{prefix}{i}"]
-        if value is not None and category(column) == "int":
-            with contextlib.suppress(ValueError):
-                value = int(value)
-        shown[column.name] = value
-    return shown
-
-
-def _suggest_keys(plan: RulePlan, lookups: Lookups, source: Spill, collector: Collector) -> None:
-    """For reported mismatches, name the one source row whose PII matches the copy."""
-    if not collector.labels:
-        return
-    copies = lookups.fetch(plan.left, "labels", list(collector.labels.values()))
-    fingerprints = _fingerprints(plan, copies)
-    anchor = _anchor_field(plan)
-    wanted = {fp[anchor] for fp in fingerprints.values() if fp[anchor] is not None}
-    if not wanted:
-        return
-    matches: dict[tuple, set[tuple]] = {labels: set() for labels in fingerprints}
-    by_anchor: dict[str, list[tuple]] = {}
-    for labels, fingerprint in fingerprints.items():
-        by_anchor.setdefault(fingerprint[anchor], []).append(labels)
-    batches = (batch for part in range(source.partitions) for batch in source.batches(part))
-    for batch in batches:
-        table = pa.Table.from_batches([batch])
-        anchor_values = normalise(table[f"v{anchor}"].combine_chunks(), plan.normalizers[anchor])
-        subset = table.filter(
-            pc.is_in(anchor_values, value_set=pa.array(list(wanted), pa.string()))
-        )
-        if subset.num_rows == 0:
-            continue
-        normalised = [
-            normalise(subset[f"v{i}"].combine_chunks(), p).to_pylist()
-            for i, p in enumerate(plan.normalizers)
-        ]
-        keys = [subset[f"k{i}"].to_pylist() for i in range(len(plan.key_types))]
-        for row in range(subset.num_rows):
-            values = tuple(column[row] for column in normalised)
-            for labels in by_anchor.get(values[anchor], ()):
-                fingerprint = fingerprints[labels]
-                if all(f is None or f == v for f, v in zip(fingerprint, values, strict=True)):
-                    matches[labels].add(tuple(k[row] for k in keys))
-    for index, labels in collector.labels.items():
-        found = matches.get(labels, set())
-        if len(found) == 1:
-            (key,) = found
-            row = {f"k{i}": part for i, part in enumerate(key)}
-            suggested = _display(plan.right.compare, row, "k")
-            collector.findings[index] = replace(collector.findings[index], suggested_key=suggested)
-
-
-def _fingerprints(plan: RulePlan, copies: pa.Table) -> dict[tuple, tuple]:
-    normalised = [
-        normalise(copies[f"v{i}"].combine_chunks(), p).to_pylist()
-        for i, p in enumerate(plan.normalizers)
-    ]
-    labels = _labels(copies)
-    return {
-        labels[row]: tuple(column[row] for column in normalised) for row in range(copies.num_rows)
-    }
-
-
-def _anchor_field(plan: RulePlan) -> int:
-    """The field used to narrow the source rows: the first one not needing phone parsing."""
-    rule = plan.rule
-    assert isinstance(rule, PiiRule)
-    for index, spec in enumerate(rule.fields):
-        if not any(isinstance(step, dict) and "phone" in step for step in spec.normalize):
-            return index
-    return 0

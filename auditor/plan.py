@@ -7,7 +7,9 @@ for the point look-ups of the recheck, so that is what `check` reports about the
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -187,3 +189,15 @@ def _auto_key_type(rule: Rule, a: sa.Column, b: sa.Column) -> str:
         f"rules.{rule.name}: key types differ: {described}; set key_type: int (compare numeric "
         "values, '0042' = 42) or key_type: string (compare exact text)"
     )
+
+
+def display(columns, row: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Key text back to the column's own kind: integers as numbers, the rest as text."""
+    shown: dict[str, Any] = {}
+    for i, column in enumerate(columns):
+        value = row[f"{prefix}{i}"]
+        if value is not None and category(column) == "int":
+            with contextlib.suppress(ValueError):
+                value = int(value)
+        shown[column.name] = value
+    return shown

@@ -110,7 +110,7 @@ class Lookups:
         new = [canonical_key(rows[f"v{i}"], self.plan.key_types[i]) for i in range(width)]
         old = [rows[f"c{i}"] for i in range(width)]
         mapping: dict[tuple, tuple] = {}
-        for old_key, new_key in zip(_tuples(old), _tuples(new), strict=True):
+        for old_key, new_key in zip(tuples(old), tuples(new), strict=True):
             if None not in new_key:
                 mapping.setdefault(old_key, new_key)
         return mapping
@@ -123,14 +123,19 @@ class Lookups:
         width = len(self.plan.key_types)
         flags = rows["__deleted"].to_pylist() if "__deleted" in rows.column_names else None
         status: dict[tuple, bool] = {}
-        for index, key in enumerate(_tuples([rows[f"c{i}"] for i in range(width)])):
+        for index, key in enumerate(tuples([rows[f"c{i}"] for i in range(width)])):
             deleted = bool(flags[index]) if flags else False
             status[key] = status.get(key, True) and deleted
         return status
 
 
-def _tuples(columns: Sequence[pa.Array | pa.ChunkedArray]) -> list[tuple]:
+def tuples(columns: Sequence[pa.Array | pa.ChunkedArray]) -> list[tuple]:
     return list(zip(*(c.to_pylist() for c in columns), strict=True)) if columns else []
+
+
+def label_tuples(table: pa.Table) -> list[tuple]:
+    """The row labels (r* columns) of each row: what names a row in findings and look-ups."""
+    return tuples([table[n] for n in table.column_names if n.startswith("r")])
 
 
 def _chain_note(chain: list[tuple], end: str) -> str:

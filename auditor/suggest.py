@@ -1,0 +1,88 @@
+"""Wrong-entity detection: for a copy whose PII mismatches its source row, name the source
+row whose normalised PII the copy does match (`suggested_key`), e.g. ids swapped by a migration.
+
+It stays streaming: the fingerprints of the listed mismatches are kept (at most
+`max_findings`), and the spilled source side is read once more, batch by batch, narrowed by the
+first field that needs no phone parsing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from auditor.checks.base import normalise
+from auditor.config.model import PiiRule
+from auditor.plan import RulePlan, display
+from auditor.recheck import Lookups, label_tuples
+from auditor.scan import Spill
+
+if TYPE_CHECKING:
+    from auditor.engine import Collector
+
+
+def suggest_keys(plan: RulePlan, lookups: Lookups, source: Spill, collector: Collector) -> None:
+    """For reported mismatches, name the one source row whose PII matches the copy."""
+    if not collector.labels:
+        return
+    copies = lookups.fetch(plan.left, "labels", list(collector.labels.values()))
+    fingerprints = _fingerprints(plan, copies)
+    anchor = _anchor_field(plan)
+    wanted = {fp[anchor] for fp in fingerprints.values() if fp[anchor] is not None}
+    if not wanted:
+        return
+    matches: dict[tuple, set[tuple]] = {labels: set() for labels in fingerprints}
+    by_anchor: dict[str, list[tuple]] = {}
+    for labels, fingerprint in fingerprints.items():
+        by_anchor.setdefault(fingerprint[anchor], []).append(labels)
+    batches = (batch for part in range(source.partitions) for batch in source.batches(part))
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        anchor_values = normalise(table[f"v{anchor}"].combine_chunks(), plan.normalizers[anchor])
+        subset = table.filter(
+            pc.is_in(anchor_values, value_set=pa.array(list(wanted), pa.string()))
+        )
+        if subset.num_rows == 0:
+            continue
+        normalised = [
+            normalise(subset[f"v{i}"].combine_chunks(), p).to_pylist()
+            for i, p in enumerate(plan.normalizers)
+        ]
+        keys = [subset[f"k{i}"].to_pylist() for i in range(len(plan.key_types))]
+        for row in range(subset.num_rows):
+            values = tuple(column[row] for column in normalised)
+            for labels in by_anchor.get(values[anchor], ()):
+                fingerprint = fingerprints[labels]
+                if all(f is None or f == v for f, v in zip(fingerprint, values, strict=True)):
+                    matches[labels].add(tuple(k[row] for k in keys))
+    for index, labels in collector.labels.items():
+        found = matches.get(labels, set())
+        if len(found) == 1:
+            (key,) = found
+            row = {f"k{i}": part for i, part in enumerate(key)}
+            suggested = display(plan.right.compare, row, "k")
+            collector.findings[index] = replace(collector.findings[index], suggested_key=suggested)
+
+
+def _fingerprints(plan: RulePlan, copies: pa.Table) -> dict[tuple, tuple]:
+    normalised = [
+        normalise(copies[f"v{i}"].combine_chunks(), p).to_pylist()
+        for i, p in enumerate(plan.normalizers)
+    ]
+    labels = label_tuples(copies)
+    return {
+        labels[row]: tuple(column[row] for column in normalised) for row in range(copies.num_rows)
+    }
+
+
+def _anchor_field(plan: RulePlan) -> int:
+    """The field used to narrow the source rows: the first one not needing phone parsing."""
+    rule = plan.rule
+    assert isinstance(rule, PiiRule)
+    for index, spec in enumerate(rule.fields):
+        if not any(isinstance(step, dict) and "phone" in step for step in spec.normalize):
+            return index
+    return 0
