@@ -43,9 +43,13 @@ class SidePlan:
         return f"{self.role} {self.info.label}"
 
     def _expr(self, column: sa.Column) -> sa.ColumnElement:
+        expr: sa.ColumnElement = column
+        if isinstance(column.type, sa.CHAR):
+            # CHAR(n) pads with spaces, and SQL compares it without them: so does auditor.
+            expr = sa.func.rtrim(column)
         if self.database.dialect.cast_values_to_text:
-            return sa.cast(column, sa.Text)
-        return column
+            expr = sa.cast(expr, sa.Text)
+        return expr
 
     def display_type(self, column: sa.Column) -> pa.DataType:
         """How a key or label column travels: integers stay integers where types are strict."""

@@ -49,6 +49,10 @@ def as_text(array: pa.Array | pa.ChunkedArray) -> pa.Array:
         return pc.if_else(array, "true", "false")
     if pa.types.is_null(kind):
         return pa.nulls(len(array), pa.string())
+    if pa.types.is_timestamp(kind):
+        # One text form whatever the driver's precision: microseconds, zero fraction dropped.
+        text = pc.cast(array.cast(pa.timestamp("us", kind.tz), safe=False), pa.string())
+        return pc.replace_substring_regex(text, r"(\.0{6})?Z?$", "")
     return pc.cast(array, pa.string())
 
 

@@ -66,7 +66,7 @@ def reflect_table(database: Database, conn: Connection, name: str) -> TableInfo:
     schema = database.schema
     inspector = sa.inspect(conn)
     try:
-        table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
+        table = _autoload(conn, name, schema)
     except sa.exc.NoSuchTableError:
         known = inspector.get_table_names(schema=schema) + inspector.get_view_names(schema=schema)
         close = difflib.get_close_matches(name, known, n=3)
@@ -75,7 +75,9 @@ def reflect_table(database: Database, conn: Connection, name: str) -> TableInfo:
     primary_key = tuple(c.name for c in table.primary_key.columns)
     indexes = [tuple(c for c in idx["column_names"] if c) for idx in _indexes(inspector, table)]
     uniques = (
-        inspector.get_unique_constraints(name, schema=schema) if _is_table(inspector, table) else []
+        inspector.get_unique_constraints(table.name, schema=table.schema)
+        if _is_table(inspector, table)
+        else []
     )
     indexes += [tuple(u["column_names"]) for u in uniques]
     return TableInfo(
@@ -85,6 +87,17 @@ def reflect_table(database: Database, conn: Connection, name: str) -> TableInfo:
         indexes=tuple(indexes),
         estimated_rows=database.dialect.estimate_rows(conn, table),
     )
+
+
+def _autoload(conn: Connection, name: str, schema: str | None) -> sa.Table:
+    """The table as named; failing that, `schema.table` written in one name."""
+    try:
+        return sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
+    except sa.exc.NoSuchTableError:
+        if schema is None and "." in name:
+            qualifier, _, bare = name.partition(".")
+            return sa.Table(bare, sa.MetaData(), schema=qualifier, autoload_with=conn)
+        raise
 
 
 def _is_table(inspector: sa.Inspector, table: sa.Table) -> bool:

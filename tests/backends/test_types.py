@@ -1,0 +1,118 @@
+"""Column types that differ across backends compare by value, not by their text form."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+
+import sqlalchemy as sa
+
+import auditor
+
+
+def _tables():
+    source, copy = sa.MetaData(), sa.MetaData()
+    sa.Table(
+        "accounts",
+        source,
+        sa.Column("code", sa.CHAR(10), primary_key=True),  # blank-padded on PostgreSQL
+        sa.Column("opened", sa.DateTime),
+        sa.Column("balance", sa.Numeric(10, 2)),
+        sa.Column("born", sa.Date),
+    )
+    sa.Table(
+        "statements",
+        copy,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("account", sa.String(10)),
+        sa.Column("opened", sa.DateTime),
+        sa.Column("balance", sa.Numeric(10, 2)),
+        sa.Column("born", sa.Date),
+    )
+    when = dt.datetime(2024, 5, 6, 7, 8, 9)
+    accounts = [
+        {
+            "code": "AB1",
+            "opened": when,
+            "balance": decimal.Decimal("10.50"),
+            "born": dt.date(1990, 1, 2),
+        },
+        {
+            "code": "CD22",
+            "opened": when,
+            "balance": decimal.Decimal("0.00"),
+            "born": dt.date(1991, 3, 4),
+        },
+    ]
+    statements = [
+        {
+            "id": 1,
+            "account": "AB1",
+            "opened": when,
+            "balance": decimal.Decimal("10.50"),
+            "born": dt.date(1990, 1, 2),
+        },
+        {
+            "id": 2,
+            "account": "CD22",
+            "opened": when + dt.timedelta(seconds=1),
+            "balance": decimal.Decimal("0.01"),
+            "born": dt.date(1991, 3, 4),
+        },
+        {"id": 3, "account": "ZZ9", "opened": when, "balance": None, "born": None},
+    ]
+    return (source, {"accounts": accounts}), (copy, {"statements": statements})
+
+
+def test_char_keys_timestamps_decimals_dates(pair, write_config):
+    catalog, reviews = pair
+    (source_md, source_rows), (copy_md, copy_rows) = _tables()
+    catalog.load(source_md, source_rows)
+    reviews.load(copy_md, copy_rows)
+    fields = [{"source": name, "copy": name} for name in ("opened", "balance", "born")]
+    config = {
+        "version": 1,
+        "databases": {"a": {"url": catalog.url}, "b": {"url": reviews.url}},
+        "rules": [
+            {
+                "name": "statements",
+                "type": "pii",
+                "source": {"db": "a", "table": "accounts", "key": ["code"]},
+                "copy": {"db": "b", "table": "statements", "key": ["account"]},
+                "fields": fields,
+            },
+            {
+                "name": "statement-accounts",
+                "type": "reference",
+                "from": {"db": "b", "table": "statements", "columns": ["account"]},
+                "to": {"db": "a", "table": "accounts", "columns": ["code"]},
+            },
+        ],
+    }
+    result = auditor.run(auditor.load_config(write_config(config)), show_pii=True)
+    assert [r.error for r in result.rules] == [None, None]
+    pii, reference = result.rules
+    assert {(f.kind, f.key["id"], f.field) for f in pii.findings} == {
+        ("mismatch", 2, "opened"),
+        ("mismatch", 2, "balance"),
+        ("missing_source", 3, None),
+    }
+    assert [(f.kind, f.key) for f in reference.findings] == [("orphan", {"id": 3})]
+
+
+def test_schema_qualified_table_name(database_factory, write_config):
+    db = database_factory("postgresql")
+    db.execute("CREATE SCHEMA shop")
+    db.execute("CREATE TABLE shop.products (id int PRIMARY KEY)")
+    db.execute("CREATE TABLE shop.reviews (id int PRIMARY KEY, product_id int)")
+    db.execute("INSERT INTO shop.products VALUES (1)")
+    db.execute("INSERT INTO shop.reviews VALUES (1, 1), (2, 2)")
+    rule = {
+        "name": "r",
+        "type": "reference",
+        "from": {"db": "d", "table": "shop.reviews", "columns": ["product_id"]},
+        "to": {"db": "d", "table": "shop.products", "columns": ["id"]},
+    }
+    config = {"version": 1, "databases": {"d": {"url": db.url}}, "rules": [rule]}
+    result = auditor.run(auditor.load_config(write_config(config)))
+    assert [(f.kind, f.key) for f in result.rules[0].findings] == [("orphan", {"id": 2})]
