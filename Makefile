@@ -17,6 +17,7 @@ demo: $(BIN)/auditor
 lint: $(BIN)/auditor
 	$(BIN)/ruff check auditor tests bench
 	$(BIN)/ruff format --check auditor tests bench
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest -q

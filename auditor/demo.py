@@ -140,7 +140,7 @@ def build_reviews(path: Path, rng: random.Random) -> None:
         CREATE TABLE wishlist_items (id INTEGER PRIMARY KEY, sku TEXT NOT NULL);
         """
     )
-    rows = []
+    rows: list[tuple[int, int | None, int, str, str, str]] = []
     for rid in range(1, N_REVIEWS + 1):
         created = f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
         rows.append(

@@ -242,7 +242,10 @@ class Pipeline:
         self.steps = [_compile_one(spec) for spec in specs]
         names = [spec if isinstance(spec, str) else next(iter(spec)) for spec in specs]
         self.vector = [VECTOR[n] for n in names] if all(n in VECTOR for n in names) else None
-        self.phone_only = names == ["phone"] and specs[0]["phone"]["region"] is not None
+        first = specs[0] if specs else None
+        self.phone_only = (
+            names == ["phone"] and isinstance(first, dict) and first["phone"]["region"] is not None
+        )
 
     def __call__(self, value: object) -> str | None:
         """Normalise one value; `None` means the value is missing."""

@@ -95,8 +95,12 @@ class Lookups:
             pending = []
             for start in moved:
                 if current[start] in status:
-                    note = "the current id is soft-deleted" if status[current[start]] else None
-                    outcome[start] = ("stale_alias", current[start], note)
+                    deleted = status[current[start]]
+                    outcome[start] = (
+                        "stale_alias",
+                        current[start],
+                        "the current id is soft-deleted" if deleted else None,
+                    )
                 else:
                     pending.append(start)
         for start in pending:

@@ -62,8 +62,8 @@ def suggest_keys(plan: RulePlan, lookups: Lookups, source: Spill, collector: Col
         found = matches.get(labels, set())
         if len(found) == 1:
             (key,) = found
-            row = {f"k{i}": part for i, part in enumerate(key)}
-            suggested = display(plan.right.compare, row, "k")
+            texts = {f"k{i}": part for i, part in enumerate(key)}
+            suggested = display(plan.right.compare, texts, "k")
             collector.findings[index] = replace(collector.findings[index], suggested_key=suggested)
 
 

@@ -40,7 +40,7 @@ class Settings(Model):
 
 class ReportsConfig(Model):
     dir: str = "reports/"
-    formats: list[ReportFormat] = Field(default_factory=lambda: ["json"])
+    formats: list[ReportFormat] = Field(default_factory=lambda: ["json"])  # type: ignore[arg-type]
 
 
 class TableSide(Model):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -104,7 +104,7 @@ def _is_table(inspector: sa.Inspector, table: sa.Table) -> bool:
     return table.name in inspector.get_table_names(schema=table.schema)
 
 
-def _indexes(inspector: sa.Inspector, table: sa.Table) -> list[dict]:
+def _indexes(inspector: sa.Inspector, table: sa.Table) -> list[Any]:
     if not _is_table(inspector, table):
         return []
     return list(inspector.get_indexes(table.name, schema=table.schema))
