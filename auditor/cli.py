@@ -75,17 +75,32 @@ def check(config: ConfigArg) -> None:
 @app.command()
 def run(
     config: ConfigArg,
-    rule: Annotated[list[str] | None, typer.Option("--rule", help="Run only this rule.")] = None,
-    json_path: Annotated[str | None, typer.Option("--json", help="Write JSON here.")] = None,
-    html_path: Annotated[str | None, typer.Option("--html", help="Write HTML here.")] = None,
-    csv_path: Annotated[str | None, typer.Option("--csv", help="Write CSV here.")] = None,
-    junit_path: Annotated[str | None, typer.Option("--junit", help="Write JUnit XML.")] = None,
-    markdown_path: Annotated[str | None, typer.Option("--markdown", help="Write Markdown.")] = None,
+    rule: Annotated[
+        list[str] | None,
+        typer.Option("--rule", metavar="NAME", help="Run only this rule (repeatable)."),
+    ] = None,
+    json_path: Annotated[
+        str | None, typer.Option("--json", metavar="PATH", help="Write JSON here.")
+    ] = None,
+    html_path: Annotated[
+        str | None, typer.Option("--html", metavar="PATH", help="Write HTML here.")
+    ] = None,
+    csv_path: Annotated[
+        str | None, typer.Option("--csv", metavar="PATH", help="Write CSV here.")
+    ] = None,
+    junit_path: Annotated[
+        str | None, typer.Option("--junit", metavar="PATH", help="Write JUnit XML.")
+    ] = None,
+    markdown_path: Annotated[
+        str | None, typer.Option("--markdown", metavar="PATH", help="Write Markdown.")
+    ] = None,
     fail_on: Annotated[FailOn | None, typer.Option(help="Lowest severity that fails.")] = None,
     max_findings: Annotated[
-        int | None, typer.Option(min=0, help="Findings kept per rule (0 = all).")
+        int | None, typer.Option(min=0, metavar="N", help="Findings kept per rule (0 = all).")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Rows per batch.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Rows per batch.")
+    ] = None,
     show_pii: Annotated[bool, typer.Option("--show-pii", help="Print raw PII values.")] = False,
     mask: Annotated[MaskMode | None, typer.Option(help="How PII values are masked.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No terminal report.")] = False,
@@ -94,7 +109,7 @@ def run(
         bool, typer.Option("--no-recheck", help="Report candidates without re-reading them.")
     ] = False,
     log_file: Annotated[
-        str | None, typer.Option("--log-file", help="Append a JSON-lines log here.")
+        str | None, typer.Option("--log-file", metavar="PATH", help="Append a JSON-lines log here.")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="JSON-lines log on stderr.")] = False,
 ) -> None:
@@ -173,7 +188,9 @@ def demo(
 def diff(
     old: Annotated[Path, typer.Argument(help="The earlier JSON report.", show_default=False)],
     new: Annotated[Path, typer.Argument(help="The later JSON report.", show_default=False)],
-    json_path: Annotated[str | None, typer.Option("--json", help="Write the diff as JSON.")] = None,
+    json_path: Annotated[
+        str | None, typer.Option("--json", metavar="PATH", help="Write the diff as JSON.")
+    ] = None,
     fail_on: Annotated[
         FailOn, typer.Option(help="Lowest severity of a new finding that fails.")
     ] = FailOn.error,

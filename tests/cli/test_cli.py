@@ -149,3 +149,12 @@ def test_wrong_password_is_exit_3_without_the_password(write_config):
     assert result.returncode == 3
     assert "wr0ng-pw-123" not in result.stdout + result.stderr
     assert "***" in result.stderr and "Access denied" in result.stderr
+
+
+def test_mask_none_needs_show_pii(sqlite_config):
+    sqlite_config.write_text(
+        sqlite_config.read_text().replace("settings:\n", "settings:\n  mask: none\n")
+    )
+    result = auditor("run", str(sqlite_config), "-q")
+    assert result.returncode == 2 and "--show-pii" in result.stderr
+    assert auditor("run", str(sqlite_config), "-q", "--show-pii").returncode == 1
