@@ -4,6 +4,7 @@ confirm candidates with look-ups, and collect exact counts plus a capped list of
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -97,7 +98,7 @@ def run_rule(plan: RulePlan, options: RunOptions, progress: Progress, stop: thre
             confirm = _confirm_references if isinstance(rule, ReferenceRule) else _confirm_copies
             pending: list[pa.Table] = []
             pairs = _partition_pairs(left, right, _rows_per_partition(options), Path(tmp))
-            for outcome in [*_compared(plan, pairs, stop), None]:
+            for outcome in itertools.chain(_compared(plan, pairs, stop), [None]):
                 if outcome is not None:
                     duplicate_keys, candidates = outcome
                     for finding in duplicate_keys:
