@@ -88,7 +88,7 @@ def make_database(backend: str, tmp_path: Path) -> Iterator[TestDatabase]:
         raise ValueError(backend)
 
 
-PAIRS = ["sqlite-sqlite", "postgresql-postgresql", "postgresql-mariadb"]
+PAIRS = ["sqlite-sqlite", "postgresql-postgresql", "postgresql-mariadb", "mariadb-postgresql"]
 
 
 @pytest.fixture(params=PAIRS)
