@@ -8,6 +8,8 @@ written while the scan ran therefore cannot produce a false finding (SPEC §8).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import decimal
 import uuid
 from collections.abc import Iterable, Sequence
 from itertools import product
@@ -187,4 +189,30 @@ def _bind_values(column: sa.Column, key_type: str, value: Any) -> list[Any]:
             return []
     if key_type == "uuid":
         return list(dict.fromkeys([text, text.upper(), text.replace("-", "")]))
+    if kind == "other":
+        return [_typed(column, text)]
     return [text]
+
+
+def _typed(column: sa.Column, text: str) -> Any:
+    """Text back to the column's Python type (dates, decimals...) so drivers bind it as such."""
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return text
+    try:
+        if python_type is dt.datetime:
+            return dt.datetime.fromisoformat(text)
+        if python_type is dt.date:
+            return dt.date.fromisoformat(text)
+        if python_type is dt.time:
+            return dt.time.fromisoformat(text)
+        if python_type is decimal.Decimal:
+            return decimal.Decimal(text)
+        if python_type is float:
+            return float(text)
+        if python_type is bool:
+            return text.lower() in ("true", "1", "t")
+    except (ValueError, decimal.InvalidOperation):
+        return text
+    return text

@@ -57,7 +57,13 @@ class PostgreSQL(Dialect):
     lookup_chunk = 10_000
 
     def in_values(self, column: sa.ColumnElement, values: list[Any]) -> sa.ColumnElement:
-        """`column = ANY(:array)`: one parameter however many keys (IN lists cost per key)."""
+        """`column = ANY(:array)`: one parameter however many keys (IN lists cost per key).
+
+        Only for integer, text and UUID columns, whose arrays bind exactly; other types (dates,
+        numerics) keep the IN list, whose parameters PostgreSQL casts one by one.
+        """
+        if not isinstance(column.type, sa.Integer | sa.String | sa.Uuid):
+            return column.in_(values)
         array = sa.bindparam(None, values, type_=postgresql.ARRAY(column.type))
         return column == sa.any_(array)
 

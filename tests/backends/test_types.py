@@ -116,3 +116,38 @@ def test_schema_qualified_table_name(database_factory, write_config):
     config = {"version": 1, "databases": {"d": {"url": db.url}}, "rules": [rule]}
     result = auditor.run(auditor.load_config(write_config(config)))
     assert [(f.kind, f.key) for f in result.rules[0].findings] == [("orphan", {"id": 2})]
+
+
+def test_look_ups_by_date_and_numeric_keys(database_factory, write_config):
+    """The recheck reads rows back by keys of any type, not only integers and text."""
+    for backend in ("postgresql", "mariadb"):
+        db = database_factory(backend)
+        db.execute("CREATE TABLE days (day date PRIMARY KEY, amount numeric(12, 2))")
+        db.execute(
+            "CREATE TABLE bookings (booked date PRIMARY KEY, day date, amount numeric(12, 2))"
+        )
+        db.execute("INSERT INTO days VALUES ('2024-01-01', 1.50), ('2024-01-02', 2.00)")
+        db.execute(
+            "INSERT INTO bookings VALUES ('2024-02-01', '2024-01-01', 1.50), "
+            "('2024-02-02', '2024-01-02', 2.50), ('2024-02-03', '2024-01-09', 1.00)"
+        )
+        config = {
+            "version": 1,
+            "databases": {"d": {"url": db.url}},
+            "rules": [
+                {
+                    "name": "bookings",
+                    "type": "pii",
+                    "source": {"db": "d", "table": "days", "key": ["day"]},
+                    "copy": {"db": "d", "table": "bookings", "key": ["day"]},
+                    "fields": [{"source": "amount", "copy": "amount"}],
+                }
+            ],
+        }
+        result = auditor.run(auditor.load_config(write_config(config, f"{backend}.yaml")))
+        rule = result.rules[0]
+        assert rule.error is None, (backend, rule.error)
+        assert {(f.kind, f.key["booked"]) for f in rule.findings} == {
+            ("mismatch", "2024-02-02"),
+            ("missing_source", "2024-02-03"),
+        }, backend
