@@ -23,7 +23,7 @@ from auditor.plan import RulePlan, build_plan
 from auditor.report.diff import ReportDiff, diff_reports, load_report
 from auditor.result import AuditResult, RuleResult
 
-Progress = Callable[[str, str, int], None]
+Progress = Callable[[str, str, int, int | None], None]
 SEVERITY_RANK = {"warning": 1, "error": 2}
 FAIL_RANK = {"warning": 1, "error": 2, "never": 99}
 

@@ -38,7 +38,7 @@ from auditor.suggest import suggest_keys
 
 RETRY_PAUSES_S = (0.5, 1.0, 2.0)  # bounded back-off when a connection is lost mid-scan
 CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up statements
-Progress = Callable[[str, str, int], None]
+Progress = Callable[[str, str, int, int | None], None]  # rule, side, rows read, estimate
 
 
 @dataclass
@@ -167,7 +167,7 @@ def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tup
     def scan(side: SidePlan, spill: Spill) -> None:
         def report(role: str, n: int) -> None:
             rows[role] = rows.get(role, 0) + n
-            progress(plan.rule.name, role, n)
+            progress(plan.rule.name, role, n, side.info.estimated_rows)
 
         for pause in (*RETRY_PAUSES_S, None):
             rows[side.role] = 0

@@ -69,12 +69,14 @@ class ScanProgress:
         with self._progress:
             yield self
 
-    def __call__(self, rule: str, side: str, rows: int) -> None:
+    def __call__(self, rule: str, side: str, rows: int, estimate: int | None = None) -> None:
         if not self.enabled:
             return
         key = (rule, side)
         if key not in self._tasks:
-            self._tasks[key] = self._progress.add_task(f"{rule} · {side}", total=None, rate="")
+            total = estimate or None  # the catalog's estimate: a bar that may end early or late
+            description = f"{rule} · {side}"
+            self._tasks[key] = self._progress.add_task(description, total=total, rate="")
         task = self._tasks[key]
         self._progress.advance(task, rows)
         state = self._progress.tasks[task]
