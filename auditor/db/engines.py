@@ -140,12 +140,22 @@ def is_timeout(exc: BaseException) -> bool:
     )
 
 
+# A URL without a driver gets the one auditor ships with (SQLAlchemy would pick psycopg2/MySQLdb).
+DEFAULT_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+
 def open_database(name: str, config: DatabaseConfig, timeout_s: int | None) -> Database:
     """Build the engine (no connection yet); a malformed URL is a config error."""
     try:
         url = make_url(config.url)
     except ArgumentError:
         raise ConfigError(f"databases.{name}.url: not a valid database URL") from None
+    url = url.set(drivername=DEFAULT_DRIVERS.get(url.drivername, url.drivername))
     if url.get_backend_name() == "sqlite":
         path = url.database or ""
         if not path or path == ":memory:":

@@ -97,6 +97,11 @@ def _autoload(conn: Connection, name: str, schema: str | None) -> sa.Table:
         if schema is None and "." in name:
             qualifier, _, bare = name.partition(".")
             return sa.Table(bare, sa.MetaData(), schema=qualifier, autoload_with=conn)
+        inspector = sa.inspect(conn)
+        known = inspector.get_table_names(schema=schema) + inspector.get_view_names(schema=schema)
+        folded = [t for t in known if t.lower() == name.lower()]
+        if len(folded) == 1:  # `Orders` for a table created unquoted as orders
+            return sa.Table(folded[0], sa.MetaData(), schema=schema, autoload_with=conn)
         raise
 
 

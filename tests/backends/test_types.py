@@ -151,3 +151,23 @@ def test_look_ups_by_date_and_numeric_keys(database_factory, write_config):
             ("mismatch", "2024-02-02"),
             ("missing_source", "2024-02-03"),
         }, backend
+
+
+def test_plain_driver_urls_and_table_name_case(database_factory, write_config):
+    """`postgresql://` and `mysql://` URLs work; `Products` finds a table created as products."""
+    for backend, scheme in (("postgresql", "postgresql"), ("mariadb", "mysql")):
+        db = database_factory(backend)
+        db.execute("CREATE TABLE products (id int PRIMARY KEY)")
+        db.execute("CREATE TABLE reviews (id int PRIMARY KEY, product_id int)")
+        db.execute("INSERT INTO reviews VALUES (1, 7)")
+        url = sa.make_url(db.url).set(drivername=scheme).render_as_string(hide_password=False)
+        rule = {
+            "name": "r",
+            "type": "reference",
+            "from": {"db": "d", "table": "Reviews", "columns": ["product_id"]},
+            "to": {"db": "d", "table": "PRODUCTS", "columns": ["id"]},
+        }
+        config = {"version": 1, "databases": {"d": {"url": url}}, "rules": [rule]}
+        result = auditor.run(auditor.load_config(write_config(config, f"{backend}.yaml")))
+        assert result.rules[0].error is None, result.rules[0].error
+        assert [(f.kind, f.key) for f in result.rules[0].findings] == [("orphan", {"id": 1})]
