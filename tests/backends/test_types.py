@@ -171,3 +171,36 @@ def test_plain_driver_urls_and_table_name_case(database_factory, write_config):
         result = auditor.run(auditor.load_config(write_config(config, f"{backend}.yaml")))
         assert result.rules[0].error is None, result.rules[0].error
         assert [(f.kind, f.key) for f in result.rules[0].findings] == [("orphan", {"id": 1})]
+
+
+def test_self_reference_within_one_table(pair, write_config):
+    """employees.manager_id -> employees.id: both sides are the same table."""
+    db = pair[0]
+    md = sa.MetaData()
+    sa.Table(
+        "employees",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("manager_id", sa.Integer),
+    )
+    db.load(
+        md,
+        {
+            "employees": [
+                {"id": 1, "manager_id": None},
+                {"id": 2, "manager_id": 1},
+                {"id": 3, "manager_id": 9},
+            ]
+        },
+    )
+    rule = {
+        "name": "managers",
+        "type": "reference",
+        "from": {"db": "d", "table": "employees", "columns": ["manager_id"]},
+        "to": {"db": "d", "table": "employees", "columns": ["id"]},
+    }
+    config = {"version": 1, "databases": {"d": {"url": db.url}}, "rules": [rule]}
+    result = auditor.run(auditor.load_config(write_config(config)))
+    assert [(f.kind, f.key, f.ref) for f in result.rules[0].findings] == [
+        ("orphan", {"id": 3}, {"manager_id": 9})
+    ]
