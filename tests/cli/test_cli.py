@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import make_database
 from tests.scenarios import build_reference
@@ -158,3 +159,34 @@ def test_mask_none_needs_show_pii(sqlite_config):
     result = auditor("run", str(sqlite_config), "-q")
     assert result.returncode == 2 and "--show-pii" in result.stderr
     assert auditor("run", str(sqlite_config), "-q", "--show-pii").returncode == 1
+
+
+def test_int_versus_text_keys_need_an_explicit_key_type(sqlite_config):
+    data = yaml.safe_load(sqlite_config.read_text())
+    legacy = next(rule for rule in data["rules"] if rule["name"] == "legacy-refs")
+    del legacy["key_type"]
+    sqlite_config.write_text(yaml.safe_dump(data))
+    result = auditor("check", str(sqlite_config))
+    assert result.returncode == 2
+    assert "key types differ" in result.stderr and "key_type: int" in result.stderr
+
+
+def test_a_table_without_primary_key_needs_an_explicit_key(tmp_path, write_config):
+    import sqlite3
+
+    path = tmp_path / "nokey.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE parents (id INTEGER PRIMARY KEY); CREATE TABLE kids (parent_id INTEGER);"
+        )
+    rule = {
+        "name": "kids",
+        "type": "reference",
+        "from": {"db": "d", "table": "kids", "columns": ["parent_id"]},
+        "to": {"db": "d", "table": "parents", "columns": ["id"]},
+    }
+    config = write_config(
+        {"version": 1, "databases": {"d": {"url": f"sqlite:///{path}"}}, "rules": [rule]}
+    )
+    result = auditor("run", str(config), "-q")
+    assert result.returncode == 2 and "has no primary key: set from.key" in result.stderr
