@@ -186,9 +186,10 @@ def prefetch(batches: Iterator[pa.RecordBatch], stop: threading.Event, depth: in
     """
     box: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
+    consumer_gone = threading.Event()  # the reader must never outlive its consumer
 
     def offer(item: object) -> bool:
-        while not stop.is_set():
+        while not (stop.is_set() or consumer_gone.is_set()):
             try:
                 box.put(item, timeout=0.1)
                 return True
@@ -207,23 +208,26 @@ def prefetch(batches: Iterator[pa.RecordBatch], stop: threading.Event, depth: in
         finally:
             close = getattr(batches, "close", None)
             if close:
-                close()
+                close()  # ends the driver's statement and closes its connection
 
     reader = threading.Thread(target=produce, name="prefetch", daemon=True)
     reader.start()
-    while True:
-        try:
-            item = box.get(timeout=0.1)
-        except queue.Empty:
-            if stop.is_set():
-                raise Interrupted("interrupted while scanning") from None
-            continue
-        if item is done:
-            break
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-    reader.join()
+    try:
+        while True:
+            try:
+                item = box.get(timeout=0.1)
+            except queue.Empty:
+                if stop.is_set():
+                    raise Interrupted("interrupted while scanning") from None
+                continue
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        consumer_gone.set()
+        reader.join(timeout=10)  # at most one more batch; a hung driver is left to the OS
 
 
 def spill_directory() -> tempfile.TemporaryDirectory[str]:
