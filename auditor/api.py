@@ -21,11 +21,9 @@ from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted
 from auditor.mask import Masker
 from auditor.plan import RulePlan, build_plan
 from auditor.report.diff import ReportDiff, diff_reports, load_report
-from auditor.result import AuditResult, RuleResult
+from auditor.result import AuditResult, RuleResult, fails
 
 Progress = Callable[[str, str, int, int | None], None]
-SEVERITY_RANK = {"warning": 1, "error": 2}
-FAIL_RANK = {"warning": 1, "error": 2, "never": 99}
 
 
 @dataclass(frozen=True)
@@ -192,8 +190,7 @@ def _outcome(results: list[RuleResult], fail_on: str, interrupted: bool) -> tupl
     errors = [r for r in results if r.status == "error"]
     if errors:
         return "error", errors[0].error_code or DatabaseError.exit_code
-    threshold = FAIL_RANK[fail_on]
-    failed = any(r.total and SEVERITY_RANK[r.severity] >= threshold for r in results)
+    failed = any(r.total and fails(r.severity, fail_on) for r in results)
     return ("fail", 1) if failed else ("pass", 0)
 
 

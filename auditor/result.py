@@ -36,6 +36,12 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 OPTIONAL = ("note",)
 
 
+def fails(severity: str, fail_on: str) -> bool:
+    """Whether a finding of this severity fails a run with this `fail_on` (SPEC §7)."""
+    rank = {"warning": 1, "error": 2}
+    return fail_on != "never" and rank.get(severity, 0) >= rank[fail_on]
+
+
 def json_safe(value: Any) -> Any:
     """Database values as JSON: ints and text stay, everything else becomes text."""
     if value is None or isinstance(value, bool | int | float | str):

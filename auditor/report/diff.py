@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import ConfigError
-
-SEVERITY_RANK = {"warning": 1, "error": 2}
-FAIL_RANK = {"warning": 1, "error": 2, "never": 99}
+from auditor.result import fails
 
 
 def identity(finding: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -34,9 +32,7 @@ class ReportDiff:
         return {"new": self.new, "resolved": self.resolved, "persisting": self.persisting}
 
     def exit_code(self, fail_on: str) -> int:
-        threshold = FAIL_RANK[fail_on]
-        failing = [f for f in self.new if SEVERITY_RANK.get(f.get("severity", ""), 0) >= threshold]
-        return 1 if failing else 0
+        return 1 if any(fails(f.get("severity", ""), fail_on) for f in self.new) else 0
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
