@@ -68,6 +68,10 @@ class Collector:
                 self.labels[len(self.findings)] = labels
             self.findings.append(finding)
 
+    def room(self, wanted: int) -> int:
+        """How many of `wanted` more findings will still be listed."""
+        return wanted if self.cap == 0 else max(0, min(wanted, self.cap - len(self.findings)))
+
     def add_lazy(self, kind: str, build: Callable[[], tuple[Finding, tuple | None]]) -> None:
         """Count a finding; build it (masking, display values) only if it will be listed."""
         if self.cap == 0 or len(self.findings) < self.cap:
@@ -101,8 +105,12 @@ def run_rule(plan: RulePlan, options: RunOptions, progress: Progress, stop: thre
             for outcome in itertools.chain(_compared(plan, pairs, stop), [None]):
                 if outcome is not None:
                     duplicate_keys, candidates = outcome
-                    for finding in duplicate_keys:
+                    listed = duplicate_keys.slice(0, collector.room(duplicate_keys.num_rows))
+                    for finding in _duplicate_findings(plan, listed):
                         collector.add(finding)
+                    unlisted = duplicate_keys.num_rows - listed.num_rows
+                    if unlisted:
+                        collector.counts["duplicate_key"] += unlisted
                     pending.append(candidates)
                 if pending and (
                     outcome is None or sum(t.num_rows for t in pending) >= CONFIRM_CHUNK
@@ -219,17 +227,20 @@ def _compared(plan: RulePlan, pairs, stop: threading.Event):
 
 
 def _compare_partition(plan: RulePlan, left: pa.Table, right: pa.Table):
-    """One partition's duplicate-key findings and candidate findings."""
+    """One partition's duplicated keys and candidate findings."""
+    groups = group_keys(right, len(plan.key_types))
+    return duplicates(groups), _check(plan, left, right, groups)
+
+
+def _duplicate_findings(plan: RulePlan, groups: pa.Table) -> list[Finding]:
     rule = plan.rule
-    width = len(plan.key_types)
-    groups = group_keys(right, width)
-    duplicate_keys = []
-    for dup in duplicates(groups).to_pylist():
+    findings = []
+    for dup in groups.to_pylist():
         key = {c.name: dup[f"c{i}"] for i, c in enumerate(plan.right.compare)}
         ref = {c.name: dup[f"c{i}"] for i, c in enumerate(plan.left.compare)}
         finding = Finding(rule.name, "duplicate_key", rule.severity, key, ref=ref)
-        duplicate_keys.append(replace(finding, count=dup["count_all"]))
-    return duplicate_keys, _check(plan, left, right, groups)
+        findings.append(replace(finding, count=dup["count_all"]))
+    return findings
 
 
 def _check(plan: RulePlan, left: pa.Table, right: pa.Table, groups: pa.Table) -> pa.Table:

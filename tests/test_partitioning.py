@@ -54,3 +54,37 @@ def test_oversized_partitions_are_split(sqlite_pair, write_config, monkeypatch):
         config, rules=["reviews-products"], options=RunOptions(batch_size=2, rows_per_partition=1)
     )
     assert splits
+
+
+def test_many_duplicate_keys_are_counted_exactly_and_listed_up_to_the_cap(tmp_path, write_config):
+    import sqlite3
+
+    path = tmp_path / "dups.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE cities (id INTEGER PRIMARY KEY, name TEXT); CREATE TABLE people (id INTEGER PRIMARY KEY, city TEXT);"
+        )
+        db.executemany(
+            "INSERT INTO cities (name) VALUES (?)", [(f"c{i % 500}",) for i in range(2000)]
+        )
+        db.executemany(
+            "INSERT INTO people (city) VALUES (?)", [(f"c{i % 600}",) for i in range(1200)]
+        )
+    rule = {
+        "name": "people-cities",
+        "type": "reference",
+        "from": {"db": "d", "table": "people", "columns": ["city"]},
+        "to": {"db": "d", "table": "cities", "columns": ["name"]},
+    }
+    config = auditor.load_config(
+        write_config(
+            {"version": 1, "databases": {"d": {"url": f"sqlite:///{path}"}}, "rules": [rule]}
+        )
+    )
+    for cap, options in ((0, RunOptions(batch_size=64, rows_per_partition=50, max_findings=0)),
+                         (3, RunOptions(batch_size=64, rows_per_partition=50, max_findings=3))):  # fmt: skip
+        result = auditor.run(config, options=options).rules[0]
+        assert result.counts == {"duplicate_key": 500, "orphan": 200}
+        assert len(result.findings) == (700 if cap == 0 else cap)
+        assert result.findings_truncated == (cap != 0)
+        assert all(f.count == 4 for f in result.findings if f.kind == "duplicate_key")
