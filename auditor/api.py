@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -178,6 +179,12 @@ def _run_one(rule, databases, options, progress, stop) -> RuleResult:
         return _skipped(rule, "interrupted")
     except AuditorError as exc:
         return replace(_skipped(rule, "error"), error=exc.message, error_code=exc.exit_code)
+    except Exception as exc:  # a bug must not cost the other rules their results
+        if os.environ.get("AUDITOR_DEBUG"):
+            raise
+        # The exception's text may quote a data value: only its type leaves without --debug.
+        message = f"internal error: {type(exc).__name__} (rerun with --debug for details)"
+        return replace(_skipped(rule, "error"), error=message, error_code=4)
 
 
 def _skipped(rule, status: str) -> RuleResult:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import signal
 import sys
 import threading
@@ -60,6 +61,8 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
 ) -> None:
     _state["debug"] = debug
+    if debug:
+        os.environ["AUDITOR_DEBUG"] = "1"  # the library re-raises instead of reporting
 
 
 ConfigArg = Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)]
@@ -274,5 +277,6 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: still one line, never a traceback unless --debug
         if _state["debug"]:
             raise
-        terminal.error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
+        # The exception's text may quote a data value: only its type leaves without --debug.
+        terminal.error(f"internal error: {type(exc).__name__} (rerun with --debug for details)")
         sys.exit(4)

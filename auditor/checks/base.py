@@ -53,7 +53,10 @@ def as_text(array: pa.Array | pa.ChunkedArray) -> pa.Array:
         # One text form whatever the driver's precision: microseconds, zero fraction dropped.
         text = pc.cast(array.cast(pa.timestamp("us", kind.tz), safe=False), pa.string())
         return pc.replace_substring_regex(text, r"(\.0{6})?Z?$", "")
-    return pc.cast(array, pa.string())
+    try:
+        return pc.cast(array, pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # lists, structs, maps...
+        return pa.array([None if v is None else str(v) for v in array.to_pylist()], pa.string())
 
 
 def _decode(array: pa.Array) -> pa.Array:

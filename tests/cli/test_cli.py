@@ -190,3 +190,21 @@ def test_a_table_without_primary_key_needs_an_explicit_key(tmp_path, write_confi
     )
     result = auditor("run", str(config), "-q")
     assert result.returncode == 2 and "has no primary key: set from.key" in result.stderr
+
+
+def test_a_bug_in_one_rule_spares_the_others_and_leaks_nothing(sqlite_config, monkeypatch):
+    import auditor as library
+    from auditor import engine
+
+    def broken(plan, *args, **kwargs):
+        if plan.rule.name == "cart-variants":
+            raise ValueError("secret-value@example.com")
+        return original(plan, *args, **kwargs)
+
+    original = engine.run_rule
+    monkeypatch.setattr("auditor.api.run_rule", broken)
+    result = library.run(library.load_config(sqlite_config))
+    by_name = {r.name: r for r in result.rules}
+    assert by_name["cart-variants"].status == "error" and result.exit_code == 4
+    assert "secret-value" not in by_name["cart-variants"].error
+    assert by_name["reviews-products"].status == "fail"
