@@ -38,9 +38,8 @@ def suggest_keys(plan: RulePlan, lookups: Lookups, source: Spill, collector: Col
     by_anchor: dict[str, list[tuple]] = {}
     for labels, fingerprint in fingerprints.items():
         by_anchor.setdefault(fingerprint[anchor], []).append(labels)
-    batches = (batch for part in range(source.partitions) for batch in source.batches(part))
-    for batch in batches:
-        table = pa.Table.from_batches([batch])
+    for part in range(source.partitions):  # one partition in memory at a time
+        table = source.read(part)
         anchor_values = normalise(table[f"v{anchor}"].combine_chunks(), plan.normalizers[anchor])
         subset = table.filter(
             pc.is_in(anchor_values, value_set=pa.array(list(wanted), pa.string()))
