@@ -119,9 +119,7 @@ def run(
 ) -> AuditResult:
     """Run the audit; rule-level failures become `status: error` rules, not exceptions."""
     settings = config.settings
-    options = options or RunOptions(
-        batch_size=settings.batch_size, max_findings=settings.max_findings
-    )
+    options = options or RunOptions.from_settings(settings)
     if show_pii:
         options = replace(options, masker=Masker.create("none"))
     elif options.masker.mode == "none":

@@ -20,6 +20,7 @@ import typer
 
 from auditor import __version__, api, log
 from auditor.config import load_config
+from auditor.db.engines import redact
 from auditor.engine import RunOptions
 from auditor.errors import AuditorError
 from auditor.mask import Masker
@@ -120,13 +121,14 @@ def run(
     log.configure(log_file, verbose)
     cfg = load_config(config)
     settings = cfg.settings
-    masker = Masker.create(mask.value if mask else settings.mask)
-    options = RunOptions(
-        batch_size=batch_size or settings.batch_size,
-        max_findings=settings.max_findings if max_findings is None else max_findings,
-        recheck=not no_recheck,
-        masker=masker,
-    )
+    overrides: dict[str, object] = {"recheck": not no_recheck}
+    if batch_size:
+        overrides["batch_size"] = batch_size
+    if max_findings is not None:
+        overrides["max_findings"] = max_findings
+    if mask:
+        overrides["masker"] = Masker.create(mask.value)
+    options = RunOptions.from_settings(settings, **overrides)
     explicit = {
         "json": json_path,
         "html": html_path,
@@ -144,7 +146,7 @@ def _audit(cfg, targets, options, rules, show_pii, fail_on, quiet, no_progress):
     out = terminal.console(stderr="-" in targets.values())
     stop = threading.Event()
     if not quiet:
-        terminal.header(out, str(cfg.path), {n: _redact(d.url) for n, d in cfg.databases.items()})
+        terminal.header(out, str(cfg.path), {n: redact(d.url) for n, d in cfg.databases.items()})
     progress = terminal.ScanProgress(out, enabled=not (quiet or no_progress))
     with _stop_on_signals(stop), progress.running():
         result = api.run(
@@ -176,8 +178,9 @@ def demo(
 
     config_path = demo_data.build(directory)
     cfg = load_config(config_path)
-    options = RunOptions(batch_size=cfg.settings.batch_size, max_findings=cfg.settings.max_findings)
-    result = _audit(cfg, {}, options, None, False, None, False, False)
+    result = _audit(
+        cfg, {}, RunOptions.from_settings(cfg.settings), None, False, None, False, False
+    )
     report = next((p for p in _dated_targets(result, cfg).values() if p.endswith(".html")), "")
     me = _self_command()
     terminal.plain(f"\nOpen the report:  xdg-open {report}   (or open it in any browser)")
@@ -230,12 +233,6 @@ def _write_reports(result, cfg, targets: dict[str, str]) -> list[str]:
     for fmt, path in targets.items():
         write_text(path, RENDERERS[fmt](result))
     return list(targets.values())
-
-
-def _redact(url: str) -> str:
-    from auditor.db.engines import redact
-
-    return redact(url)
 
 
 class _stop_on_signals:

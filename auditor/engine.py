@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 from auditor import log
 from auditor.checks.pii import check_copies
 from auditor.checks.reference import check_references, duplicates, group_keys
-from auditor.config.model import PiiRule, ReferenceRule
+from auditor.config.model import PiiRule, ReferenceRule, Settings
 from auditor.errors import DatabaseError
 from auditor.mask import Masker
 from auditor.plan import RulePlan, SidePlan, display
@@ -50,6 +51,16 @@ class RunOptions:
     rows_per_partition: int | None = None
     # Called between scan and recheck; tests use it to change the data in that window.
     before_recheck: Callable[[], None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> RunOptions:
+        """The config's `settings:` (batch size, cap, mask), then whatever the caller overrides."""
+        defaults = {
+            "batch_size": settings.batch_size,
+            "max_findings": settings.max_findings,
+            "masker": Masker.create(settings.mask),
+        }
+        return cls(**{**defaults, **overrides})
 
 
 @dataclass

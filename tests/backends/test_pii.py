@@ -60,3 +60,17 @@ def test_hash_mask_keeps_equality_under_one_key(pair, write_config, monkeypatch)
     assert (
         first[key].source_value == first[("order-customer-pii", "mismatch", 7, "email")].copy_value
     )
+
+
+def test_library_run_honours_the_configs_mask(tmp_path, write_config, monkeypatch):
+    from tests.conftest import make_database
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    data = build_pii(
+        next(make_database("sqlite", tmp_path / "a")), next(make_database("sqlite", tmp_path / "b"))
+    )
+    monkeypatch.setenv("AUDITOR_HASH_KEY", "k")
+    data["settings"]["mask"] = "hash"
+    found = _found(auditor.run(auditor.load_config(write_config(data))))
+    assert found[("order-customer-pii", "mismatch", 2, "email")].source_value.startswith("h:")
