@@ -166,8 +166,6 @@ def _compile_one(spec: NormalizerSpec) -> Normalizer:
 # Python, unlike Arrow, counts as whitespace). On such text Python's strip/lower/casefold/\s
 # agree with Arrow's ASCII kernels and NFKC and accent-stripping change nothing. Other values
 # take the Python path.
-_SPACES = r"[ \t\n\r\f\v]+"
-_ODD_SPACING = r"[\t\n\r\f\v]|  "
 
 
 def _text_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -185,39 +183,72 @@ def _text_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plain_mask(array: pa.Array) -> pa.Array:
-    """True where a value is plain text (see above); null where it is null."""
+    """True where a value is plain text (see above); null where it is null.
+
+    Arrow's ASCII test is one C++ pass; the separators are looked for in the whole data buffer
+    at once and only when one occurs somewhere is the exact per-value test needed.
+    """
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    ascii_only = pc.string_is_ascii(array)
+    if not _has_separator(array):
+        return ascii_only
     offsets, raw = _text_buffers(array)
-    bad = (raw >= 0x80) | ((raw >= 0x1C) & (raw <= 0x1F))
-    counts = np.concatenate(([0], np.cumsum(bad, dtype=np.int64)))
-    plain = counts[offsets[1:]] == counts[offsets[:-1]]
-    return pa.array(plain, mask=np.asarray(pc.is_null(array)))
+    separator = (raw >= 0x1C) & (raw <= 0x1F)
+    counts = np.concatenate(([0], np.cumsum(separator, dtype=np.int64)))
+    clean = pa.array(counts[offsets[1:]] == counts[offsets[:-1]])
+    return pc.and_(ascii_only, clean)
+
+
+def _has_separator(array: pa.Array) -> bool:
+    """Whether any byte U+001C-U+001F occurs in the array's data buffer (cheap, conservative)."""
+    data = array.buffers()[2]
+    if data is None:
+        return False
+    return bool(np.any((np.frombuffer(data, dtype=np.uint8) - np.uint8(0x1C)) < 4))
 
 
 def ascii_digits(array: pa.Array) -> pa.Array:
     """Keep the ASCII digits of every value, on the raw bytes (regex replace is ~100x slower)."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
     offsets, raw = _text_buffers(array)
     window = raw[offsets[0] : offsets[-1]]
-    keep = (window >= 0x30) & (window <= 0x39)
-    kept = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
-    new_offsets = kept[offsets - offsets[0]]
-    data = window[keep]
-    validity = array.buffers()[0] if array.null_count else None
-    rebuilt = pa.LargeStringArray.from_buffers(
-        len(array), pa.py_buffer(new_offsets), pa.py_buffer(data.tobytes()), null_count=0
-    )
-    if validity is not None:
-        rebuilt = pc.if_else(array.is_null(), pa.scalar(None, pa.large_string()), rebuilt)
-    return rebuilt.cast(pa.string())
+    return _rebuilt(array, offsets, window, (window >= 0x30) & (window <= 0x39))
+
+
+_ASCII_SPACE = np.zeros(256, dtype=bool)
+_ASCII_SPACE[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20]] = True
 
 
 def _collapse(array: pa.Array) -> pa.Array:
-    """collapse_spaces, with the regex only on values that need it."""
-    odd = pc.fill_null(pc.match_substring_regex(array, _ODD_SPACING), False)
-    if not pc.any(odd).as_py():
+    """collapse_spaces on plain text, on the raw bytes: every whitespace run becomes one space."""
+    offsets, raw = _text_buffers(array)
+    window = raw[offsets[0] : offsets[-1]]
+    space = _ASCII_SPACE[window]
+    follows_space = np.zeros_like(space)
+    follows_space[1:] = space[:-1]
+    starts = offsets[:-1] - offsets[0]
+    follows_space[starts[starts < len(window)]] = False  # runs never span two values
+    dropped = space & follows_space
+    other_space = space & (window != 0x20)
+    if not (dropped.any() or other_space.any()):
         return array
-    return pc.if_else(odd, pc.replace_substring_regex(array, _SPACES, " "), array)
+    return _rebuilt(array, offsets, np.where(space, np.uint8(0x20), window), ~dropped)
+
+
+def _rebuilt(array: pa.Array, offsets: np.ndarray, window: np.ndarray, keep: np.ndarray):
+    """A string array of the kept bytes of `window` (the values' bytes), nulls preserved."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    kept = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
+    rebuilt = pa.LargeStringArray.from_buffers(
+        len(array),
+        pa.py_buffer(kept[offsets - offsets[0]]),
+        pa.py_buffer(window[keep].tobytes()),
+        null_count=0,
+    )
+    if array.null_count:
+        rebuilt = pc.if_else(array.is_null(), pa.scalar(None, pa.large_string()), rebuilt)
+    return rebuilt.cast(pa.string())
 
 
 VECTOR: dict[str, Callable[[pa.Array], pa.Array]] = {

@@ -12,6 +12,8 @@ from auditor.normalize import compile_pipeline, validate_normalizer
 PIPELINES = [
     ["email"],
     ["trim", "collapse_spaces", "casefold"],
+    ["collapse_spaces"],
+    ["lower", "trim"],
     ["nfkc", "strip_accents", "trim", "lower"],
     ["digits"],
     [{"phone": {"region": "US"}}],
