@@ -145,7 +145,13 @@ class Spill:
             yield from pa.ipc.open_stream(pa.memory_map(self._path(part)))
 
     def read(self, part: int) -> pa.Table:
-        return pa.Table.from_batches(list(self.batches(part)), schema=self.schema)
+        """One partition as a table of single-chunk columns.
+
+        A partition arrives as one small slice per scanned batch; every compute call would pay
+        per chunk (measured: the PII compare runs 2x slower on ~140 chunks than on one).
+        """
+        table = pa.Table.from_batches(list(self.batches(part)), schema=self.schema)
+        return table.combine_chunks()
 
     def split(self, part: int, partitions: int, directory: Path) -> Spill:
         """Divide one partition into `partitions` more with an independent hash."""
@@ -160,6 +166,23 @@ class Spill:
             Path(self._path(part)).unlink(missing_ok=True)
 
 
+def prepared_batches(
+    side: SidePlan,
+    schema: pa.Schema,
+    key_types: tuple[str, ...],
+    batch_size: int,
+    progress: Progress,
+    stop: threading.Event,
+) -> Iterator[pa.RecordBatch]:
+    """One side, read in one read-only statement (one snapshot), as batches of `schema`."""
+    for raw in prefetch(side.database.stream(side.sql(), batch_size), stop):
+        if stop.is_set():
+            raise Interrupted("interrupted while scanning")
+        if raw.num_rows:
+            progress(side.role, raw.num_rows)
+            yield prepare(raw, schema, key_types)
+
+
 def scan_side(
     side: SidePlan,
     key_types: tuple[str, ...],
@@ -168,13 +191,9 @@ def scan_side(
     progress: Progress,
     stop: threading.Event,
 ) -> None:
-    """Stream one side in one read-only statement (one snapshot) into its spill."""
-    for raw in prefetch(side.database.stream(side.sql(), batch_size), stop):
-        if stop.is_set():
-            raise Interrupted("interrupted while scanning")
-        if raw.num_rows:
-            spill.add(prepare(raw, spill.schema, key_types))
-            progress(side.role, raw.num_rows)
+    """Stream one side into its spill."""
+    for batch in prepared_batches(side, spill.schema, key_types, batch_size, progress, stop):
+        spill.add(batch)
     spill.finish()
 
 
