@@ -51,6 +51,17 @@ class SidePlan:
             expr = sa.cast(expr, sa.Text)
         return expr
 
+    @property
+    def keys_unique(self) -> bool:
+        """The compare columns are the integer primary key: no two rows can share a key, so
+        counting rows per key (the duplicate_key check) can be skipped."""
+        key = self.info.primary_key
+        return (
+            bool(key)
+            and {c.name for c in self.compare} == set(key)
+            and all(isinstance(c.type, sa.Integer) for c in self.compare)
+        )
+
     def display_type(self, column: sa.Column) -> pa.DataType:
         """How a key or label column travels: integers stay integers where types are strict."""
         strict = not self.database.dialect.cast_values_to_text

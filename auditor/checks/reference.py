@@ -20,10 +20,13 @@ def key_names(width: int) -> list[str]:
     return [f"c{i}" for i in range(width)]
 
 
-def any_null(table: pa.Table, names: list[str]) -> pa.Array:
-    mask = pa.array([False] * table.num_rows, pa.bool_())
-    for name in names:
-        mask = pc.or_(mask, pc.is_null(table[name]))
+def any_null(table: pa.Table, names: list[str]) -> pa.Array | pa.ChunkedArray:
+    masks = [pc.is_null(table[name]) for name in names]
+    if not masks:
+        return pa.array(np.zeros(table.num_rows, dtype=bool))
+    mask = masks[0]
+    for other in masks[1:]:
+        mask = pc.or_(mask, other)
     return mask
 
 
@@ -37,12 +40,15 @@ def keep(table: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
     return table.filter(mask)
 
 
-def group_keys(right: pa.Table, width: int) -> pa.Table:
-    """One row per canonical key of the referenced side: how many rows, and all deleted?"""
+def group_keys(right: pa.Table, width: int, unique: bool = False) -> pa.Table:
+    """One row per canonical key of the referenced side: how many rows, and all deleted?
+
+    `unique`: the keys are known to be unique (an integer primary key), so they are not counted.
+    """
     keys = key_names(width)
     present = keep(right, pc.invert(any_null(right, keys)))
     flag = [DELETED] if DELETED in right.column_names else []
-    if width == 1 and _unique(present["c0"]):  # the common case: no aggregation needed
+    if unique or (width == 1 and _unique(present["c0"])):  # no aggregation needed
         ones = pa.array(np.ones(present.num_rows, dtype=np.int64))
         return present.select([*keys, *flag]).append_column(COUNT, ones)
     aggregations: list[tuple] = [([], "count_all")] + [(DELETED, "min")] * len(flag)
