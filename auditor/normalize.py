@@ -266,17 +266,39 @@ VECTOR: dict[str, Callable[[pa.Array], pa.Array]] = {
 _SIMPLE_PHONE = r"^[ ().\-/]*([0-9][ ().\-/]*){3,15}$"
 
 
+MEMO_SIZE = 100_000  # remembered results per pipeline
+_UNSEEN: Any = object()
+
+
 class Pipeline:
     """A compiled `normalize:` list: a Python function plus vectorised shortcuts."""
 
     def __init__(self, specs: list[NormalizerSpec]) -> None:
         self.steps = [_compile_one(spec) for spec in specs]
+        self._memo: dict[str, str | None] = {}
         names = [spec if isinstance(spec, str) else next(iter(spec)) for spec in specs]
         self.vector = [VECTOR[n] for n in names] if all(n in VECTOR for n in names) else None
         first = specs[0] if specs else None
         self.phone_only = (
             names == ["phone"] and isinstance(first, dict) and first["phone"]["region"] is not None
         )
+
+    def many(self, values: list[object]) -> list[str | None]:
+        """Normalise distinct values, remembering recent results: a candidate's values are
+        normalised again when its rows are re-read, and phone parsing is costly."""
+        memo = self._memo
+        if len(memo) > MEMO_SIZE:
+            memo.clear()
+        out = []
+        for value in values:
+            if not isinstance(value, str):
+                out.append(self(value))
+                continue
+            result = memo.get(value, _UNSEEN)  # one lookup: another thread may clear the memo
+            if result is _UNSEEN:
+                result = memo[value] = self(value)
+            out.append(result)
+        return out
 
     def __call__(self, value: object) -> str | None:
         """Normalise one value; `None` means the value is missing."""

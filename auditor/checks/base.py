@@ -231,5 +231,5 @@ def normalise(array: pa.Array, pipeline: Pipeline) -> pa.Array:
 
 def _per_distinct(array: pa.Array, pipeline: Pipeline) -> pa.Array:
     distinct = pc.unique(array)
-    mapped = pa.array([pipeline(v) for v in distinct.to_pylist()], pa.string())
+    mapped = pa.array(pipeline.many(distinct.to_pylist()), pa.string())
     return mapped.take(pc.index_in(array, value_set=distinct))
