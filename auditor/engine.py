@@ -31,6 +31,7 @@ from auditor.scan import (
     MAX_PARTITIONS,
     Spill,
     partition_count,
+    prepared_batches,
     scan_side,
     side_schema,
     spill_directory,
@@ -39,6 +40,8 @@ from auditor.suggest import suggest_keys
 
 RETRY_PAUSES_S = (0.5, 1.0, 2.0)  # bounded back-off when a connection is lost mid-scan
 CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up statements
+# A referenced side estimated at most this many rows is held in memory (see _held_right_side).
+BROADCAST_MAX_ROWS = 500_000
 Progress = Callable[[str, str, int, int | None], None]  # rule, side, rows read, estimate
 
 
@@ -49,6 +52,7 @@ class RunOptions:
     recheck: bool = True
     masker: Masker = field(default_factory=lambda: Masker.create("partial"))
     rows_per_partition: int | None = None
+    broadcast_rows: int | None = None  # None: BROADCAST_MAX_ROWS; 0 always partitions
     # Called between scan and recheck; tests use it to change the data in that window.
     before_recheck: Callable[[], None] | None = None
 
@@ -98,43 +102,86 @@ class Collector:
 def run_rule(plan: RulePlan, options: RunOptions, progress: Progress, stop: threading.Event):
     """Audit one rule; returns its RuleResult (errors propagate to api.py)."""
     started = time.monotonic()
+    for pause in (*RETRY_PAUSES_S, None):
+        try:
+            return _attempt(plan, options, progress, stop, started)
+        except _StreamLost as lost:
+            # Findings were already confirmed from the lost stream: start the rule over.
+            if pause is None or stop.is_set():
+                raise lost.error from None
+            log.event("scan_retry", logging.WARNING, lost.error.message, rule=plan.rule.name)
+            if stop.wait(pause):
+                raise lost.error from None
+    raise AssertionError("unreachable")
+
+
+class _StreamLost(Exception):
+    """A retryable read error while the referencing side was being compared as it streamed."""
+
+    def __init__(self, error: DatabaseError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class _TooBig(Exception):
+    """The side meant to be held in memory turned out bigger than its estimate."""
+
+
+def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float) -> RuleResult:
     rule = plan.rule
     collector = Collector(options.max_findings)
     rows: dict[str, int] = {}
-    with spill_directory() as tmp:
-        left, right = _scan(plan, options, progress, stop, Path(tmp), rows)
-        scanned = time.monotonic()
-        log.event("scan_done", rule=rule.name, rows=sum(rows.values()),
-                  duration_s=round(scanned - started, 3))  # fmt: skip
-        if options.before_recheck:
-            options.before_recheck()
-        with contextlib.ExitStack() as stack:
-            lookups = Lookups(plan, stack)
-            confirm = _confirm_references if isinstance(rule, ReferenceRule) else _confirm_copies
-            pending: list[pa.Table] = []
+    with spill_directory() as tmp, contextlib.ExitStack() as stack:
+        right = _held_right_side(plan, options, progress, stop, rows)
+        if right is None:
+            left, right = _scan(plan, options, progress, stop, Path(tmp), rows)
             pairs = _partition_pairs(left, right, _rows_per_partition(options), Path(tmp))
+            log.event("scan_done", rule=rule.name, rows=sum(rows.values()),
+                      duration_s=round(time.monotonic() - started, 3))  # fmt: skip
+        else:
+            pairs = _streamed_pairs(plan, options, progress, stop, rows, right.read(0))
+        lookups = Lookups(plan, stack)
+        confirm = _confirm_references if isinstance(rule, ReferenceRule) else _confirm_copies
+
+        def confirmed(candidates: pa.Table) -> None:
+            for kind, build in confirm(plan, options, lookups, candidates):
+                collector.add_lazy(kind, build)
+
+        def add_duplicates(duplicate_keys: pa.Table) -> None:
+            listed = duplicate_keys.slice(0, collector.room(duplicate_keys.num_rows))
+            for finding in _duplicate_findings(plan, listed):
+                collector.add(finding)
+            if duplicate_keys.num_rows > listed.num_rows:
+                collector.counts["duplicate_key"] += duplicate_keys.num_rows - listed.num_rows
+
+        # Look-ups wait on the databases: one thread confirms while this one keeps comparing;
+        # it is also the only thread that touches the collector, in the order of the outcomes.
+        with ThreadPoolExecutor(1, thread_name_prefix="confirm") as confirmer:
+            confirming: deque = deque()
+            hook = options.before_recheck
+            pending: list[pa.Table] = []
             for outcome in itertools.chain(_compared(plan, pairs, stop), [None]):
                 if outcome is not None:
                     duplicate_keys, candidates = outcome
-                    listed = duplicate_keys.slice(0, collector.room(duplicate_keys.num_rows))
-                    for finding in _duplicate_findings(plan, listed):
-                        collector.add(finding)
-                    unlisted = duplicate_keys.num_rows - listed.num_rows
-                    if unlisted:
-                        collector.counts["duplicate_key"] += unlisted
+                    if duplicate_keys.num_rows:
+                        confirming.append(confirmer.submit(add_duplicates, duplicate_keys))
                     pending.append(candidates)
+                if hook and (pending or outcome is None):
+                    hook()  # once, between reading the rows and reading the candidates again
+                    hook = None
                 if pending and (
                     outcome is None or sum(t.num_rows for t in pending) >= CONFIRM_CHUNK
                 ):
-                    for kind, build in confirm(plan, options, lookups, pa.concat_tables(pending)):
-                        collector.add_lazy(kind, build)
+                    confirming.append(confirmer.submit(confirmed, pa.concat_tables(pending)))
                     pending.clear()
-            compared = time.monotonic()
-            log.event("compare_done", rule=rule.name, duration_s=round(compared - scanned, 3))
-            if isinstance(rule, PiiRule) and rule.suggest_keys and not stop.is_set():
-                suggest_keys(plan, lookups, right, collector)
-                log.event("suggest_done", rule=rule.name,
-                          duration_s=round(time.monotonic() - compared, 3))  # fmt: skip
+                while confirming and (len(confirming) > 2 or outcome is None):
+                    confirming.popleft().result()
+        compared = time.monotonic()
+        log.event("compare_done", rule=rule.name, duration_s=round(compared - started, 3))
+        if isinstance(rule, PiiRule) and rule.suggest_keys and not stop.is_set():
+            suggest_keys(plan, lookups, right, collector)
+            log.event("suggest_done", rule=rule.name,
+                      duration_s=round(time.monotonic() - compared, 3))  # fmt: skip
     findings = sorted(collector.findings, key=_order)
     return RuleResult(
         name=rule.name,
@@ -174,6 +221,96 @@ def _partition_pairs(left: Spill, right: Spill, rows_per_partition: int, tmp: Pa
             left.drop(part)  # the referenced side stays: suggest_keys reads it once more
 
 
+def _held_right_side(plan: RulePlan, options: RunOptions, progress, stop, rows) -> Spill | None:
+    """The referenced side read whole into memory when it is estimated small, else None.
+
+    Then the referencing side is compared batch by batch as it streams (_streamed_pairs): no
+    spill files, and comparing overlaps reading. A side that turns out much bigger than its
+    estimate is dropped again and the rule falls back to partitioning.
+    """
+    limit = BROADCAST_MAX_ROWS if options.broadcast_rows is None else options.broadcast_rows
+    estimate = plan.right.info.estimated_rows
+    if estimate is None or estimate > limit:
+        return None
+    held = _Capped(side_schema(plan.right, plan.key_types), 2 * limit + options.batch_size)
+    try:
+        _read_side(plan, plan.right, held, options, progress, stop, rows)
+    except _TooBig:
+        rows.pop(plan.right.role, None)
+        log.event("held_side_too_big", rule=plan.rule.name, side=plan.right.label)
+        return None
+    return held
+
+
+class _Capped(Spill):
+    """An in-memory spill of one partition that refuses to grow past `cap` rows."""
+
+    def __init__(self, schema: pa.Schema, cap: int) -> None:
+        super().__init__(schema, 1, None)
+        self.cap = cap
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if self.rows + batch.num_rows > self.cap:
+            raise _TooBig
+        super().add(batch)
+
+
+def _streamed_pairs(plan: RulePlan, options: RunOptions, progress, stop, rows, right: pa.Table):
+    """(chunk of referencing rows, the held side, its key groups) as the referencing side streams.
+
+    Chunks are at least as big as the held side, so the hash table built over its keys for each
+    chunk costs no more than probing it.
+    """
+    groups = group_keys(right, len(plan.key_types), plan.right.keys_unique)
+    yield None, right, groups  # the held side's duplicated keys, reported once
+    side = plan.left
+    schema = side_schema(side, plan.key_types)
+    chunk_rows = max(_rows_per_partition(options), right.num_rows)
+    rows[side.role] = 0
+
+    def report(role: str, n: int) -> None:
+        rows[role] += n
+        progress(plan.rule.name, role, n, side.info.estimated_rows)
+
+    buffer: list[pa.RecordBatch] = []
+    buffered = 0
+    try:
+        batches = prepared_batches(side, schema, plan.key_types, options.batch_size, report, stop)
+        for batch in batches:
+            buffer.append(batch)
+            buffered += batch.num_rows
+            if buffered >= chunk_rows:
+                yield pa.Table.from_batches(buffer).combine_chunks(), right, groups
+                buffer, buffered = [], 0
+    except DatabaseError as exc:
+        if exc.retryable:
+            raise _StreamLost(exc) from exc
+        raise
+    if buffered:
+        yield pa.Table.from_batches(buffer).combine_chunks(), right, groups
+
+
+def _read_side(plan, side: SidePlan, spill: Spill, options, progress, stop, rows) -> None:
+    """Read one side into its spill; a lost connection reads the side again, whole."""
+
+    def report(role: str, n: int) -> None:
+        rows[role] = rows.get(role, 0) + n
+        progress(plan.rule.name, role, n, side.info.estimated_rows)
+
+    for pause in (*RETRY_PAUSES_S, None):
+        rows[side.role] = 0
+        try:
+            scan_side(side, plan.key_types, spill, options.batch_size, report, stop)
+            return
+        except DatabaseError as exc:
+            if not exc.retryable or pause is None or stop.is_set():
+                raise
+            log.event("scan_retry", logging.WARNING, exc.message, rule=plan.rule.name)
+            spill.reset()  # one statement is one snapshot: read the side again, whole
+            if stop.wait(pause):
+                raise
+
+
 def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tuple[Spill, Spill]:
     """Read both sides at once (one thread and one connection each)."""
     estimates = (plan.left.info.estimated_rows, plan.right.info.estimated_rows)
@@ -183,27 +320,9 @@ def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tup
         for side in (plan.left, plan.right)
     ]
 
-    def scan(side: SidePlan, spill: Spill) -> None:
-        def report(role: str, n: int) -> None:
-            rows[role] = rows.get(role, 0) + n
-            progress(plan.rule.name, role, n, side.info.estimated_rows)
-
-        for pause in (*RETRY_PAUSES_S, None):
-            rows[side.role] = 0
-            try:
-                scan_side(side, plan.key_types, spill, options.batch_size, report, stop)
-                return
-            except DatabaseError as exc:
-                if not exc.retryable or pause is None or stop.is_set():
-                    raise
-                log.event("scan_retry", logging.WARNING, exc.message, rule=plan.rule.name)
-                spill.reset()  # one statement is one snapshot: read the side again, whole
-                if stop.wait(pause):
-                    raise
-
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scan") as pool:
         futures = [
-            pool.submit(scan, side, spill)
+            pool.submit(_read_side, plan, side, spill, options, progress, stop, rows)
             for side, spill in zip((plan.left, plan.right), spills, strict=True)
         ]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -224,22 +343,35 @@ COMPARE_WORKERS = 2  # the machine's cores; Arrow kernels release the GIL
 
 
 def _compared(plan: RulePlan, pairs, stop: threading.Event):
-    """Compare partitions on worker threads, at most a few in memory at once, in order."""
+    """Compare partitions on worker threads, at most a few in memory at once, in order.
+
+    `pairs` yields (left, right) or (left, right, groups); groups given means the right side's
+    duplicated keys were already reported, with a None left.
+    """
     with ThreadPoolExecutor(max_workers=COMPARE_WORKERS, thread_name_prefix="compare") as pool:
         window: deque = deque()
-        for left, right in pairs:
+        for pair in pairs:
             if stop.is_set():
                 break
-            window.append(pool.submit(_compare_partition, plan, left, right))
+            window.append(pool.submit(_compare_partition, plan, *pair))
             if len(window) >= COMPARE_WORKERS:
                 yield window.popleft().result()
         while window:
             yield window.popleft().result()
 
 
-def _compare_partition(plan: RulePlan, left: pa.Table, right: pa.Table):
-    """One partition's duplicated keys and candidate findings."""
-    groups = group_keys(right, len(plan.key_types))
+def _compare_partition(plan: RulePlan, left: pa.Table | None, right: pa.Table, groups=None):
+    """One partition's duplicated keys and candidate findings.
+
+    A held side comes with its `groups`: its duplicated keys are reported once, by the item
+    whose `left` is None.
+    """
+    if groups is None:
+        groups = group_keys(right, len(plan.key_types), plan.right.keys_unique)
+    elif left is not None:
+        return groups.slice(0, 0), _check(plan, left, right, groups)
+    if left is None:
+        left = side_schema(plan.left, plan.key_types).empty_table()
     return duplicates(groups), _check(plan, left, right, groups)
 
 

@@ -17,6 +17,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from auditor import engine
+
 PG_ADMIN = os.environ.get(
     "AUDITOR_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -132,3 +134,12 @@ def write_config(tmp_path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(params=["held", "partitioned"])
+def strategy(request, monkeypatch) -> str:
+    """Both ways of pairing rows: the small referenced side held in memory while the other
+    streams (what small test tables get by default), and both sides hash-partitioned."""
+    if request.param == "partitioned":
+        monkeypatch.setattr(engine, "BROADCAST_MAX_ROWS", -1)
+    return request.param

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 import auditor
 from auditor.engine import RunOptions
 from auditor.mask import Masker
 from tests.scenarios import EXPECTED_PII, build_pii
+
+pytestmark = pytest.mark.usefixtures("strategy")
 
 
 def _found(result: auditor.AuditResult) -> dict:

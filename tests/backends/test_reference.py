@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 import auditor
 from auditor.engine import RunOptions
 from tests.scenarios import EXPECTED_REFERENCE, build_reference
+
+pytestmark = pytest.mark.usefixtures("strategy")
 
 
 def _by_identity(result: auditor.AuditResult) -> dict:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 
+import pytest
 import sqlalchemy as sa
 
 import auditor
+
+pytestmark = pytest.mark.usefixtures("strategy")
 
 
 def _tables():
