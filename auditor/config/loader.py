@@ -8,6 +8,7 @@ composer keeps, so pydantic's locations can be mapped back to the YAML the user 
 from __future__ import annotations
 
 import difflib
+import glob
 import hashlib
 import os
 import re
@@ -126,7 +127,8 @@ def _interpolate(value: str, path: Path, line: int, loc: Loc) -> str:
 
 
 def _merge_includes(path: Path, data: dict[str, Any], marks: _Marks) -> None:
-    """Append the `rules:` of every file matched by `include:` (globs relative to the config)."""
+    """Append the `rules:` of every file matched by `include:` (globs relative to the config,
+    or absolute)."""
     patterns = data.get("include") or []
     if not isinstance(patterns, list):
         return  # the model reports the type error with its line
@@ -134,7 +136,8 @@ def _merge_includes(path: Path, data: dict[str, Any], marks: _Marks) -> None:
     if not isinstance(rules, list):
         return
     for index, pattern in enumerate(patterns):
-        matches = sorted(path.parent.glob(str(pattern)))
+        found = glob.glob(str(pattern), root_dir=path.parent, recursive=True)
+        matches = sorted(f for f in (path.parent / match for match in found) if f.is_file())
         if not matches:
             file, line = marks.find(("include", index))
             raise ConfigError(f"{file}:{line}: include[{index}]: no file matches {pattern!r}")

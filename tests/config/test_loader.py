@@ -122,6 +122,19 @@ def test_include_globs_are_relative_to_the_config(tmp_path):
     assert [r.name for r in config.rules] == ["reviews-have-live-products", "order-customer-pii"]
 
 
+def test_include_globs_may_be_absolute(tmp_path):
+    (tmp_path / "shared").mkdir()
+    rule = VALID.split("rules:\n", 1)[1]
+    write(tmp_path / "shared", "rules:\n" + rule, "extra.yaml")
+    pattern = f"{tmp_path / 'shared'}/*.yaml"
+    head = VALID.split("rules:\n", 1)[0].replace("reports:", f"include: ['{pattern}']\nreports:")
+    (tmp_path / "configs").mkdir()
+    config = load_config(write(tmp_path / "configs", head + "rules: []\n"))
+    assert [r.name for r in config.rules] == ["reviews-have-live-products", "order-customer-pii"]
+    message = error_for(tmp_path, head.replace("shared/*", "missing/*") + "rules: []\n")
+    assert "include[0]: no file matches" in message
+
+
 def test_error_in_included_file_names_that_file(tmp_path):
     (tmp_path / "rules").mkdir()
     rule = VALID.split("rules:\n", 1)[1].replace("    to:\n", "    tox:\n", 1)
