@@ -41,10 +41,9 @@ from auditor.suggest import suggest_keys
 RETRY_PAUSES_S = (0.5, 1.0, 2.0)  # bounded back-off when a connection is lost mid-scan
 CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up statements
 # A referenced side estimated at most this many rows is held in memory (see _held_right_side).
-# Measured on W1 at scale 2: holding a 400k-row side while 5M rows stream past it in 200k-row
-# chunks peaked 90 MB above partitioning both sides, for 5% less time; at this size the held
-# side and its chunks cost less than the partitions would.
-BROADCAST_MAX_ROWS = 100_000
+# Why not more: on W1 at scale 2, holding the 400k-row products while 10M reviews streamed past
+# in 200k-row chunks peaked 90 MB above partitioning both sides, for only 5% less time.
+HOLD_MAX_ROWS = 100_000
 Progress = Callable[[str, str, int, int | None], None]  # rule, side, rows read, estimate
 
 
@@ -55,7 +54,7 @@ class RunOptions:
     recheck: bool = True
     masker: Masker = field(default_factory=lambda: Masker.create("partial"))
     rows_per_partition: int | None = None
-    broadcast_rows: int | None = None  # None: BROADCAST_MAX_ROWS; 0 always partitions
+    hold_rows: int | None = None  # None: HOLD_MAX_ROWS; 0 always partitions
     # Called between scan and recheck; tests use it to change the data in that window.
     before_recheck: Callable[[], None] | None = None
 
@@ -227,13 +226,13 @@ def _partition_pairs(left: Spill, right: Spill, rows_per_partition: int, tmp: Pa
 def _held_right_side(plan: RulePlan, options: RunOptions, progress, stop, rows) -> Spill | None:
     """The referenced side read whole into memory when it is estimated small, else None.
 
-    Then the referencing side is compared batch by batch as it streams (_streamed_pairs): no
+    Then the referencing side is compared chunk by chunk as it streams (_streamed_pairs): no
     spill files, and comparing overlaps reading. A side that turns out much bigger than its
     estimate is dropped again and the rule falls back to partitioning.
     """
-    limit = BROADCAST_MAX_ROWS if options.broadcast_rows is None else options.broadcast_rows
+    limit = HOLD_MAX_ROWS if options.hold_rows is None else options.hold_rows
     estimate = plan.right.info.estimated_rows
-    if estimate is None or estimate > limit:
+    if limit <= 0 or estimate is None or estimate > limit:
         return None
     held = _Capped(side_schema(plan.right, plan.key_types), 2 * limit + options.batch_size)
     try:
@@ -349,8 +348,8 @@ COMPARE_WORKERS = 2  # the machine's cores; Arrow kernels release the GIL
 def _compared(plan: RulePlan, pairs, stop: threading.Event):
     """Compare partitions on worker threads, at most a few in memory at once, in order.
 
-    `pairs` yields (left, right) or (left, right, groups); groups given means the right side's
-    duplicated keys were already reported, with a None left.
+    `pairs` yields (left, right) partitions, or (left, right, groups) for a held right side
+    (see _compare_partition).
     """
     with ThreadPoolExecutor(max_workers=COMPARE_WORKERS, thread_name_prefix="compare") as pool:
         window: deque = deque()

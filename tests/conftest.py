@@ -141,5 +141,5 @@ def strategy(request, monkeypatch) -> str:
     """Both ways of pairing rows: the small referenced side held in memory while the other
     streams (what small test tables get by default), and both sides hash-partitioned."""
     if request.param == "partitioned":
-        monkeypatch.setattr(engine, "BROADCAST_MAX_ROWS", -1)
+        monkeypatch.setattr(engine, "HOLD_MAX_ROWS", 0)
     return request.param

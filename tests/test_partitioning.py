@@ -33,14 +33,12 @@ def _summary(result):
 def test_findings_do_not_depend_on_partitioning(sqlite_pair, write_config, monkeypatch, build):
     config = auditor.load_config(write_config(build(*sqlite_pair)))
     held = auditor.run(config, options=RunOptions(batch_size=2))
-    whole = auditor.run(config, options=RunOptions(batch_size=100, broadcast_rows=0))
-    many = auditor.run(
-        config, options=RunOptions(batch_size=2, rows_per_partition=1, broadcast_rows=0)
-    )
+    whole = auditor.run(config, options=RunOptions(batch_size=100, hold_rows=0))
+    many = auditor.run(config, options=RunOptions(batch_size=2, rows_per_partition=1, hold_rows=0))
     # Estimates too low: two partitions of many rows each must be split again when compared.
     monkeypatch.setattr(engine, "partition_count", lambda *a, **k: 2)
     resplit = auditor.run(
-        config, options=RunOptions(batch_size=2, rows_per_partition=1, broadcast_rows=0)
+        config, options=RunOptions(batch_size=2, rows_per_partition=1, hold_rows=0)
     )
     assert _summary(held) == _summary(whole) == _summary(many) == _summary(resplit)
     assert any(r.counts for r in whole.rules)
@@ -50,7 +48,7 @@ def test_a_held_side_bigger_than_its_estimate_falls_back_to_partitions(
     sqlite_pair, write_config, monkeypatch
 ):
     config = auditor.load_config(write_config(build_reference(*sqlite_pair)))
-    expected = _summary(auditor.run(config, options=RunOptions(broadcast_rows=0)))
+    expected = _summary(auditor.run(config, options=RunOptions(hold_rows=0)))
     outcomes = []
     original = engine._held_right_side
 
@@ -60,12 +58,12 @@ def test_a_held_side_bigger_than_its_estimate_falls_back_to_partitions(
         return side
 
     monkeypatch.setattr(engine, "_held_right_side", spy)
-    held = auditor.run(config, options=RunOptions(batch_size=1, broadcast_rows=10_000))
+    held = auditor.run(config, options=RunOptions(batch_size=1, hold_rows=10_000))
     assert outcomes and all(outcomes)
     outcomes.clear()
     # Every table estimated at one row, sides capped at three: found too big while read.
     monkeypatch.setattr(dialects.SQLite, "estimate_rows", lambda self, conn, table: 1)
-    monkeypatch.setattr(engine, "BROADCAST_MAX_ROWS", 1)
+    monkeypatch.setattr(engine, "HOLD_MAX_ROWS", 1)
     too_big = auditor.run(config, options=RunOptions(batch_size=1))
     assert False in outcomes
     assert _summary(held) == _summary(too_big) == expected
@@ -82,7 +80,7 @@ def test_oversized_partitions_are_split(sqlite_pair, write_config, monkeypatch):
 
     monkeypatch.setattr(engine, "partition_count", lambda *a, **k: 2)
     monkeypatch.setattr(engine.Spill, "split", counting_split)
-    options = RunOptions(batch_size=2, rows_per_partition=1, broadcast_rows=0)
+    options = RunOptions(batch_size=2, rows_per_partition=1, hold_rows=0)
     auditor.run(config, rules=["reviews-products"], options=options)
     assert splits
 
@@ -114,7 +112,7 @@ def test_many_duplicate_keys_are_counted_exactly_and_listed_up_to_the_cap(tmp_pa
     )
     for cap, options in ((0, RunOptions(batch_size=64, rows_per_partition=50, max_findings=0)),
                          (3, RunOptions(batch_size=64, rows_per_partition=50, max_findings=3)),
-                         (0, RunOptions(batch_size=64, max_findings=0, broadcast_rows=0))):  # fmt: skip
+                         (0, RunOptions(batch_size=64, max_findings=0, hold_rows=0))):  # fmt: skip
         result = auditor.run(config, options=options).rules[0]
         assert result.counts == {"duplicate_key": 500, "orphan": 200}
         assert len(result.findings) == (700 if cap == 0 else cap)
