@@ -5,7 +5,8 @@ malloc arenas, freed batch memory stays resident, and peak RSS ran 20-25% above 
 with jemalloc (which returns memory to the OS on a timer) and at most two glibc arenas.
 The drivers' own buffers (ADBC's nanoarrow, connectorx) come from glibc malloc, whose mmap
 threshold grows with every large block freed, after which such blocks stay in the heap: a fixed
-1 MB threshold returns them to the OS when freed (W3 peak 295 -> 269 MB, same time).
+1 MB threshold returns them to the OS when freed (W3 peak RSS 262-291 MB over five runs,
+against 295-300 MB without; same time).
 """
 
 from __future__ import annotations
