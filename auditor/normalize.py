@@ -220,7 +220,21 @@ _ASCII_SPACE[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20]] = True
 
 
 def _collapse(array: pa.Array) -> pa.Array:
-    """collapse_spaces on plain text, on the raw bytes: every whitespace run becomes one space."""
+    """collapse_spaces on plain text: only values with a double space or a tab-like character
+    are rewritten, on their raw bytes."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    odd = pc.fill_null(pc.match_substring(array, "  "), False)
+    data = array.buffers()[2]
+    if data is not None and np.any((np.frombuffer(data, dtype=np.uint8) - np.uint8(0x09)) < 5):
+        odd = pc.or_(odd, pc.fill_null(pc.match_substring_regex(array, "[\t\n\v\f\r]"), False))
+    if not pc.any(odd).as_py():
+        return array
+    return pc.replace_with_mask(array, odd, _collapse_bytes(array.filter(odd)))
+
+
+def _collapse_bytes(array: pa.Array) -> pa.Array:
+    """Every whitespace run becomes one space, on the raw bytes of plain text."""
     offsets, raw = _text_buffers(array)
     window = raw[offsets[0] : offsets[-1]]
     space = _ASCII_SPACE[window]
@@ -229,9 +243,6 @@ def _collapse(array: pa.Array) -> pa.Array:
     starts = offsets[:-1] - offsets[0]
     follows_space[starts[starts < len(window)]] = False  # runs never span two values
     dropped = space & follows_space
-    other_space = space & (window != 0x20)
-    if not (dropped.any() or other_space.any()):
-        return array
     return _rebuilt(array, offsets, np.where(space, np.uint8(0x20), window), ~dropped)
 
 
