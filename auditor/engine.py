@@ -270,11 +270,7 @@ def _streamed_pairs(plan: RulePlan, options: RunOptions, progress, stop, rows, r
     schema = side_schema(side, plan.key_types)
     chunk_rows = 2 * _rows_per_partition(options)
     rows[side.role] = 0
-
-    def report(role: str, n: int) -> None:
-        rows[role] += n
-        progress(plan.rule.name, role, n, side.info.estimated_rows)
-
+    report = _counter(plan, side, progress, rows)
     buffer: list[pa.RecordBatch] = []
     buffered = 0
     try:
@@ -293,13 +289,19 @@ def _streamed_pairs(plan: RulePlan, options: RunOptions, progress, stop, rows, r
         yield pa.Table.from_batches(buffer).combine_chunks(), right, groups
 
 
-def _read_side(plan, side: SidePlan, spill: Spill, options, progress, stop, rows) -> None:
-    """Read one side into its spill; a lost connection reads the side again, whole."""
+def _counter(plan: RulePlan, side: SidePlan, progress: Progress, rows: dict[str, int]):
+    """Counts a side's rows as they are read (`rows[role]`, set to 0 first) and reports them."""
 
     def report(role: str, n: int) -> None:
-        rows[role] = rows.get(role, 0) + n
+        rows[role] += n
         progress(plan.rule.name, role, n, side.info.estimated_rows)
 
+    return report
+
+
+def _read_side(plan, side: SidePlan, spill: Spill, options, progress, stop, rows) -> None:
+    """Read one side into its spill; a lost connection reads the side again, whole."""
+    report = _counter(plan, side, progress, rows)
     for pause in (*RETRY_PAUSES_S, None):
         rows[side.role] = 0
         try:

@@ -155,19 +155,16 @@ def _show(key: tuple) -> str:
 
 def _condition(dialect, columns: Sequence[sa.Column], by: str, key_types, chunk: list[tuple]):
     if len(columns) == 1:
-        column = columns[0]
-        if category(column) == "int":  # the common case, without a call per value
-            bound = [int(part) for (part,) in chunk if _is_int(part)]
-        else:
-            kind = key_types[0] if by == "compare" else "label"
-            bound = [v for (part,) in chunk for v in _bind_values(column, kind, part)]
+        column, kind = columns[0], category(columns[0])  # classified once per chunk
+        key_type = key_types[0] if by == "compare" else "label"
+        bound = [v for (part,) in chunk for v in _bind_values(column, kind, key_type, part)]
         return dialect.in_values(column, bound) if bound else sa.false()
     return sa.or_(*(_match(columns, by, key_types, value) for value in chunk))
 
 
 def _match(columns: Sequence[sa.Column], by: str, key_types: Sequence[str], value: tuple):
     variants = [
-        _bind_values(column, key_types[i] if by == "compare" else "label", part)
+        _bind_values(column, category(column), key_types[i] if by == "compare" else "label", part)
         for i, (column, part) in enumerate(zip(columns, value, strict=True))
     ]
     options = [
@@ -177,9 +174,10 @@ def _match(columns: Sequence[sa.Column], by: str, key_types: Sequence[str], valu
     return sa.or_(*options) if options else sa.false()
 
 
-def _bind_values(column: sa.Column, key_type: str, value: Any) -> list[Any]:
-    """The stored forms a canonical value may have in this column (e.g. UUID case)."""
-    kind = category(column)
+def _bind_values(column: sa.Column, kind: str, key_type: str, value: Any) -> list[Any]:
+    """The stored forms a canonical value may have in this column (`kind`: its category)."""
+    if kind == "int" and type(value) is int:
+        return [value]
     text = str(value)
     if kind == "int":
         try:
@@ -196,16 +194,6 @@ def _bind_values(column: sa.Column, key_type: str, value: Any) -> list[Any]:
     if kind == "other":
         return [_typed(column, text)]
     return [text]
-
-
-def _is_int(value: Any) -> bool:
-    if isinstance(value, int):
-        return True
-    try:
-        int(str(value))
-    except ValueError:
-        return False
-    return True
 
 
 def _typed(column: sa.Column, text: str) -> Any:
