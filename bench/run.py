@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -235,17 +236,30 @@ def run_measured(command: list[str] | str, shell: bool = False) -> tuple[float, 
     return seconds, peak_kb / 1024, proc.returncode
 
 
-def measure(m: Measure, command, runs: int, shell: bool = False, check=None) -> Measure:
+@dataclass
+class Job:
+    """One measured command of a workload."""
+
+    measure: Measure
+    command: list[str] | str
+    shell: bool = False
+    check: Callable[[], str] | None = None
+
+
+def measure_together(jobs: list[Job], runs: int) -> list[Measure]:
+    """Run every command once per round, `runs` rounds: a slow spell on a shared machine then
+    lands on the baseline and the audit alike, and the ratio of medians stays fair."""
     for _ in range(runs):
-        seconds, rss, _ = run_measured(command, shell=shell)
-        m.seconds.append(seconds)
-        m.peak_rss_mb = max(m.peak_rss_mb, rss)
-        if check is not None:
-            problem = check()
+        for job in jobs:
+            if not job.measure.ok:
+                continue
+            seconds, rss, _ = run_measured(job.command, shell=job.shell)
+            job.measure.seconds.append(seconds)
+            job.measure.peak_rss_mb = max(job.measure.peak_rss_mb, rss)
+            problem = job.check() if job.check else ""
             if problem:
-                m.ok, m.detail = False, problem
-                break
-    return m
+                job.measure.ok, job.measure.detail = False, problem
+    return [job.measure for job in jobs]
 
 
 def _auditor(config: Path, report: Path) -> list[str]:
@@ -336,11 +350,12 @@ def workload_w1(n: Sizes, runs: int, folder: Path, b_backend: str = "postgresql"
     commands = [_psql_copy(f"{PREFIX}_a", s) for s in BASELINE_A] + [
         copy_b(b_name, s) for s in BASELINE_B
     ]
-    measure(baseline, " && ".join(commands), runs, shell=True)
     report = folder / f"{label}.json"
     audit = Measure(label, "auditor run (2 rules)", rows)
-    measure(audit, _auditor(config, report), runs, check=_counts_check(report, expected_w1(n)))
-    return [baseline, audit]
+    return measure_together([
+        Job(baseline, " && ".join(commands), shell=True),
+        Job(audit, _auditor(config, report), check=_counts_check(report, expected_w1(n))),
+    ], runs)  # fmt: skip
 
 
 def workload_w2(n: Sizes, runs: int, folder: Path) -> list[Measure]:
@@ -363,10 +378,11 @@ def workload_w2(n: Sizes, runs: int, folder: Path) -> list[Measure]:
     baseline = Measure("W2", "baseline (read each table once)", rows)
     commands = [_psql_copy(f"{PREFIX}_a", "SELECT id, email FROM customers"),
                 _psql_copy(f"{PREFIX}_b", "SELECT id, email FROM customers_copy")]  # fmt: skip
-    measure(baseline, " && ".join(commands), runs, shell=True)
-    audit = measure(Measure("W2", "auditor run (pii, email)", rows), _auditor(config, report), runs,
-                    check=_counts_check(report, expected))  # fmt: skip
-    results = [baseline, audit]
+    jobs = [
+        Job(baseline, " && ".join(commands), shell=True),
+        Job(Measure("W2", "auditor run (pii, email)", rows), _auditor(config, report),
+            check=_counts_check(report, expected)),
+    ]  # fmt: skip
     reladiff = shutil.which("reladiff", path=str(Path(sys.executable).parent)) or shutil.which(
         "reladiff"
     )
@@ -387,22 +403,11 @@ def workload_w2(n: Sizes, runs: int, folder: Path) -> list[Measure]:
                 else f"reladiff printed {len(lines)} diff lines"
             )
 
-        results.append(
-            measure(
-                Measure("W2", "reladiff hashdiff", rows), command, runs, shell=True, check=check
-            )
-        )
+        jobs.append(Job(Measure("W2", "reladiff hashdiff", rows), command, shell=True, check=check))
     else:
-        results.append(
-            Measure(
-                "W2",
-                "reladiff hashdiff",
-                rows,
-                ok=False,
-                detail="not installed: pip install -e '.[bench]'",
-            )
-        )
-    return results
+        missing = "not installed: pip install -e '.[bench]'"
+        jobs.append(Job(Measure("W2", "reladiff hashdiff", rows, ok=False, detail=missing), ""))
+    return measure_together(jobs, runs)
 
 
 def workload_memory(runs: int, folder: Path, sizes=(100_000, 1_000_000)) -> list[Measure]:
@@ -430,8 +435,8 @@ def workload_memory(runs: int, folder: Path, sizes=(100_000, 1_000_000)) -> list
         }
         config = write_config(folder, f"M{size}", {"m": _database(PG, f"{PREFIX}_m")}, [rule])
         report = folder / f"M{size}.json"
-        results.append(measure(Measure("M", f"auditor run, {size:,} referencing rows", size + size // 10),
-                               _auditor(config, report), runs))  # fmt: skip
+        m = Measure("M", f"auditor run, {size:,} referencing rows", size + size // 10)
+        results += measure_together([Job(m, _auditor(config, report))], runs)
     return results
 
 
