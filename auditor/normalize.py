@@ -250,11 +250,13 @@ def _collapse_bytes(array: pa.Array) -> pa.Array:
 
 def _rebuilt(array: pa.Array, offsets: np.ndarray, window: np.ndarray, keep: np.ndarray):
     """A string array of the kept bytes of `window` (the values' bytes), nulls preserved."""
-    kept = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
+    # Positions of the kept bytes; a value's new offset is how many of them precede its old
+    # one (a search per value, where a running count would pay 8 bytes per data byte: 2.5x).
+    kept = np.flatnonzero(keep)
     rebuilt = pa.LargeStringArray.from_buffers(
         len(array),
-        pa.py_buffer(kept[offsets - offsets[0]]),
-        pa.py_buffer(window[keep].tobytes()),
+        pa.py_buffer(np.searchsorted(kept, offsets - offsets[0]).astype(np.int64)),
+        pa.py_buffer(window[kept].tobytes()),
         null_count=0,
     )
     if array.null_count:
