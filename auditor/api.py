@@ -130,6 +130,8 @@ def run(
     started = _now()
     selected = _selected(config, rules)
     databases = open_databases(config)
+    for database in databases.values():
+        database.warm_up()
     results: list[RuleResult] = []
     log.event("run_start", rules=len(selected))
     try:
@@ -205,7 +207,7 @@ def _redacted(databases: dict[str, Database]) -> dict[str, str]:
 
 def _dispose(databases: dict[str, Database]) -> None:
     for database in databases.values():
-        database.engine.dispose()
+        database.close()
 
 
 def _now() -> str:

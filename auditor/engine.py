@@ -219,8 +219,20 @@ def _partition_pairs(left: Spill, right: Spill, rows_per_partition: int, tmp: Pa
             left.drop(part)
             yield from _partition_pairs(sub_left, sub_right, rows_per_partition, tmp, depth + 1)
         else:
-            yield left.read(part), right.read(part)
-            left.drop(part)  # the referenced side stays: suggest_keys reads it once more
+            # Read on the compare worker: two partitions are read at once, not one by one here.
+            yield _reader(left, part, drop=True), _reader(right, part, drop=False)
+
+
+def _reader(spill: Spill, part: int, drop: bool) -> Callable[[], pa.Table]:
+    """Reads one partition when called; the referenced side stays for suggest_keys."""
+
+    def read() -> pa.Table:
+        table = spill.read(part)
+        if drop:
+            spill.drop(part)
+        return table
+
+    return read
 
 
 def _held_right_side(plan: RulePlan, options: RunOptions, progress, stop, rows) -> Spill | None:
@@ -365,12 +377,15 @@ def _compared(plan: RulePlan, pairs, stop: threading.Event):
             yield window.popleft().result()
 
 
-def _compare_partition(plan: RulePlan, left: pa.Table | None, right: pa.Table, groups=None):
+def _compare_partition(plan: RulePlan, left, right, groups=None):
     """One partition's duplicated keys and candidate findings.
 
-    A held side comes with its `groups`: its duplicated keys are reported once, by the item
-    whose `left` is None.
+    `left` and `right` are tables, or functions that read them (see _partition_pairs). A held
+    side comes with its `groups`: its duplicated keys are reported once, by the item whose
+    `left` is None.
     """
+    left = left() if callable(left) else left
+    right = right() if callable(right) else right
     if groups is None:
         groups = group_keys(right, len(plan.key_types), plan.right.keys_unique)
     elif left is not None:

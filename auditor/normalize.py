@@ -326,6 +326,8 @@ class Pipeline:
         """Vectorised normalisation, exact where the value is plain text, null elsewhere."""
         if self.vector is None:
             return None
+        if not self.vector:  # no steps: every value is its own normal form
+            return array
         out = pc.if_else(plain_mask(array), array, pa.scalar(None, pa.string()))
         for step in self.vector:
             out = step(out)

@@ -40,8 +40,18 @@ class Dialect:
     def estimate_rows(self, conn: Connection, table: sa.Table) -> int | None:
         return None
 
+    def open_reader(self, url: URL, timeout_s: int | None) -> Any:
+        """A handle the fast driver's streams share (see Database.warm_up), or None."""
+        return None
+
     def stream(
-        self, url: URL, engine: sa.Engine, query: str, batch_size: int, timeout_s: int | None
+        self,
+        url: URL,
+        engine: sa.Engine,
+        query: str,
+        batch_size: int,
+        timeout_s: int | None,
+        reader: Any = None,
     ) -> Iterator[pa.RecordBatch]:
         with engine.connect() as conn:
             result = conn.execution_options(stream_results=True).exec_driver_sql(query)
@@ -101,13 +111,24 @@ class PostgreSQL(Dialect):
             else (0 if tuples == 0 else None)
         )
 
-    def stream(self, url, engine, query, batch_size, timeout_s):
+    def open_reader(self, url: URL, timeout_s: int | None) -> Any:
+        """An idle ADBC connection whose clones share its driver state: opening the first one
+        loads the server's type catalogue (about 80 ms here), clones take 4 ms."""
         import adbc_driver_postgresql.dbapi as adbc
 
+        return adbc.connect(self._uri(url, timeout_s), autocommit=True)
+
+    def _uri(self, url: URL, timeout_s: int | None) -> str:
         params = {**url.query, "options": self._options(timeout_s)}
         base = url.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
-        uri = f"{base}?{urlencode(params, doseq=True, quote_via=quote)}"  # libpq wants %20, not +
-        with adbc.connect(uri) as conn, conn.cursor() as cursor:
+        return f"{base}?{urlencode(params, doseq=True, quote_via=quote)}"  # libpq wants %20, not +
+
+    def stream(self, url, engine, query, batch_size, timeout_s, reader=None):
+        import adbc_driver_postgresql.dbapi as adbc
+
+        # A clone is a new connection in its own transaction, like a fresh connect.
+        conn = reader.adbc_clone() if reader else adbc.connect(self._uri(url, timeout_s))
+        with conn, conn.cursor() as cursor:
             cursor.adbc_statement.set_options(
                 **{"adbc.postgresql.batch_size_hint_bytes": str(max(batch_size, 1024) * 64)}
             )
@@ -142,7 +163,7 @@ class MySQL(Dialect):
         value = conn.execute(sql, {"schema": table.schema, "name": table.name}).scalar()
         return None if value is None else int(value)
 
-    def stream(self, url, engine, query, batch_size, timeout_s):
+    def stream(self, url, engine, query, batch_size, timeout_s, reader=None):
         import connectorx as cx
 
         host = url.host or "127.0.0.1"
@@ -180,7 +201,7 @@ class SQLite(Dialect):
         # SQLite keeps no row estimate; a count over the smallest index is cheap enough.
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0)
 
-    def stream(self, url, engine, query, batch_size, timeout_s):
+    def stream(self, url, engine, query, batch_size, timeout_s, reader=None):
         import adbc_driver_sqlite.dbapi as adbc
 
         uri = sqlite_ro_uri(url.database or "")

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -36,6 +38,8 @@ class Database:
     dialect: Dialect
     timeout_s: int | None
     _is_mariadb: bool = field(default=False, init=False)
+    _reader: Any = field(default=None, init=False, repr=False)
+    _reader_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def redacted(self) -> str:
@@ -59,6 +63,29 @@ class Database:
         finally:
             conn.close()
 
+    def warm_up(self) -> None:
+        """Open the fast driver's shared handle on a background thread while the rule's tables
+        are reflected (the driver releases the GIL): its set-up then costs no wall time."""
+        threading.Thread(target=self._shared_reader, name=f"warm-{self.name}", daemon=True).start()
+
+    def _shared_reader(self) -> Any:
+        with self._reader_lock:
+            if self._reader is None:
+                try:
+                    self._reader = self.dialect.open_reader(self.url, self.timeout_s)
+                except Exception:  # noqa: BLE001 - the stream connects itself and reports it
+                    return None
+            return self._reader
+
+    def close(self) -> None:
+        """Dispose of the engine and the fast driver's shared handle."""
+        self.engine.dispose()
+        with self._reader_lock:
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                reader.close()
+
     def stream(self, query: str, batch_size: int) -> Iterator[pa.RecordBatch]:
         """Stream a SELECT as Arrow batches through the dialect's fast driver.
 
@@ -68,8 +95,9 @@ class Database:
         """
         produced = False
         try:
+            reader = self._shared_reader()
             for batch in self.dialect.stream(
-                self.url, self.engine, query, batch_size, self.timeout_s
+                self.url, self.engine, query, batch_size, self.timeout_s, reader
             ):
                 produced = True
                 yield batch
