@@ -1,5 +1,5 @@
 """`python -m auditor`."""
 
-from auditor.cli import main
+from auditor.cli import entry
 
-main()
+entry()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import signal
 import sys
@@ -277,3 +278,25 @@ def main(argv: list[str] | None = None) -> None:
         # The exception's text may quote a data value: only its type leaves without --debug.
         terminal.error(f"internal error: {type(exc).__name__} (rerun with --debug for details)")
         sys.exit(4)
+
+
+def entry() -> None:
+    """The `auditor` command: main(), then leave without the interpreter's teardown.
+
+    Unloading pyarrow, SQLAlchemy and the drivers took 0.25-0.4 s after every run on the
+    benchmark machine. By the time main() returns, report files are closed; the streams and
+    log handlers are flushed here, so nothing written is lost.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            sys.stderr.write(f"{exc.code}\n")
+            code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -208,3 +208,29 @@ def test_a_bug_in_one_rule_spares_the_others_and_leaks_nothing(sqlite_config, mo
     assert by_name["cart-variants"].status == "error" and result.exit_code == 4
     assert "secret-value" not in by_name["cart-variants"].error
     assert by_name["reviews-products"].status == "fail"
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "stderr"),
+    [(SystemExit(None), 0, ""), (SystemExit(3), 3, ""), (SystemExit("bad"), 1, "bad\n")],
+)
+def test_entry_leaves_with_mains_exit_code(monkeypatch, capsys, raised, code, stderr):
+    """entry() skips the interpreter's teardown (os._exit) but keeps main()'s exit code."""
+    from auditor import cli
+
+    def fake_main() -> None:
+        sys.stdout.write("report\n")
+        raise raised
+
+    class Left(Exception):
+        pass
+
+    def fake_exit(status: int) -> None:
+        raise Left(status)
+
+    monkeypatch.setattr(cli, "main", fake_main)
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    with pytest.raises(Left) as left:
+        cli.entry()
+    assert left.value.args == (code,)
+    assert capsys.readouterr() == ("report\n", stderr)
