@@ -5,7 +5,6 @@ Orchestration only: config -> databases -> plan -> engine (scan, compare, rechec
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -71,13 +70,10 @@ def _selected(config: Config, names: Iterable[str] | None):
 
 def _plan(rule, databases: dict[str, Database]) -> RulePlan:
     """Reflect a rule's tables inside one read-only snapshot per database it touches."""
-    with contextlib.ExitStack() as stack:
-        names = {side.db for side in rule.sides().values()}
-        connections = {name: stack.enter_context(databases[name].snapshot()) for name in names}
-        try:
-            return build_plan(rule, databases, connections)
-        except ConfigError as exc:
-            raise ConfigError(f"rules.{rule.name}: {exc.message}") from None
+    try:
+        return build_plan(rule, databases)
+    except ConfigError as exc:
+        raise ConfigError(f"rules.{rule.name}: {exc.message}") from None
 
 
 def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:

@@ -8,12 +8,12 @@ for the point look-ups of the recheck, so that is what `check` reports about the
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from auditor.config.model import PiiRule, ReferenceRule, TableSide
 from auditor.db.engines import Database
@@ -110,17 +110,38 @@ class RulePlan:
         return [side for side in (self.left, self.right, self.aliases) if side is not None]
 
 
-def build_plan(rule: Rule, databases: dict[str, Database], connections: dict[str, Connection]):
-    """Reflect the rule's tables (through open snapshots) and resolve key types."""
+def reflect_sides(rule: Rule, databases: dict[str, Database]) -> dict[str, TableInfo]:
+    """The rule's tables by role, each database's in one read-only snapshot.
 
-    def info(side: TableSide) -> TableInfo:
-        return reflect_table(databases[side.db], connections[side.db], side.table)
+    Databases are reflected at once, one thread each (reflection waits on catalog queries).
+    The first error in role order is raised, as if they had been reflected one by one.
+    """
+    groups: dict[str, list[tuple[str, TableSide]]] = {}
+    for role, side in rule.sides().items():
+        groups.setdefault(side.db, []).append((role, side))
+
+    def reflect_group(group: list[tuple[str, TableSide]]) -> list[tuple[str, TableInfo]]:
+        database = databases[group[0][1].db]
+        with database.snapshot() as conn:
+            return [(role, reflect_table(database, conn, side.table)) for role, side in group]
+
+    if len(groups) == 1:
+        done = [reflect_group(group) for group in groups.values()]
+    else:
+        with ThreadPoolExecutor(len(groups), thread_name_prefix="reflect") as pool:
+            done = list(pool.map(reflect_group, groups.values()))
+    return {role: info for group in done for role, info in group}
+
+
+def build_plan(rule: Rule, databases: dict[str, Database]) -> RulePlan:
+    """Reflect the rule's tables and resolve key types."""
+    infos = reflect_sides(rule, databases)
 
     def cols(table: TableInfo, names: list[str]) -> tuple[sa.Column, ...]:
         return tuple(table.column(n) for n in names)
 
     if isinstance(rule, ReferenceRule):
-        left_info, right_info = info(rule.from_), info(rule.to)
+        left_info, right_info = infos["from"], infos["to"]
         left = SidePlan(
             "from",
             databases[rule.from_.db],
@@ -139,7 +160,7 @@ def build_plan(rule: Rule, databases: dict[str, Database], connections: dict[str
         )
         aliases = None
         if rule.aliases:
-            alias_info = info(rule.aliases)
+            alias_info = infos["aliases"]
             aliases = SidePlan(
                 "aliases",
                 databases[rule.aliases.db],
@@ -151,7 +172,7 @@ def build_plan(rule: Rule, databases: dict[str, Database], connections: dict[str
         key_types = resolve_key_types(rule, left.compare, right.compare)
         return RulePlan(rule, left, right, key_types, aliases=aliases)
 
-    source_info, copy_info = info(rule.source), info(rule.copy_)
+    source_info, copy_info = infos["source"], infos["copy"]
     right = SidePlan(
         "source",
         databases[rule.source.db],

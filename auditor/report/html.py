@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-import jinja2
-
 from auditor.result import AuditResult
 
 
 def render(result: AuditResult) -> str:
+    import jinja2  # only runs that write HTML pay for importing it
+
     source = resources.files("auditor.report").joinpath("templates/report.html.j2").read_text()
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["js"] = lambda v: json.dumps(v, ensure_ascii=False)
