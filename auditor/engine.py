@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from auditor import log
 from auditor.checks.pii import check_copies
-from auditor.checks.reference import check_references, duplicates, group_keys
+from auditor.checks.reference import SortedKeys, check_references, duplicates, group_keys
 from auditor.config.model import PiiRule, ReferenceRule, Settings
 from auditor.errors import DatabaseError
 from auditor.mask import Masker
@@ -40,10 +40,11 @@ from auditor.suggest import suggest_keys
 
 RETRY_PAUSES_S = (0.5, 1.0, 2.0)  # bounded back-off when a connection is lost mid-scan
 CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up statements
-# A referenced side estimated at most this many rows is held in memory (see _held_right_side).
-# Why not more: on W1 at scale 2, holding the 400k-row products while 10M reviews streamed past
-# in 200k-row chunks peaked 90 MB above partitioning both sides, for only 5% less time.
-HOLD_MAX_ROWS = 100_000
+# A referenced side estimated at most this many rows is held in memory (see _held_right_side):
+# ~25 MB for rows of 100 bytes. Its keys are sorted once, so the other side streams past in
+# chunks of one partition (an earlier version, re-hashing the held keys per 200k-row chunk,
+# peaked 90 MB above partitioning on W1 at scale 2).
+HOLD_MAX_ROWS = 250_000
 Progress = Callable[[str, str, int, int | None], None]  # rule, side, rows read, estimate
 
 
@@ -270,17 +271,22 @@ class _Capped(Spill):
 
 
 def _streamed_pairs(plan: RulePlan, options: RunOptions, progress, stop, rows, right: pa.Table):
-    """(chunk of referencing rows, the held side, its key groups) as the referencing side streams.
+    """(chunk of referencing rows, the held side, its key groups, sorted keys) as the
+    referencing side streams.
 
-    Chunks have a fixed size (two partitions' worth), so memory does not grow with either table;
-    the hash table over the held side's keys is rebuilt per chunk, which costs about as much as
-    probing it while the held side is no bigger than a chunk.
+    Chunks have a fixed size (one partition's worth), so memory does not grow with either table.
+    Integer keys of the held side are sorted once and probed by binary search; other keys are
+    hashed again per chunk.
     """
     groups = group_keys(right, len(plan.key_types), plan.right.keys_unique)
-    yield None, right, groups  # the held side's duplicated keys, reported once
+    yield None, right, groups, None  # the held side's duplicated keys, reported once
+    index = None
+    if plan.key_types == ("int",):  # what the chunks are looked up in, sorted once
+        looked_up = groups if isinstance(plan.rule, ReferenceRule) else right
+        index = SortedKeys(looked_up["c0"])
     side = plan.left
     schema = side_schema(side, plan.key_types)
-    chunk_rows = 2 * _rows_per_partition(options)
+    chunk_rows = _rows_per_partition(options)
     rows[side.role] = 0
     report = _counter(plan, side, progress, rows)
     buffer: list[pa.RecordBatch] = []
@@ -291,14 +297,14 @@ def _streamed_pairs(plan: RulePlan, options: RunOptions, progress, stop, rows, r
             buffer.append(batch)
             buffered += batch.num_rows
             if buffered >= chunk_rows:
-                yield pa.Table.from_batches(buffer).combine_chunks(), right, groups
+                yield pa.Table.from_batches(buffer).combine_chunks(), right, groups, index
                 buffer, buffered = [], 0
     except DatabaseError as exc:
         if exc.retryable:
             raise _StreamLost(exc) from exc
         raise
     if buffered:
-        yield pa.Table.from_batches(buffer).combine_chunks(), right, groups
+        yield pa.Table.from_batches(buffer).combine_chunks(), right, groups, index
 
 
 def _counter(plan: RulePlan, side: SidePlan, progress: Progress, rows: dict[str, int]):
@@ -377,7 +383,7 @@ def _compared(plan: RulePlan, pairs, stop: threading.Event):
             yield window.popleft().result()
 
 
-def _compare_partition(plan: RulePlan, left, right, groups=None):
+def _compare_partition(plan: RulePlan, left, right, groups=None, index=None):
     """One partition's duplicated keys and candidate findings.
 
     `left` and `right` are tables, or functions that read them (see _partition_pairs). A held
@@ -389,7 +395,7 @@ def _compare_partition(plan: RulePlan, left, right, groups=None):
     if groups is None:
         groups = group_keys(right, len(plan.key_types), plan.right.keys_unique)
     elif left is not None:
-        return groups.slice(0, 0), _check(plan, left, right, groups)
+        return groups.slice(0, 0), _check(plan, left, right, groups, index)
     if left is None:
         left = side_schema(plan.left, plan.key_types).empty_table()
     return duplicates(groups), _check(plan, left, right, groups)
@@ -406,14 +412,14 @@ def _duplicate_findings(plan: RulePlan, groups: pa.Table) -> list[Finding]:
     return findings
 
 
-def _check(plan: RulePlan, left: pa.Table, right: pa.Table, groups: pa.Table) -> pa.Table:
+def _check(plan: RulePlan, left: pa.Table, right: pa.Table, groups: pa.Table, index=None):
     """The rule's pure check: the same on a scanned partition and on re-read rows."""
     rule = plan.rule
     width = len(plan.key_types)
     if isinstance(rule, ReferenceRule):
-        return check_references(left, groups, width, rule.allow_null)
+        return check_references(left, groups, width, rule.allow_null, index)
     report_missing = rule.missing_source == "report"
-    return check_copies(left, right, groups, width, plan.normalizers, report_missing)
+    return check_copies(left, right, groups, width, plan.normalizers, report_missing, index)
 
 
 def _recheck(plan: RulePlan, lookups: Lookups, chunk: pa.Table, identity: list[str]) -> pa.Table:

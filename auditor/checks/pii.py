@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from auditor.checks.base import normalise
-from auditor.checks.reference import COUNT, any_null, keep, key_names, lookup
+from auditor.checks.reference import COUNT, SortedKeys, any_null, keep, key_names, lookup
 from auditor.normalize import Pipeline
 
 MATCHED = "__matched"
@@ -50,8 +50,11 @@ def check_copies(
     width: int,
     pipelines: Sequence[Pipeline],
     report_missing_source: bool,
+    sorted_keys: SortedKeys | None = None,
 ) -> pa.Table:
-    """Candidates: missing_source, missing_value and mismatch (with raw values)."""
+    """Candidates: missing_source, missing_value and mismatch (with raw values).
+
+    `sorted_keys`: the sorted keys of `right`, when the same rows are checked again and again."""
     keys = key_names(width)
     base = [n for n in left.column_names if not n.startswith("v")]
     is_null = any_null(left, [f"k{i}" for i in range(width)])
@@ -70,7 +73,7 @@ def check_copies(
         pairs = valid.join(source, keys=keys, join_type="inner")
     else:
         marked = source.append_column(MATCHED, pa.array(np.ones(source.num_rows, dtype=bool)))
-        pairs = lookup(valid, marked, keys)
+        pairs = lookup(valid, marked, keys, sorted_keys)
         if report_missing_source:
             orphans = keep(pairs.select(base), pc.is_null(pairs[MATCHED]))
             parts.append(_candidates(orphans, base, "missing_source"))

@@ -60,15 +60,46 @@ def _unique(column: pa.ChunkedArray | pa.Array) -> bool:
     return len(pc.unique(column)) == len(column)
 
 
-def lookup(left: pa.Table, right: pa.Table, keys: list[str]) -> pa.Table:
+class SortedKeys:
+    """One integer key column sorted once and probed by binary search: for a side held in
+    memory and compared chunk after chunk, where `index_in` would hash it again every time."""
+
+    def __init__(self, keys: pa.Array | pa.ChunkedArray) -> None:
+        if isinstance(keys, pa.ChunkedArray):
+            keys = keys.combine_chunks()
+        present = np.flatnonzero(pc.is_valid(keys).to_numpy(zero_copy_only=False))
+        values = keys.fill_null(0).to_numpy(zero_copy_only=False)[present]
+        order = np.argsort(values, kind="stable")  # equal keys: the first row, as index_in
+        self.sorted = values[order]
+        self.rows = present[order]
+
+    def index_in(self, probe: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """Like `pc.index_in(probe, value_set=keys)`: the row of each value, null if absent."""
+        if isinstance(probe, pa.ChunkedArray):
+            probe = probe.combine_chunks()
+        values = probe.fill_null(0).to_numpy(zero_copy_only=False)
+        if len(self.sorted) == 0:
+            return pa.nulls(len(values), pa.int64())
+        at = np.minimum(np.searchsorted(self.sorted, values), len(self.sorted) - 1)
+        hit = (self.sorted[at] == values) & pc.is_valid(probe).to_numpy(zero_copy_only=False)
+        return pa.array(self.rows[at], mask=~hit)
+
+
+def lookup(
+    left: pa.Table, right: pa.Table, keys: list[str], index: SortedKeys | None = None
+) -> pa.Table:
     """Left outer join against a right side with unique keys; keeps the left order.
 
-    One key column: a hash look-up (`index_in`) and a `take`, far cheaper than a join plan.
+    One key column: a hash look-up (`index_in`), or a sorted `index` of right's keys, and a
+    `take`, far cheaper than a join plan.
     """
     if len(keys) > 1:
         return left.join(right, keys=keys, join_type="left outer", use_threads=False)
-    index = pc.index_in(left[keys[0]], value_set=right[keys[0]].combine_chunks())
-    taken = right.drop_columns(keys).take(index)
+    if index is not None:
+        position = index.index_in(left[keys[0]])
+    else:
+        position = pc.index_in(left[keys[0]], value_set=right[keys[0]].combine_chunks())
+    taken = right.drop_columns(keys).take(position)
     for name in taken.column_names:
         left = left.append_column(name, taken[name])
     return left
@@ -82,14 +113,22 @@ def with_kind(table: pa.Table, kind: str) -> pa.Table:
     return table.append_column("kind", pa.array([kind] * table.num_rows, pa.string()))
 
 
-def check_references(left: pa.Table, groups: pa.Table, width: int, allow_null: bool) -> pa.Table:
-    """Candidates among the referencing rows: null_reference, orphan, soft_deleted."""
+def check_references(
+    left: pa.Table,
+    groups: pa.Table,
+    width: int,
+    allow_null: bool,
+    index: SortedKeys | None = None,
+) -> pa.Table:
+    """Candidates among the referencing rows: null_reference, orphan, soft_deleted.
+
+    `index`: the sorted keys of `groups`, when the same groups are checked again and again."""
     keys = key_names(width)
     texts = [f"k{i}" for i in range(width)]
     is_null = any_null(left, texts)  # MATCH SIMPLE: any NULL part makes the reference NULL
     unparsable = pc.and_(pc.invert(is_null), any_null(left, keys))
     valid = keep(left, pc.invert(pc.or_(is_null, unparsable)))
-    joined = lookup(valid, groups, keys)
+    joined = lookup(valid, groups, keys, index)
     parts = [
         with_kind(keep(joined, pc.is_null(joined[COUNT])), "orphan"),
         with_kind(keep(left, unparsable), "orphan"),
