@@ -368,8 +368,8 @@ COMPARE_WORKERS = 2  # the machine's cores; Arrow kernels release the GIL
 def _compared(plan: RulePlan, pairs, stop: threading.Event):
     """Compare partitions on worker threads, at most a few in memory at once, in order.
 
-    `pairs` yields (left, right) partitions, or (left, right, groups) for a held right side
-    (see _compare_partition).
+    `pairs` yields (left, right) partitions, or (left, right, groups, sorted keys) for a held
+    right side (see _compare_partition).
     """
     with ThreadPoolExecutor(max_workers=COMPARE_WORKERS, thread_name_prefix="compare") as pool:
         window: deque = deque()
@@ -387,8 +387,8 @@ def _compare_partition(plan: RulePlan, left, right, groups=None, index=None):
     """One partition's duplicated keys and candidate findings.
 
     `left` and `right` are tables, or functions that read them (see _partition_pairs). A held
-    side comes with its `groups`: its duplicated keys are reported once, by the item whose
-    `left` is None.
+    side comes with its `groups` and, for integer keys, their `index` (SortedKeys): its
+    duplicated keys are reported once, by the item whose `left` is None.
     """
     left = left() if callable(left) else left
     right = right() if callable(right) else right
