@@ -53,15 +53,20 @@ def _writer(catalog, reviews, stop: threading.Event, counts: dict) -> None:
 
 def _late_referencing_side(monkeypatch) -> None:
     """Start the referencing side's snapshot 0.3 s after the referenced side's, as happens when
-    one server is slower: a child committed in that window has a parent the scan missed."""
-    original = scan.scan_side
+    one server is slower: a child committed in that window has a parent the scan missed.
+
+    Both ways the engine reads a side go through prepared_batches (a spilled side through
+    scan_side, a streamed one directly), so the delay sits there, before its query runs.
+    """
+    original = scan.prepared_batches
 
     def delayed(side, *args, **kwargs):
         if side.role == "from":
             time.sleep(0.3)
-        return original(side, *args, **kwargs)
+        yield from original(side, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "scan_side", delayed)
+    monkeypatch.setattr(scan, "prepared_batches", delayed)
+    monkeypatch.setattr(engine, "prepared_batches", delayed)
 
 
 @pytest.mark.parametrize("second", ["postgresql", "mariadb"])
