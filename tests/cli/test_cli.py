@@ -234,3 +234,31 @@ def test_entry_leaves_with_mains_exit_code(monkeypatch, capsys, raised, code, st
         cli.entry()
     assert left.value.args == (code,)
     assert capsys.readouterr() == ("report\n", stderr)
+
+
+def test_command_imports_the_cli_with_collector_off_then_freezes_it():
+    """`import auditor` alone loads no heavy library, so auditor/__main__.py can switch the
+    garbage collector off around the CLI's imports; by the time the CLI runs it is on again,
+    with what the imports made frozen."""
+    import auditor as library
+
+    probe = (
+        "import gc, os, sys, auditor, auditor.__main__ as command\n"
+        "assert 'sqlalchemy' not in sys.modules and 'pyarrow' not in sys.modules\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'auditor.cli': print('importing, collector on:', gc.isenabled())\n"
+        "sys.meta_path.insert(0, Spy())\n"
+        "os._exit = lambda code: print('exit', code, gc.isenabled(), gc.get_freeze_count() > 0)\n"
+        "sys.argv = ['auditor', '--version']\n"
+        "command.main()\n"
+        "print(auditor.run is auditor.api.run)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "importing, collector on: False",
+        f"auditor {library.__version__}",
+        "exit 0 True True",
+        "True",
+    ]
