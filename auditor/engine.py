@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from auditor import log
 from auditor.checks.pii import check_copies
-from auditor.checks.reference import SortedKeys, check_references, duplicates, group_keys
+from auditor.checks.reference import KeyIndex, check_references, duplicates, group_keys
 from auditor.config.model import PiiRule, ReferenceRule, Settings
 from auditor.errors import DatabaseError
 from auditor.mask import Masker
@@ -41,7 +41,7 @@ from auditor.suggest import suggest_keys
 RETRY_PAUSES_S = (0.5, 1.0, 2.0)  # bounded back-off when a connection is lost mid-scan
 CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up statements
 # A referenced side estimated at most this many rows is held in memory (see _held_right_side):
-# ~25 MB for rows of 100 bytes. Its keys are sorted once, so the other side streams past in
+# ~25 MB for rows of 100 bytes. Its keys are indexed once, so the other side streams past in
 # chunks of one partition (an earlier version, re-hashing the held keys per 200k-row chunk,
 # peaked 90 MB above partitioning on W1 at scale 2).
 HOLD_MAX_ROWS = 250_000
@@ -271,19 +271,19 @@ class _Capped(Spill):
 
 
 def _streamed_pairs(plan: RulePlan, options: RunOptions, progress, stop, rows, right: pa.Table):
-    """(chunk of referencing rows, the held side, its key groups, sorted keys) as the
+    """(chunk of referencing rows, the held side, its key groups, their KeyIndex) as the
     referencing side streams.
 
     Chunks have a fixed size (one partition's worth), so memory does not grow with either table.
-    Integer keys of the held side are sorted once and probed by binary search; other keys are
-    hashed again per chunk.
+    Integer keys of the held side are indexed once (KeyIndex); other keys are hashed again per
+    chunk.
     """
     groups = group_keys(right, len(plan.key_types), plan.right.keys_unique)
     yield None, right, groups, None  # the held side's duplicated keys, reported once
     index = None
-    if plan.key_types == ("int",):  # what the chunks are looked up in, sorted once
+    if plan.key_types == ("int",):  # what the chunks are looked up in, indexed once
         looked_up = groups if isinstance(plan.rule, ReferenceRule) else right
-        index = SortedKeys(looked_up["c0"])
+        index = KeyIndex(looked_up["c0"])
     side = plan.left
     schema = side_schema(side, plan.key_types)
     chunk_rows = _rows_per_partition(options)
@@ -368,7 +368,7 @@ COMPARE_WORKERS = 2  # the machine's cores; Arrow kernels release the GIL
 def _compared(plan: RulePlan, pairs, stop: threading.Event):
     """Compare partitions on worker threads, at most a few in memory at once, in order.
 
-    `pairs` yields (left, right) partitions, or (left, right, groups, sorted keys) for a held
+    `pairs` yields (left, right) partitions, or (left, right, groups, key index) for a held
     right side (see _compare_partition).
     """
     with ThreadPoolExecutor(max_workers=COMPARE_WORKERS, thread_name_prefix="compare") as pool:
@@ -387,7 +387,7 @@ def _compare_partition(plan: RulePlan, left, right, groups=None, index=None):
     """One partition's duplicated keys and candidate findings.
 
     `left` and `right` are tables, or functions that read them (see _partition_pairs). A held
-    side comes with its `groups` and, for integer keys, their `index` (SortedKeys): its
+    side comes with its `groups` and, for integer keys, their `index` (KeyIndex): its
     duplicated keys are reported once, by the item whose `left` is None.
     """
     left = left() if callable(left) else left

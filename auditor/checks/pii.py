@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from auditor.checks.base import normalise
-from auditor.checks.reference import COUNT, SortedKeys, any_null, keep, key_names, lookup
+from auditor.checks.reference import COUNT, KeyIndex, any_null, keep, key_names, lookup
 from auditor.normalize import Pipeline
 
 MATCHED = "__matched"
@@ -50,11 +50,11 @@ def check_copies(
     width: int,
     pipelines: Sequence[Pipeline],
     report_missing_source: bool,
-    sorted_keys: SortedKeys | None = None,
+    index: KeyIndex | None = None,
 ) -> pa.Table:
     """Candidates: missing_source, missing_value and mismatch (with raw values).
 
-    `sorted_keys`: the sorted keys of `right`, when the same rows are checked again and again."""
+    `index`: the KeyIndex of `right`'s keys, when the same rows are checked again and again."""
     keys = key_names(width)
     base = [n for n in left.column_names if not n.startswith("v")]
     is_null = any_null(left, [f"k{i}" for i in range(width)])
@@ -73,14 +73,14 @@ def check_copies(
         pairs = valid.join(source, keys=keys, join_type="inner")
     else:
         marked = source.append_column(MATCHED, pa.array(np.ones(source.num_rows, dtype=bool)))
-        pairs = lookup(valid, marked, keys, sorted_keys)
+        pairs = lookup(valid, marked, keys, index)
         if report_missing_source:
             orphans = keep(pairs.select(base), pc.is_null(pairs[MATCHED]))
             parts.append(_candidates(orphans, base, "missing_source"))
         # Unmatched rows stay in `pairs` (filtering every column would copy them all); their
         # source values are null and _compare_field skips them by the MATCHED column.
-    for index, pipeline in enumerate(pipelines):
-        parts += _compare_field(pairs, base, index, pipeline)
+    for position, pipeline in enumerate(pipelines):
+        parts += _compare_field(pairs, base, position, pipeline)
     if not parts:
         parts.append(_candidates(left.slice(0, 0), base, "mismatch"))
     return pa.concat_tables(parts)

@@ -60,37 +60,59 @@ def _unique(column: pa.ChunkedArray | pa.Array) -> bool:
     return len(pc.unique(column)) == len(column)
 
 
-class SortedKeys:
-    """One integer key column sorted once and probed by binary search: for a side held in
-    memory and compared chunk after chunk, where `index_in` would hash it again every time."""
+class KeyIndex:
+    """One integer key column indexed once, for a side held in memory and probed chunk after
+    chunk, where `index_in` would hash it again every time.
+
+    Keys spanning a compact range (ids from a sequence, the usual case) go in a table indexed
+    by `key - smallest`: one gather per probe. Sparse keys are sorted and binary-searched
+    (W1: 5M probes into 200k keys took 0.6 CPU-s by binary search).
+    """
+
+    DENSE_SLOTS_PER_KEY = 4  # at most 4 table slots per key: 16 bytes of int32 per held row
 
     def __init__(self, keys: pa.Array | pa.ChunkedArray) -> None:
         if isinstance(keys, pa.ChunkedArray):
             keys = keys.combine_chunks()
         present = np.flatnonzero(pc.is_valid(keys).to_numpy(zero_copy_only=False))
         values = keys.fill_null(0).to_numpy(zero_copy_only=False)[present]
-        order = np.argsort(values, kind="stable")  # equal keys: the first row, as index_in
-        self.sorted = values[order]
-        self.rows = present[order]
+        self.table: np.ndarray | None = None
+        self.sorted = self.rows = np.empty(0, dtype=np.int64)
+        if len(values) == 0:
+            return
+        self.low, self.high = int(values.min()), int(values.max())
+        if self.high - self.low < self.DENSE_SLOTS_PER_KEY * len(values) + 1024:
+            self.table = np.full(self.high - self.low + 1, -1, dtype=np.int32)
+            # Written last to first, so a duplicated key keeps its first row, as index_in.
+            self.table[values[::-1] - self.low] = present[::-1]
+        else:
+            order = np.argsort(values, kind="stable")  # equal keys: the first row first
+            self.sorted = values[order]
+            self.rows = present[order]
 
     def index_in(self, probe: pa.Array | pa.ChunkedArray) -> pa.Array:
         """Like `pc.index_in(probe, value_set=keys)`: the row of each value, null if absent."""
         if isinstance(probe, pa.ChunkedArray):
             probe = probe.combine_chunks()
         values = probe.fill_null(0).to_numpy(zero_copy_only=False)
+        valid = pc.is_valid(probe).to_numpy(zero_copy_only=False)
+        if self.table is not None:
+            inside = (values >= self.low) & (values <= self.high)
+            rows = self.table[np.where(inside, values, self.low) - self.low].astype(np.int64)
+            return pa.array(rows, mask=~(inside & valid & (rows >= 0)))
         if len(self.sorted) == 0:
             return pa.nulls(len(values), pa.int64())
         at = np.minimum(np.searchsorted(self.sorted, values), len(self.sorted) - 1)
-        hit = (self.sorted[at] == values) & pc.is_valid(probe).to_numpy(zero_copy_only=False)
+        hit = (self.sorted[at] == values) & valid
         return pa.array(self.rows[at], mask=~hit)
 
 
 def lookup(
-    left: pa.Table, right: pa.Table, keys: list[str], index: SortedKeys | None = None
+    left: pa.Table, right: pa.Table, keys: list[str], index: KeyIndex | None = None
 ) -> pa.Table:
     """Left outer join against a right side with unique keys; keeps the left order.
 
-    One key column: a hash look-up (`index_in`), or a sorted `index` of right's keys, and a
+    One key column: a hash look-up (`index_in`), or a prebuilt `index` of right's keys, and a
     `take`, far cheaper than a join plan.
     """
     if len(keys) > 1:
@@ -118,11 +140,11 @@ def check_references(
     groups: pa.Table,
     width: int,
     allow_null: bool,
-    index: SortedKeys | None = None,
+    index: KeyIndex | None = None,
 ) -> pa.Table:
     """Candidates among the referencing rows: null_reference, orphan, soft_deleted.
 
-    `index`: the sorted keys of `groups`, when the same groups are checked again and again."""
+    `index`: the KeyIndex of `groups`, when the same groups are checked again and again."""
     keys = key_names(width)
     texts = [f"k{i}" for i in range(width)]
     is_null = any_null(left, texts)  # MATCH SIMPLE: any NULL part makes the reference NULL

@@ -1,4 +1,5 @@
-"""SortedKeys, the held side's sorted key index, answers exactly as Arrow's index_in."""
+"""KeyIndex, the held side's key index (a dense table or sorted keys), answers exactly as
+Arrow's index_in."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from auditor.checks.reference import SortedKeys, lookup
+from auditor.checks.reference import KeyIndex, lookup
 
 
 def _random_keys(rng: np.random.Generator, size: int, span: int) -> pa.Array:
@@ -16,23 +17,34 @@ def _random_keys(rng: np.random.Generator, size: int, span: int) -> pa.Array:
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_sorted_keys_match_index_in(seed):
+@pytest.mark.parametrize(("span", "dense"), [(100, True), (10**15, False)])
+def test_key_index_matches_index_in(seed, span, dense):
     rng = np.random.default_rng(seed)
-    held = _random_keys(rng, int(rng.integers(0, 300)), 100)  # duplicates, nulls, negatives
-    probe = _random_keys(rng, int(rng.integers(0, 300)), 150)  # absent values too
+    held = _random_keys(rng, int(rng.integers(1, 300)), span)  # duplicates, nulls, negatives
+    probe = pa.concat_arrays([held, _random_keys(rng, int(rng.integers(0, 300)), span * 2)])
+    index = KeyIndex(held)
+    assert (index.table is not None) == dense
     expected = pc.index_in(probe, value_set=held, skip_nulls=True)
-    assert SortedKeys(held).index_in(probe).equals(expected.cast(pa.int64()))
+    assert index.index_in(probe).equals(expected.cast(pa.int64()))
 
 
-def test_lookup_with_sorted_keys_equals_hash_lookup():
+@pytest.mark.parametrize("held", [[1, 2, 3], [-(2**63), 2**63 - 1, 0]])
+def test_key_index_at_the_ends_of_int64(held):
+    """No key arithmetic overflows: probes far outside a dense range, keys at both ends."""
+    probe = pa.array([2**63 - 1, -(2**63), 3, 0, None], pa.int64())
+    expected = pc.index_in(probe, value_set=pa.array(held, pa.int64()), skip_nulls=True)
+    assert KeyIndex(pa.array(held, pa.int64())).index_in(probe).equals(expected.cast(pa.int64()))
+
+
+def test_lookup_with_key_index_equals_hash_lookup():
     right = pa.table({"c0": pa.array([5, 3, None, 9], pa.int64()), "n": [50, 30, 0, 90]})
     left = pa.table({"c0": pa.array([9, 4, None, 3, 5], pa.int64()), "r0": [1, 2, 3, 4, 5]})
     hashed = lookup(left, right.filter(pc.is_valid(right["c0"])), ["c0"])
     present = right.filter(pc.is_valid(right["c0"]))
-    assert lookup(left, present, ["c0"], SortedKeys(present["c0"])).equals(hashed)
+    assert lookup(left, present, ["c0"], KeyIndex(present["c0"])).equals(hashed)
     assert hashed["n"].to_pylist() == [90, None, None, 30, 50]
 
 
 def test_empty_held_side_finds_nothing():
     probe = pa.array([1, None], pa.int64())
-    assert SortedKeys(pa.array([], pa.int64())).index_in(probe).null_count == 2
+    assert KeyIndex(pa.array([], pa.int64())).index_in(probe).null_count == 2
