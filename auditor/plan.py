@@ -67,11 +67,32 @@ class SidePlan:
         strict = not self.database.dialect.cast_values_to_text
         return pa.int64() if strict and category(column) == "int" else pa.string()
 
-    def select(self, compare_too: bool = True) -> sa.Select:
-        """The scan query: compare keys k*, row labels r*, values v*, soft-delete flag."""
-        exprs = [self._expr(c).label(f"k{i}") for i, c in enumerate(self.compare)]
-        exprs += [self._expr(c).label(f"r{i}") for i, c in enumerate(self.labels)]
-        exprs += [self._expr(c).label(f"v{i}") for i, c in enumerate(self.values)]
+    def _outputs(self) -> list[tuple[str, sa.Column]]:
+        return (
+            [(f"k{i}", c) for i, c in enumerate(self.compare)]
+            + [(f"r{i}", c) for i, c in enumerate(self.labels)]
+            + [(f"v{i}", c) for i, c in enumerate(self.values)]
+        )
+
+    @property
+    def repeated(self) -> dict[str, str]:
+        """Outputs whose column is already selected under an earlier name, e.g. r0 -> k0 when
+        a copy's key is its primary key: the column is read once and used twice (a second id
+        column was 18% of the read of a 1:1 copy of (id, email))."""
+        first: dict[str, str] = {}  # by column name: all outputs come from one table
+        repeated = {}
+        for name, column in self._outputs():
+            if column.name in first:
+                repeated[name] = first[column.name]
+            else:
+                first[column.name] = name
+        return repeated
+
+    def select(self) -> sa.Select:
+        """The scan query: compare keys k*, row labels r*, values v* (each column once, see
+        `repeated`), soft-delete flag."""
+        repeated = self.repeated
+        exprs = [self._expr(c).label(n) for n, c in self._outputs() if n not in repeated]
         if self.soft_delete:
             flag = sa.case((sa.text(f"({self.soft_delete})"), 1), else_=0)
             exprs.append(flag.label(DELETED))

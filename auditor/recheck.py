@@ -59,7 +59,9 @@ class Lookups:
             if rows:
                 arrays = [pa.array(list(values)) for values in zip(*rows, strict=True)]
                 raw = pa.RecordBatch.from_arrays(arrays, names=names)
-                tables.append(pa.Table.from_batches([prepare(raw, schema, key_types)]))
+                tables.append(
+                    pa.Table.from_batches([prepare(raw, schema, key_types, side.repeated)])
+                )
         return pa.concat_tables(tables)
 
     def follow_aliases(

@@ -42,20 +42,33 @@ def side_schema(side: SidePlan, key_types: tuple[str, ...]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def prepare(batch: pa.RecordBatch, schema: pa.Schema, key_types: tuple[str, ...]):
-    """A raw batch from the driver -> the side's fixed schema (canonical keys computed once)."""
+def prepare(
+    batch: pa.RecordBatch,
+    schema: pa.Schema,
+    key_types: tuple[str, ...],
+    repeated: dict[str, str] | None = None,
+) -> pa.RecordBatch:
+    """A raw batch from the driver -> the side's fixed schema (canonical keys computed once).
+
+    `repeated`: outputs the query selected once under another name (SidePlan.repeated).
+    """
+    repeated = repeated or {}
+
+    def raw(name: str) -> pa.Array:
+        return batch.column(repeated.get(name, name))
+
     columns: list[pa.Array] = []
     for field in schema:
         name = field.name
         if name.startswith("c"):
             index = int(name[1:])
-            columns.append(canonical_key(batch.column(f"k{index}"), key_types[index]))
+            columns.append(canonical_key(raw(f"k{index}"), key_types[index]))
         elif name == DELETED:
-            columns.append(batch.column(DELETED).cast(pa.int8()))
+            columns.append(raw(DELETED).cast(pa.int8()))
         elif pa.types.is_integer(field.type):
-            columns.append(batch.column(name).cast(pa.int64()))
+            columns.append(raw(name).cast(pa.int64()))
         else:
-            columns.append(as_text(batch.column(name)))
+            columns.append(as_text(raw(name)))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
@@ -185,12 +198,13 @@ def prepared_batches(
     stop: threading.Event,
 ) -> Iterator[pa.RecordBatch]:
     """One side, read in one read-only statement (one snapshot), as batches of `schema`."""
+    repeated = side.repeated
     for raw in prefetch(side.database.stream(side.sql(), batch_size), stop):
         if stop.is_set():
             raise Interrupted("interrupted while scanning")
         if raw.num_rows:
             progress(side.role, raw.num_rows)
-            yield prepare(raw, schema, key_types)
+            yield prepare(raw, schema, key_types, repeated)
 
 
 def scan_side(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 import auditor
+from auditor.db.engines import open_databases
 from auditor.engine import RunOptions
 from auditor.mask import Masker
+from auditor.plan import build_plan
 from tests.scenarios import EXPECTED_PII, build_pii
 
 pytestmark = pytest.mark.usefixtures("strategy")
@@ -78,3 +81,39 @@ def test_library_run_honours_the_configs_mask(tmp_path, write_config, monkeypatc
     data["settings"]["mask"] = "hash"
     found = _found(auditor.run(auditor.load_config(write_config(data))))
     assert found[("order-customer-pii", "mismatch", 2, "email")].source_value.startswith("h:")
+
+
+def test_copy_keyed_by_its_own_primary_key_reads_the_key_once(pair, write_config):
+    """A 1:1 copy (key = row key = id): the scan selects id once and uses it as both."""
+    source, copy = pair
+    for db, table in ((source, "people"), (copy, "people_copy")):
+        metadata = sa.MetaData()
+        sa.Table(table, metadata, sa.Column("id", sa.Integer, primary_key=True),
+                 sa.Column("email", sa.String(100)))  # fmt: skip
+        emails = {1: "a@example.com", 2: "b@example.com", 3: "c@example.com"}
+        if db is copy:
+            emails.update({2: "B@Example.com ", 3: "c@example.org"})  # near miss, mismatch
+        db.load(metadata, {table: [{"id": k, "email": v} for k, v in emails.items()]})
+    rule = {
+        "name": "people-copy",
+        "type": "pii",
+        "source": {"db": "s", "table": "people", "key": ["id"]},
+        "copy": {"db": "c", "table": "people_copy", "key": ["id"]},
+        "fields": [{"source": "email", "copy": "email", "normalize": ["email"]}],
+    }
+    data = {"version": 1, "databases": {"s": {"url": source.url}, "c": {"url": copy.url}},
+            "settings": {"batch_size": 2}, "rules": [rule]}  # fmt: skip
+    config = auditor.load_config(write_config(data))
+    databases = open_databases(config)
+    try:
+        side = build_plan(config.rules[0], databases).left
+        assert side.repeated == {"r0": "k0"}
+        assert side.sql().lower().count("id") == 1, side.sql()
+    finally:
+        for database in databases.values():
+            database.close()
+    result = auditor.run(config, show_pii=True)
+    (rule_result,) = result.rules
+    assert [(f.kind, f.key, f.copy_value) for f in rule_result.findings] == [
+        ("mismatch", {"id": 3}, "c@example.org")
+    ]
