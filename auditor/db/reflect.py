@@ -90,19 +90,28 @@ def reflect_table(database: Database, conn: Connection, name: str) -> TableInfo:
 
 
 def _autoload(conn: Connection, name: str, schema: str | None) -> sa.Table:
-    """The table as named; failing that, `schema.table` written in one name."""
+    """The table as named; failing that, `schema.table` written in one name.
+
+    Foreign keys are not followed (resolve_fks=False): SQLAlchemy would otherwise reflect every
+    table they lead to, which costs catalog queries and fails where the audit user may not
+    read those tables.
+    """
     try:
-        return sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
+        return _table(conn, name, schema)
     except sa.exc.NoSuchTableError:
         if schema is None and "." in name:
             qualifier, _, bare = name.partition(".")
-            return sa.Table(bare, sa.MetaData(), schema=qualifier, autoload_with=conn)
+            return _table(conn, bare, qualifier)
         inspector = sa.inspect(conn)
         known = inspector.get_table_names(schema=schema) + inspector.get_view_names(schema=schema)
         folded = [t for t in known if t.lower() == name.lower()]
         if len(folded) == 1:  # `Orders` for a table created unquoted as orders
-            return sa.Table(folded[0], sa.MetaData(), schema=schema, autoload_with=conn)
+            return _table(conn, folded[0], schema)
         raise
+
+
+def _table(conn: Connection, name: str, schema: str | None) -> sa.Table:
+    return sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn, resolve_fks=False)
 
 
 def _is_table(inspector: sa.Inspector, table: sa.Table) -> bool:

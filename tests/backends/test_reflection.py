@@ -1,0 +1,40 @@
+"""Reflection reads the audited tables only: foreign keys are not followed."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+import auditor
+from auditor.db.engines import open_databases
+from auditor.plan import build_plan
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_foreign_keys_are_not_followed(database_factory, write_config, backend):
+    shop = database_factory(backend)
+    metadata = sa.MetaData()
+    sa.Table("makers", metadata, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table("products", metadata, sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("maker_id", sa.Integer, sa.ForeignKey("makers.id")))  # fmt: skip
+    sa.Table("reviews", metadata, sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("product_id", sa.Integer))  # fmt: skip
+    shop.load(metadata, {"makers": [{"id": 1}], "products": [{"id": 1, "maker_id": 1}],
+                         "reviews": [{"id": 1, "product_id": 1}, {"id": 2, "product_id": 9}]})  # fmt: skip
+    rule = {
+        "name": "reviews-products",
+        "type": "reference",
+        "from": {"db": "shop", "table": "reviews", "columns": ["product_id"]},
+        "to": {"db": "shop", "table": "products", "columns": ["id"]},
+    }
+    data = {"version": 1, "databases": {"shop": {"url": shop.url}}, "rules": [rule]}
+    config = auditor.load_config(write_config(data))
+    databases = open_databases(config)
+    try:
+        plan = build_plan(config.rules[0], databases)
+    finally:
+        for database in databases.values():
+            database.close()
+    assert list(plan.right.info.table.metadata.tables) == ["products"]
+    (result,) = auditor.run(config).rules
+    assert [(f.kind, f.key) for f in result.findings] == [("orphan", {"id": 2})]
