@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from auditor.config.model import PiiRule, ReferenceRule, TableSide
 from auditor.db.engines import Database
-from auditor.db.reflect import TableInfo, category, reflect_table
+from auditor.db.reflect import TableInfo, category, reflect_table, unsigned_64
 from auditor.errors import ConfigError
 from auditor.normalize import Pipeline, compile_pipeline
 
@@ -63,9 +63,11 @@ class SidePlan:
         )
 
     def display_type(self, column: sa.Column) -> pa.DataType:
-        """How a key or label column travels: integers stay integers where types are strict."""
-        strict = not self.database.dialect.cast_values_to_text
-        return pa.int64() if strict and category(column) == "int" else pa.string()
+        """How a key or label column travels: integers stay integers where types are strict
+        (BIGINT UNSIGNED as uint64); other types, NUMERIC(n, 0) too, as text."""
+        if self.database.dialect.cast_values_to_text or not isinstance(column.type, sa.Integer):
+            return pa.string()
+        return pa.uint64() if unsigned_64(column) else pa.int64()
 
     def _outputs(self) -> list[tuple[str, sa.Column]]:
         return (

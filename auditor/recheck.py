@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from auditor.checks.base import canonical_key
-from auditor.db.reflect import category
+from auditor.db.reflect import category, unsigned_64
 from auditor.plan import RulePlan, SidePlan
 from auditor.scan import prepare, side_schema
 
@@ -57,7 +57,10 @@ class Lookups:
             result = self._conn(side).execute(side.select().where(condition))
             names, rows = list(result.keys()), result.fetchall()
             if rows:
-                arrays = [pa.array(list(values)) for values in zip(*rows, strict=True)]
+                arrays = [
+                    pa.array(list(values), type=_integer_type(schema, name))
+                    for name, values in zip(names, zip(*rows, strict=True), strict=True)
+                ]
                 raw = pa.RecordBatch.from_arrays(arrays, names=names)
                 tables.append(
                     pa.Table.from_batches([prepare(raw, schema, key_types, side.repeated)])
@@ -146,6 +149,13 @@ def label_tuples(table: pa.Table) -> list[tuple]:
     return tuples([table[n] for n in table.column_names if n.startswith("r")])
 
 
+def _integer_type(schema: pa.Schema, name: str) -> pa.DataType | None:
+    """The declared type of an integer output (BIGINT UNSIGNED needs uint64), else inferred."""
+    index = schema.get_field_index(name)
+    kind = schema.field(index).type if index >= 0 else None
+    return kind if kind is not None and pa.types.is_integer(kind) else None
+
+
 def _chain_note(chain: list[tuple], end: str) -> str:
     text = " -> ".join(_show(key) for key in chain)
     return f"alias chain {text} ends {end}"
@@ -179,7 +189,7 @@ def _match(columns: Sequence[sa.Column], by: str, key_types: Sequence[str], valu
 def _bind_values(column: sa.Column, kind: str, key_type: str, value: Any) -> list[Any]:
     """The stored forms a canonical value may have in this column (`kind`: its category)."""
     if kind == "int" and type(value) is int:
-        return [value]
+        return [value + 2**64 if value < 0 and unsigned_64(column) else value]
     text = str(value)
     if kind == "int":
         try:

@@ -66,7 +66,7 @@ def prepare(
         elif name == DELETED:
             columns.append(raw(DELETED).cast(pa.int8()))
         elif pa.types.is_integer(field.type):
-            columns.append(raw(name).cast(pa.int64()))
+            columns.append(raw(name).cast(field.type))
         else:
             columns.append(as_text(raw(name)))
     return pa.RecordBatch.from_arrays(columns, schema=schema)

@@ -127,7 +127,12 @@ def _binary_uuid(array: pa.Array) -> pa.Array:
 
 
 def _canonical_int(array: pa.Array) -> pa.Array:
+    """Integers as their 64 bits in an int64: values from 2**63 to 2**64 - 1 (BIGINT UNSIGNED)
+    wrap to negative numbers, so they match each other exactly; one could only meet a negative
+    signed key with the same bits."""
     kind = array.type
+    if kind == pa.uint64():
+        return array.view(pa.int64())
     if pa.types.is_integer(kind):
         return array.cast(pa.int64())
     if pa.types.is_floating(kind):
@@ -140,7 +145,7 @@ def _canonical_int(array: pa.Array) -> pa.Array:
     digits = pc.replace_substring_regex(pc.if_else(ok, text, None), r"\.0*$", "")
     try:
         return pc.cast(digits, pa.int64())
-    except pa.ArrowInvalid:  # beyond int64: no int key can equal it
+    except pa.ArrowInvalid:  # beyond 64 bits: no int key can equal it
         return pa.array([_int_or_none(v) for v in digits.to_pylist()], pa.int64())
 
 
@@ -148,6 +153,8 @@ def _int_or_none(text: str | None) -> int | None:
     if text is None:
         return None
     value = int(text)
+    if 2**63 <= value < 2**64:
+        return value - 2**64  # the same 64 bits as in _canonical_int
     return value if -(2**63) <= value < 2**63 else None
 
 

@@ -61,6 +61,11 @@ def category(column: sa.Column) -> Category:
     return "other"
 
 
+def unsigned_64(column: sa.Column) -> bool:
+    """BIGINT UNSIGNED (MariaDB/MySQL): values up to 2**64 - 1, beyond a signed 64-bit key."""
+    return isinstance(column.type, sa.BigInteger) and bool(getattr(column.type, "unsigned", False))
+
+
 def reflect_table(database: Database, conn: Connection, name: str) -> TableInfo:
     """Reflect one table or view; a missing one is a config error with close names."""
     schema = database.schema

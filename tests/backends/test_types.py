@@ -207,3 +207,40 @@ def test_self_reference_within_one_table(pair, write_config):
     assert [(f.kind, f.key, f.ref) for f in result.rules[0].findings] == [
         ("orphan", {"id": 3}, {"manager_id": 9})
     ]
+
+
+@pytest.mark.parametrize("other", ["mariadb", "postgresql", "sqlite"])
+def test_bigint_unsigned_keys_beyond_signed_range(database_factory, write_config, other):
+    """MariaDB BIGINT UNSIGNED ids up to 2**64 - 1 are referenced and shown exactly; a signed
+    database referencing them (its BIGINT stops at 2**63 - 1) still finds its orphans."""
+    from sqlalchemy.dialects import mysql
+
+    top, half = 2**64 - 1, 2**63
+    catalog, reviews = database_factory("mariadb"), database_factory(other)
+    metadata = sa.MetaData()
+    sa.Table("products", metadata, sa.Column("id", mysql.BIGINT(unsigned=True), primary_key=True,
+                                              autoincrement=False))  # fmt: skip
+    catalog.load(metadata, {"products": [{"id": v} for v in (1, half, top)]})
+    unsigned = other == "mariadb"
+    ref_type = mysql.BIGINT(unsigned=True) if unsigned else sa.BigInteger()
+    metadata = sa.MetaData()
+    sa.Table("reviews", metadata, sa.Column("id", ref_type, primary_key=True, autoincrement=False),
+             sa.Column("product_id", ref_type))  # fmt: skip
+    rows = [(1, 1), (2, 5), (3, None)]
+    if unsigned:
+        rows += [(top, top), (top - 1, top - 1), (half, half)]  # labels beyond 2**63 too
+    reviews.load(metadata, {"reviews": [{"id": i, "product_id": p} for i, p in rows]})
+    rule = {
+        "name": "reviews-products",
+        "type": "reference",
+        "from": {"db": "reviews", "table": "reviews", "columns": ["product_id"]},
+        "to": {"db": "catalog", "table": "products", "columns": ["id"]},
+    }
+    data = {"version": 1, "rules": [rule],
+            "databases": {"catalog": {"url": catalog.url}, "reviews": {"url": reviews.url}}}  # fmt: skip
+    (result,) = auditor.run(auditor.load_config(write_config(data))).rules
+    assert result.error is None, result.error
+    expected = [("orphan", {"id": 2}, {"product_id": 5})]
+    if unsigned:
+        expected.append(("orphan", {"id": top - 1}, {"product_id": top - 1}))
+    assert [(f.kind, f.key, f.ref) for f in result.findings] == expected

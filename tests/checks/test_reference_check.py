@@ -48,3 +48,16 @@ def test_lookup_with_key_index_equals_hash_lookup():
 def test_empty_held_side_finds_nothing():
     probe = pa.array([1, None], pa.int64())
     assert KeyIndex(pa.array([], pa.int64())).index_in(probe).null_count == 2
+
+
+def test_int_keys_beyond_the_signed_range_meet_their_text_form():
+    """BIGINT UNSIGNED values and their digits in a text column get one canonical key; what
+    no 64 bits can hold matches nothing."""
+    from auditor.checks.base import canonical_key
+
+    numbers = pa.array([2**64 - 1, 2**63, 7, None], pa.uint64())
+    texts = pa.array(
+        ["18446744073709551615", "9223372036854775808", "0007", "18446744073709551616"]
+    )
+    assert canonical_key(numbers, "int").to_pylist() == [-1, -(2**63), 7, None]
+    assert canonical_key(texts, "int").to_pylist() == [-1, -(2**63), 7, None]
