@@ -133,7 +133,9 @@ class RulePlan:
         return [side for side in (self.left, self.right, self.aliases) if side is not None]
 
 
-def reflect_sides(rule: Rule, databases: dict[str, Database]) -> dict[str, TableInfo]:
+def reflect_sides(
+    rule: Rule, databases: dict[str, Database], indexes: bool = False
+) -> dict[str, TableInfo]:
     """The rule's tables by role, each database's in one read-only snapshot.
 
     Databases are reflected at once, one thread each (reflection waits on catalog queries).
@@ -146,7 +148,9 @@ def reflect_sides(rule: Rule, databases: dict[str, Database]) -> dict[str, Table
     def reflect_group(group: list[tuple[str, TableSide]]) -> list[tuple[str, TableInfo]]:
         database = databases[group[0][1].db]
         with database.snapshot() as conn:
-            return [(role, reflect_table(database, conn, side.table)) for role, side in group]
+            return [
+                (role, reflect_table(database, conn, side.table, indexes)) for role, side in group
+            ]
 
     if len(groups) == 1:
         done = [reflect_group(group) for group in groups.values()]
@@ -156,9 +160,9 @@ def reflect_sides(rule: Rule, databases: dict[str, Database]) -> dict[str, Table
     return {role: info for group in done for role, info in group}
 
 
-def build_plan(rule: Rule, databases: dict[str, Database]) -> RulePlan:
-    """Reflect the rule's tables and resolve key types."""
-    infos = reflect_sides(rule, databases)
+def build_plan(rule: Rule, databases: dict[str, Database], indexes: bool = False) -> RulePlan:
+    """Reflect the rule's tables and resolve key types (`indexes` too, for lookup_index_hint)."""
+    infos = reflect_sides(rule, databases, indexes)
 
     def cols(table: TableInfo, names: list[str]) -> tuple[sa.Column, ...]:
         return tuple(table.column(n) for n in names)

@@ -1,4 +1,5 @@
-"""Reflection reads the audited tables only: foreign keys are not followed."""
+"""Reflection reads what an audit needs: the audited tables' columns and primary keys; foreign
+keys are not followed, indexes only read for `auditor check`."""
 
 from __future__ import annotations
 
@@ -32,9 +33,13 @@ def test_foreign_keys_are_not_followed(database_factory, write_config, backend):
     databases = open_databases(config)
     try:
         plan = build_plan(config.rules[0], databases)
+        checked = build_plan(config.rules[0], databases, indexes=True)
     finally:
         for database in databases.values():
             database.close()
     assert list(plan.right.info.table.metadata.tables) == ["products"]
+    assert plan.right.info.primary_key == ("id",) and plan.right.info.indexes is None
+    assert checked.right.lookup_index_hint(checked.right.compare) is None  # the primary key
+    assert "product_id" in (checked.left.lookup_index_hint(checked.left.compare) or "")
     (result,) = auditor.run(config).rules
     assert [(f.kind, f.key) for f in result.findings] == [("orphan", {"id": 2})]
