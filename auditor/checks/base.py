@@ -46,7 +46,9 @@ def as_text(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     if pa.types.is_fixed_size_binary(kind):
         return _decode(array.cast(pa.binary()))
     if pa.types.is_boolean(kind):
-        return pc.if_else(array, "true", "false")
+        # 1/0: how MariaDB (BOOLEAN is TINYINT(1)) and SQLite store booleans, so a PostgreSQL
+        # boolean and its copy there compare equal.
+        return pc.if_else(array, "1", "0")
     if pa.types.is_null(kind):
         return pa.nulls(len(array), pa.string())
     if pa.types.is_timestamp(kind):

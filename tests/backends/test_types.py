@@ -22,6 +22,7 @@ def _tables():
         sa.Column("opened", sa.DateTime),
         sa.Column("balance", sa.Numeric(10, 2)),
         sa.Column("born", sa.Date),
+        sa.Column("vip", sa.Boolean),  # boolean on PostgreSQL, TINYINT(1) on MariaDB, 0/1 in SQLite
     )
     sa.Table(
         "statements",
@@ -31,6 +32,7 @@ def _tables():
         sa.Column("opened", sa.DateTime),
         sa.Column("balance", sa.Numeric(10, 2)),
         sa.Column("born", sa.Date),
+        sa.Column("vip", sa.Boolean),
     )
     when = dt.datetime(2024, 5, 6, 7, 8, 9)
     accounts = [
@@ -39,12 +41,14 @@ def _tables():
             "opened": when,
             "balance": decimal.Decimal("10.50"),
             "born": dt.date(1990, 1, 2),
+            "vip": True,
         },
         {
             "code": "CD22",
             "opened": when,
             "balance": decimal.Decimal("0.00"),
             "born": dt.date(1991, 3, 4),
+            "vip": False,
         },
     ]
     statements = [
@@ -54,6 +58,7 @@ def _tables():
             "opened": when,
             "balance": decimal.Decimal("10.50"),
             "born": dt.date(1990, 1, 2),
+            "vip": True,
         },
         {
             "id": 2,
@@ -61,8 +66,9 @@ def _tables():
             "opened": when + dt.timedelta(seconds=1),
             "balance": decimal.Decimal("0.01"),
             "born": dt.date(1991, 3, 4),
+            "vip": True,
         },
-        {"id": 3, "account": "ZZ9", "opened": when, "balance": None, "born": None},
+        {"id": 3, "account": "ZZ9", "opened": when, "balance": None, "born": None, "vip": None},
     ]
     return (source, {"accounts": accounts}), (copy, {"statements": statements})
 
@@ -72,7 +78,7 @@ def test_char_keys_timestamps_decimals_dates(pair, write_config):
     (source_md, source_rows), (copy_md, copy_rows) = _tables()
     catalog.load(source_md, source_rows)
     reviews.load(copy_md, copy_rows)
-    fields = [{"source": name, "copy": name} for name in ("opened", "balance", "born")]
+    fields = [{"source": name, "copy": name} for name in ("opened", "balance", "born", "vip")]
     config = {
         "version": 1,
         "databases": {"a": {"url": catalog.url}, "b": {"url": reviews.url}},
@@ -98,6 +104,7 @@ def test_char_keys_timestamps_decimals_dates(pair, write_config):
     assert {(f.kind, f.key["id"], f.field) for f in pii.findings} == {
         ("mismatch", 2, "opened"),
         ("mismatch", 2, "balance"),
+        ("mismatch", 2, "vip"),
         ("missing_source", 3, None),
     }
     assert [(f.kind, f.key) for f in reference.findings] == [("orphan", {"id": 3})]
