@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import sqlalchemy as sa
 
-from auditor.checks.base import as_text, canonical_key, partition_of
+from auditor.checks.base import as_text, canonical_key, number_text, partition_of, timestamp_text
 from auditor.errors import Interrupted
 from auditor.plan import DELETED, SidePlan
 
@@ -36,10 +37,26 @@ def side_schema(side: SidePlan, key_types: tuple[str, ...]) -> pa.Schema:
     ]
     fields += [pa.field(f"k{i}", side.display_type(c)) for i, c in enumerate(side.compare)]
     fields += [pa.field(f"r{i}", side.display_type(c)) for i, c in enumerate(side.labels)]
-    fields += [pa.field(f"v{i}", pa.string()) for i in range(len(side.values))]
+    fields += [
+        pa.field(f"v{i}", pa.string(), metadata=_text_form(c)) for i, c in enumerate(side.values)
+    ]
     if side.soft_delete:
         fields.append(pa.field(DELETED, pa.int8()))
     return pa.schema(fields)
+
+
+def _text_form(column: sa.Column) -> dict[str, str] | None:
+    """Which one text form a value column's values take (see prepare): numbers and timestamps
+    are written differently by each database, SQLite keeping both as text."""
+    if isinstance(column.type, sa.DateTime):
+        return {TEXT_FORM: "timestamp"}
+    if isinstance(column.type, sa.Numeric):
+        return {TEXT_FORM: "number"}
+    return None
+
+
+TEXT_FORM = "auditor.text_form"
+_TEXT_FORMS = {b"timestamp": timestamp_text, b"number": number_text}
 
 
 def prepare(
@@ -68,7 +85,9 @@ def prepare(
         elif pa.types.is_integer(field.type):
             columns.append(raw(name).cast(field.type))
         else:
-            columns.append(as_text(raw(name)))
+            text = as_text(raw(name))
+            form = (field.metadata or {}).get(TEXT_FORM.encode())
+            columns.append(_TEXT_FORMS[form](text) if form else text)
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 

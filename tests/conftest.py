@@ -90,7 +90,14 @@ def make_database(backend: str, tmp_path: Path) -> Iterator[TestDatabase]:
         raise ValueError(backend)
 
 
-PAIRS = ["sqlite-sqlite", "postgresql-postgresql", "postgresql-mariadb", "mariadb-postgresql"]
+PAIRS = [
+    "sqlite-sqlite",
+    "postgresql-postgresql",
+    "postgresql-mariadb",
+    "mariadb-postgresql",
+    "postgresql-sqlite",
+    "sqlite-mariadb",
+]
 
 
 @pytest.fixture(params=PAIRS)

@@ -61,6 +61,31 @@ def as_text(array: pa.Array | pa.ChunkedArray) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in array.to_pylist()], pa.string())
 
 
+def number_text(text: pa.Array) -> pa.Array:
+    """Decimal text without trailing fractional zeros: '10.50' and SQLite's REAL '10.5' are one
+    number, as are '3.00' and '3'. Other forms (exponents, text) are left as they are."""
+    trimmed = pc.replace_substring_regex(text, r"^([+-]?\d+)\.(\d*?)0+$", r"\1.\2")
+    return pc.replace_substring_regex(trimmed, r"^([+-]?\d+)\.$", r"\1")
+
+
+_TIMESTAMP_TEXT = (
+    r"^(?P<day>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}:\d{2})(?P<fraction>\.\d+)?Z?$"
+)
+
+
+def timestamp_text(text: pa.Array) -> pa.Array:
+    """ISO timestamps stored as text (SQLite) in the form Arrow timestamps take in `as_text`:
+    a space between date and time, microseconds, no zero fraction, no UTC 'Z'."""
+    parts = pc.extract_regex(text, _TIMESTAMP_TEXT)
+    fraction = parts.field("fraction")  # "" where the text has none
+    fraction = pc.if_else(pc.equal(fraction, ""), ".", fraction)
+    fraction = pc.utf8_slice_codeunits(pc.utf8_rpad(fraction, 7, "0"), 0, 7)
+    fraction = pc.if_else(pc.equal(fraction, ".000000"), "", fraction)
+    joined = pc.binary_join_element_wise(parts.field("day"), parts.field("time"), " ")
+    canonical = pc.binary_join_element_wise(joined, fraction, "")
+    return pc.if_else(pc.is_valid(parts), canonical, text)
+
+
 def _decode(array: pa.Array) -> pa.Array:
     """Bytes as text; invalid UTF-8 (e.g. a latin1 column) is decoded with replacement."""
     try:

@@ -61,3 +61,19 @@ def test_int_keys_beyond_the_signed_range_meet_their_text_form():
     )
     assert canonical_key(numbers, "int").to_pylist() == [-1, -(2**63), 7, None]
     assert canonical_key(texts, "int").to_pylist() == [-1, -(2**63), 7, None]
+
+
+def test_value_text_forms_for_numbers_and_timestamps():
+    """One text form for values each database writes its own way (SQLite keeps both as text)."""
+    from auditor.checks.base import number_text, timestamp_text
+
+    numbers = pa.array(["10.50", "10.5", "0.00", "3.", "-2.500", "1e-05", "n/a", None, "100"])
+    assert number_text(numbers).to_pylist() == [
+        "10.5", "10.5", "0", "3", "-2.5", "1e-05", "n/a", None, "100"
+    ]  # fmt: skip
+    stamps = pa.array(["2024-05-06 07:08:09.000000", "2024-05-06T07:08:09Z", "2024-05-06 07:08:09.5",
+                       "2024-05-06 07:08:09.1234567", "2024-05-06", None])  # fmt: skip
+    assert timestamp_text(stamps).to_pylist() == [
+        "2024-05-06 07:08:09", "2024-05-06 07:08:09", "2024-05-06 07:08:09.500000",
+        "2024-05-06 07:08:09.123456", "2024-05-06", None,
+    ]  # fmt: skip
