@@ -147,8 +147,12 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
         confirm = _confirm_references if isinstance(rule, ReferenceRule) else _confirm_copies
 
         def confirmed(candidates: pa.Table) -> None:
-            for kind, build in confirm(plan, options, lookups, candidates):
-                collector.add_lazy(kind, build)
+            room = collector.room(candidates.num_rows)
+            for kind, build, count in confirm(plan, options, lookups, candidates, room):
+                if build is None:
+                    collector.counts[kind] += count
+                else:
+                    collector.add_lazy(kind, build)
 
         def add_duplicates(duplicate_keys: pa.Table) -> None:
             listed = duplicate_keys.slice(0, collector.room(duplicate_keys.num_rows))
@@ -438,7 +442,15 @@ def _valid_keys(table: pa.Table, width: int) -> list[tuple]:
     return [k for k in tuples([table[f"c{i}"] for i in range(width)]) if None not in k]
 
 
-def _confirm_references(plan: RulePlan, options, lookups: Lookups, chunk: pa.Table):
+def _counted(rows: pa.Table):
+    """(kind, None, how many) per kind: candidates counted, not built (beyond max_findings)."""
+    if rows.num_rows:
+        for entry in pc.value_counts(rows["kind"]).to_pylist():
+            yield entry["values"], None, entry["counts"]
+
+
+def _confirm_references(plan: RulePlan, options, lookups: Lookups, chunk: pa.Table, room: int):
+    """Confirmed candidates as (kind, build, 1) for the first `room`, then (kind, None, n)."""
     rule = plan.rule
     assert isinstance(rule, ReferenceRule)
     width = len(plan.key_types)
@@ -448,7 +460,11 @@ def _confirm_references(plan: RulePlan, options, lookups: Lookups, chunk: pa.Tab
     if plan.aliases is not None:
         orphans = chunk.filter(pc.equal(chunk["kind"], "orphan"))
         outcomes = lookups.follow_aliases(_valid_keys(orphans, width))
-    for row in chunk.to_pylist():
+    listed = chunk
+    if plan.aliases is None:  # kinds are final: the rows past the listed ones are only counted
+        listed = chunk.slice(0, room)
+        yield from _counted(chunk.slice(room))
+    for row in listed.to_pylist():
         canonical = tuple(row[f"c{i}"] for i in range(width))
         kind, suggested, note = row["kind"], None, None
         if kind == "orphan" and canonical in outcomes:
@@ -466,17 +482,19 @@ def _confirm_references(plan: RulePlan, options, lookups: Lookups, chunk: pa.Tab
             finding = Finding(rule.name, kind, rule.severity, key, ref=ref, suggested=suggested)
             return replace(finding, note=note), None
 
-        yield kind, build
+        yield kind, build, 1
 
 
-def _confirm_copies(plan: RulePlan, options, lookups: Lookups, chunk: pa.Table):
+def _confirm_copies(plan: RulePlan, options, lookups: Lookups, chunk: pa.Table, room: int):
+    """Confirmed candidates as (kind, build, 1) for the first `room`, then (kind, None, n)."""
     rule = plan.rule
     assert isinstance(rule, PiiRule)
     if options.recheck:
         chunk = _recheck(plan, lookups, chunk, ["kind", "field"])
     mask = options.masker
     label_names = [n for n in chunk.column_names if n.startswith("r")]
-    for row in chunk.to_pylist():
+    yield from _counted(chunk.slice(room))
+    for row in chunk.slice(0, room).to_pylist():
 
         def build(row=row):
             index = row["field"]
@@ -493,4 +511,4 @@ def _confirm_copies(plan: RulePlan, options, lookups: Lookups, chunk: pa.Table):
             )
             return finding, labels if row["kind"] == "mismatch" else None
 
-        yield row["kind"], build
+        yield row["kind"], build, 1

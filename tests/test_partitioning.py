@@ -118,3 +118,44 @@ def test_many_duplicate_keys_are_counted_exactly_and_listed_up_to_the_cap(tmp_pa
         assert len(result.findings) == (700 if cap == 0 else cap)
         assert result.findings_truncated == (cap != 0)
         assert all(f.count == 4 for f in result.findings if f.kind == "duplicate_key")
+
+
+@pytest.mark.parametrize("kind", ["reference", "pii"])
+def test_confirmed_findings_past_the_cap_are_counted_exactly(tmp_path, write_config, kind):
+    """Candidates beyond max_findings are confirmed and counted by kind, not built one by one;
+    the listed ones are the same whatever the cap."""
+    import sqlite3
+
+    path = tmp_path / "many.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT);"
+            "CREATE TABLE orders (id INTEGER PRIMARY KEY, person_id INTEGER, email TEXT);"
+        )
+        db.executemany("INSERT INTO people VALUES (?, ?)", [(i, f"p{i}@x.com") for i in range(300)])
+        orders = [
+            (i, i % 400, f"p{i % 400}@x.com" if i % 3 else f"other{i}@x.com") for i in range(900)
+        ]
+        db.executemany("INSERT INTO orders VALUES (?, ?, ?)", orders)
+    if kind == "reference":
+        rule = {"name": "r", "type": "reference",
+                "from": {"db": "d", "table": "orders", "columns": ["person_id"]},
+                "to": {"db": "d", "table": "people", "columns": ["id"]}}  # fmt: skip
+        expected = {"orphan": sum(1 for _, p, _ in orders if p >= 300)}
+    else:
+        rule = {"name": "r", "type": "pii", "source": {"db": "d", "table": "people", "key": ["id"]},
+                "copy": {"db": "d", "table": "orders", "key": ["person_id"]},
+                "fields": [{"source": "email", "copy": "email"}]}  # fmt: skip
+        expected = {
+            "missing_source": sum(1 for _, p, _ in orders if p >= 300),
+            "mismatch": sum(1 for i, p, _ in orders if p < 300 and i % 3 == 0),
+        }
+    data = {"version": 1, "databases": {"d": {"url": f"sqlite:///{path}"}}, "rules": [rule]}
+    config = auditor.load_config(write_config(data))
+    everything = auditor.run(config, options=RunOptions(batch_size=64, max_findings=0)).rules[0]
+    assert everything.counts == expected
+    for cap in (1, 7, 250):
+        capped = auditor.run(config, options=RunOptions(batch_size=64, max_findings=cap)).rules[0]
+        assert capped.counts == expected
+        assert len(capped.findings) == min(cap, sum(expected.values()))
+        assert {f.identity for f in capped.findings} <= {f.identity for f in everything.findings}
