@@ -48,7 +48,7 @@ def side_schema(side: SidePlan, key_types: tuple[str, ...]) -> pa.Schema:
 def _text_form(column: sa.Column) -> dict[str, str] | None:
     """Which one text form a value column's values take (see prepare): numbers and timestamps
     are written differently by each database, SQLite keeping both as text."""
-    if isinstance(column.type, sa.DateTime):
+    if isinstance(column.type, sa.DateTime | sa.Time):
         return {TEXT_FORM: "timestamp"}
     if isinstance(column.type, sa.Numeric):
         return {TEXT_FORM: "number"}

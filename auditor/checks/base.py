@@ -51,6 +51,9 @@ def as_text(array: pa.Array | pa.ChunkedArray) -> pa.Array:
         return pc.if_else(array, "1", "0")
     if pa.types.is_null(kind):
         return pa.nulls(len(array), pa.string())
+    if pa.types.is_time(kind):  # as timestamps below: microseconds, zero fraction dropped
+        text = pc.cast(array.cast(pa.time64("us"), safe=False), pa.string())
+        return pc.replace_substring_regex(text, r"\.0{6}$", "")
     if pa.types.is_timestamp(kind):
         # One text form whatever the driver's precision: microseconds, zero fraction dropped.
         text = pc.cast(array.cast(pa.timestamp("us", kind.tz), safe=False), pa.string())
@@ -69,20 +72,21 @@ def number_text(text: pa.Array) -> pa.Array:
 
 
 _TIMESTAMP_TEXT = (
-    r"^(?P<day>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}:\d{2})(?P<fraction>\.\d+)?Z?$"
+    r"^(?:(?P<day>\d{4}-\d{2}-\d{2})[T ])?(?P<time>\d{2}:\d{2}:\d{2})(?P<fraction>\.\d+)?Z?$"
 )
 
 
 def timestamp_text(text: pa.Array) -> pa.Array:
-    """ISO timestamps stored as text (SQLite) in the form Arrow timestamps take in `as_text`:
+    """ISO timestamps and times stored as text (SQLite) in the form Arrow's take in `as_text`:
     a space between date and time, microseconds, no zero fraction, no UTC 'Z'."""
     parts = pc.extract_regex(text, _TIMESTAMP_TEXT)
-    fraction = parts.field("fraction")  # "" where the text has none
+    fraction = parts.field("fraction")  # "" where the text has none, as "day"
     fraction = pc.if_else(pc.equal(fraction, ""), ".", fraction)
     fraction = pc.utf8_slice_codeunits(pc.utf8_rpad(fraction, 7, "0"), 0, 7)
     fraction = pc.if_else(pc.equal(fraction, ".000000"), "", fraction)
-    joined = pc.binary_join_element_wise(parts.field("day"), parts.field("time"), " ")
-    canonical = pc.binary_join_element_wise(joined, fraction, "")
+    day = parts.field("day")
+    day = pc.if_else(pc.equal(day, ""), day, pc.binary_join_element_wise(day, " ", ""))
+    canonical = pc.binary_join_element_wise(day, parts.field("time"), fraction, "")
     return pc.if_else(pc.is_valid(parts), canonical, text)
 
 

@@ -23,6 +23,7 @@ def _tables():
         sa.Column("balance", sa.Numeric(10, 2)),
         sa.Column("born", sa.Date),
         sa.Column("vip", sa.Boolean),  # boolean on PostgreSQL, TINYINT(1) on MariaDB, 0/1 in SQLite
+        sa.Column("at", sa.Time),  # text in SQLite
     )
     sa.Table(
         "statements",
@@ -33,6 +34,7 @@ def _tables():
         sa.Column("balance", sa.Numeric(10, 2)),
         sa.Column("born", sa.Date),
         sa.Column("vip", sa.Boolean),
+        sa.Column("at", sa.Time),
     )
     when = dt.datetime(2024, 5, 6, 7, 8, 9)
     accounts = [
@@ -42,6 +44,7 @@ def _tables():
             "balance": decimal.Decimal("10.50"),
             "born": dt.date(1990, 1, 2),
             "vip": True,
+            "at": dt.time(12, 34, 56),
         },
         {
             "code": "CD22",
@@ -49,6 +52,7 @@ def _tables():
             "balance": decimal.Decimal("0.00"),
             "born": dt.date(1991, 3, 4),
             "vip": False,
+            "at": dt.time(8, 0, 1),
         },
     ]
     statements = [
@@ -59,6 +63,7 @@ def _tables():
             "balance": decimal.Decimal("10.50"),
             "born": dt.date(1990, 1, 2),
             "vip": True,
+            "at": dt.time(12, 34, 56),
         },
         {
             "id": 2,
@@ -67,8 +72,17 @@ def _tables():
             "balance": decimal.Decimal("0.01"),
             "born": dt.date(1991, 3, 4),
             "vip": True,
+            "at": dt.time(8, 0, 1),
         },
-        {"id": 3, "account": "ZZ9", "opened": when, "balance": None, "born": None, "vip": None},
+        {
+            "id": 3,
+            "account": "ZZ9",
+            "opened": when,
+            "balance": None,
+            "born": None,
+            "vip": None,
+            "at": None,
+        },  # fmt: skip
     ]
     return (source, {"accounts": accounts}), (copy, {"statements": statements})
 
@@ -78,7 +92,7 @@ def test_char_keys_timestamps_decimals_dates(pair, write_config):
     (source_md, source_rows), (copy_md, copy_rows) = _tables()
     catalog.load(source_md, source_rows)
     reviews.load(copy_md, copy_rows)
-    fields = [{"source": name, "copy": name} for name in ("opened", "balance", "born", "vip")]
+    fields = [{"source": name, "copy": name} for name in ("opened", "balance", "born", "vip", "at")]
     config = {
         "version": 1,
         "databases": {"a": {"url": catalog.url}, "b": {"url": reviews.url}},
@@ -251,3 +265,34 @@ def test_bigint_unsigned_keys_beyond_signed_range(database_factory, write_config
     if unsigned:
         expected.append(("orphan", {"id": top - 1}, {"product_id": top - 1}))
     assert [(f.kind, f.key, f.ref) for f in result.findings] == expected
+
+
+@pytest.mark.parametrize("server", ["postgresql", "mariadb"])
+def test_times_and_timestamps_written_as_text_in_sqlite(database_factory, write_config, server):
+    """SQLite keeps TIME/TIMESTAMP as whatever text the writer chose ('T' separator, no
+    fraction, a zero fraction); they equal the server's typed values, and a real difference
+    still shows."""
+    source, copy = database_factory(server), database_factory("sqlite")
+    source.execute("CREATE TABLE events (id INT PRIMARY KEY, at TIME, ts TIMESTAMP NULL)")
+    source.execute(
+        "INSERT INTO events VALUES (1, '12:34:56', '2024-05-06 07:08:09'),"
+        " (2, '08:00:00', '2024-05-06 07:08:09'), (3, '09:30:00', '2024-05-06 07:08:10')"
+    )
+    copy.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, at TIME, ts TIMESTAMP)")
+    copy.execute(
+        "INSERT INTO events VALUES (1, '12:34:56', '2024-05-06T07:08:09'),"
+        " (2, '08:00:00.000000', '2024-05-06 07:08:09.000'), (3, '09:30:00', '2024-05-06 07:08:09')"
+    )
+    rule = {
+        "name": "events",
+        "type": "pii",
+        "source": {"db": "s", "table": "events", "key": ["id"]},
+        "copy": {"db": "c", "table": "events", "key": ["id"]},
+        "fields": [{"source": "at", "copy": "at"}, {"source": "ts", "copy": "ts"}],
+    }
+    data = {"version": 1, "rules": [rule],
+            "databases": {"s": {"url": source.url}, "c": {"url": copy.url}}}  # fmt: skip
+    (result,) = auditor.run(auditor.load_config(write_config(data)), show_pii=True).rules
+    assert [(f.kind, f.key, f.field, f.source_value, f.copy_value) for f in result.findings] == [
+        ("mismatch", {"id": 3}, "ts", "2024-05-06 07:08:10", "2024-05-06 07:08:09")
+    ]
