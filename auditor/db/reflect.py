@@ -67,7 +67,9 @@ def unsigned_64(column: sa.Column) -> bool:
     return isinstance(column.type, sa.BigInteger) and bool(getattr(column.type, "unsigned", False))
 
 
-def reflect_table(database: Database, conn: Connection, name: str, indexes: bool = False):
+def reflect_table(
+    database: Database, conn: Connection, name: str, indexes: bool = False
+) -> TableInfo:
     """Reflect one table or view; a missing one is a config error with close names.
 
     Only columns, primary key and the row estimate, unless `indexes` (for `auditor check`,
