@@ -96,7 +96,10 @@ PAIRS = [
     "postgresql-mariadb",
     "mariadb-postgresql",
     "postgresql-sqlite",
+    "sqlite-postgresql",
+    "mariadb-sqlite",
     "sqlite-mariadb",
+    "mariadb-mariadb",
 ]
 
 
