@@ -45,6 +45,11 @@ CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up s
 # chunks of one partition (an earlier version, re-hashing the held keys per 200k-row chunk,
 # peaked 90 MB above partitioning on W1 at scale 2).
 HOLD_MAX_ROWS = 250_000
+# Byte budgets, turned into rows with each table's estimated row width (wide rows, e.g. long
+# texts, get fewer rows; the defaults above fit rows of up to ~100-300 bytes unchanged).
+HOLD_MAX_BYTES = 32 << 20  # the held side, as estimated before reading it
+BATCH_BYTES = 8 << 20  # one batch from the driver
+PARTITION_BYTES = 16 << 20  # one side's share of a partition
 Progress = Callable[[str, str, int, int | None], None]  # rule, side, rows read, estimate
 
 
@@ -138,7 +143,7 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
         right = _held_right_side(plan, options, progress, stop, rows)
         if right is None:
             left, right = _scan(plan, options, progress, stop, Path(tmp), rows)
-            pairs = _partition_pairs(left, right, _rows_per_partition(options), Path(tmp))
+            pairs = _partition_pairs(left, right, _rows_per_partition(options, plan), Path(tmp))
             log.event("scan_done", rule=rule.name, rows=sum(rows.values()),
                       duration_s=round(time.monotonic() - started, 3))  # fmt: skip
         else:
@@ -210,8 +215,19 @@ def _order(finding: Finding) -> tuple:
     return (finding.kind, key, finding.field or "")
 
 
-def _rows_per_partition(options: RunOptions) -> int:
-    return options.rows_per_partition or max(options.batch_size * 2, 1)
+def _rows_per_partition(options: RunOptions, plan: RulePlan | None = None) -> int:
+    """Rows of one side per partition: twice a batch, fewer where rows are wide."""
+    if options.rows_per_partition:
+        return options.rows_per_partition
+    rows = max(options.batch_size * 2, 1)
+    widths = [s.info.row_bytes for s in (plan.left, plan.right) if s.info.row_bytes] if plan else []
+    return min(rows, max(1_000, PARTITION_BYTES // max(widths))) if widths else rows
+
+
+def _batch_rows(side: SidePlan, options: RunOptions) -> int:
+    """Rows per batch read from the driver: `batch_size`, fewer where rows are wide."""
+    width = side.info.row_bytes
+    return min(options.batch_size, max(256, BATCH_BYTES // width)) if width else options.batch_size
 
 
 def _partition_pairs(left: Spill, right: Spill, rows_per_partition: int, tmp: Path, depth: int = 0):
@@ -248,10 +264,13 @@ def _held_right_side(plan: RulePlan, options: RunOptions, progress, stop, rows) 
     estimate is dropped again and the rule falls back to partitioning.
     """
     limit = HOLD_MAX_ROWS if options.hold_rows is None else options.hold_rows
-    estimate = plan.right.info.estimated_rows
+    estimate, width = plan.right.info.estimated_rows, plan.right.info.row_bytes
     if limit <= 0 or estimate is None or estimate > limit:
         return None
-    held = _Capped(side_schema(plan.right, plan.key_types), 2 * limit + options.batch_size)
+    if width and estimate * width > HOLD_MAX_BYTES:
+        return None
+    schema = side_schema(plan.right, plan.key_types)
+    held = _Capped(schema, 2 * limit + options.batch_size, 2 * HOLD_MAX_BYTES)
     try:
         _read_side(plan, plan.right, held, options, progress, stop, rows)
     except _TooBig:
@@ -262,14 +281,16 @@ def _held_right_side(plan: RulePlan, options: RunOptions, progress, stop, rows) 
 
 
 class _Capped(Spill):
-    """An in-memory spill of one partition that refuses to grow past `cap` rows."""
+    """An in-memory spill of one partition that refuses to grow past `cap` rows or
+    `cap_bytes` bytes (estimates of both can be wrong)."""
 
-    def __init__(self, schema: pa.Schema, cap: int) -> None:
+    def __init__(self, schema: pa.Schema, cap: int, cap_bytes: int) -> None:
         super().__init__(schema, 1, None)
-        self.cap = cap
+        self.cap, self.cap_bytes, self.bytes = cap, cap_bytes, 0
 
     def add(self, batch: pa.RecordBatch) -> None:
-        if self.rows + batch.num_rows > self.cap:
+        self.bytes += batch.nbytes
+        if self.rows + batch.num_rows > self.cap or self.bytes > self.cap_bytes:
             raise _TooBig
         super().add(batch)
 
@@ -290,13 +311,14 @@ def _streamed_pairs(plan: RulePlan, options: RunOptions, progress, stop, rows, r
         index = KeyIndex(looked_up["c0"])
     side = plan.left
     schema = side_schema(side, plan.key_types)
-    chunk_rows = _rows_per_partition(options)
+    chunk_rows = _rows_per_partition(options, plan)
     rows[side.role] = 0
     report = _counter(plan, side, progress, rows)
     buffer: list[pa.RecordBatch] = []
     buffered = 0
     try:
-        batches = prepared_batches(side, schema, plan.key_types, options.batch_size, report, stop)
+        batch_rows = _batch_rows(side, options)
+        batches = prepared_batches(side, schema, plan.key_types, batch_rows, report, stop)
         for batch in batches:
             buffer.append(batch)
             buffered += batch.num_rows
@@ -327,7 +349,7 @@ def _read_side(plan, side: SidePlan, spill: Spill, options, progress, stop, rows
     for pause in (*RETRY_PAUSES_S, None):
         rows[side.role] = 0
         try:
-            scan_side(side, plan.key_types, spill, options.batch_size, report, stop)
+            scan_side(side, plan.key_types, spill, _batch_rows(side, options), report, stop)
             return
         except DatabaseError as exc:
             if not exc.retryable or pause is None or stop.is_set():
@@ -341,7 +363,7 @@ def _read_side(plan, side: SidePlan, spill: Spill, options, progress, stop, rows
 def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tuple[Spill, Spill]:
     """Read both sides at once (one thread and one connection each)."""
     estimates = (plan.left.info.estimated_rows, plan.right.info.estimated_rows)
-    partitions = partition_count(*estimates, rows_per_partition=_rows_per_partition(options))
+    partitions = partition_count(*estimates, rows_per_partition=_rows_per_partition(options, plan))
     spills = [
         Spill(side_schema(side, plan.key_types), partitions, tmp)
         for side in (plan.left, plan.right)

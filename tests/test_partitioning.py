@@ -159,3 +159,43 @@ def test_confirmed_findings_past_the_cap_are_counted_exactly(tmp_path, write_con
         assert capped.counts == expected
         assert len(capped.findings) == min(cap, sum(expected.values()))
         assert {f.identity for f in capped.findings} <= {f.identity for f in everything.findings}
+
+
+def test_wide_rows_get_fewer_rows_per_batch_and_partition_and_are_not_held(tmp_path, write_config):
+    """Budgets are in bytes: 2,000 rows of 20 kB texts are read in small batches, partitioned
+    rather than held (40 MB), and still compared exactly."""
+    import sqlite3
+
+    from auditor.db.engines import open_databases
+    from auditor.plan import build_plan
+
+    path = tmp_path / "wide.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE src (id INTEGER PRIMARY KEY, bio TEXT);"
+            "CREATE TABLE cp (id INTEGER PRIMARY KEY, src_id INTEGER, bio TEXT);"
+        )
+        db.executemany("INSERT INTO src VALUES (?, ?)", [(i, f"{i}" * 20_000) for i in range(2000)])
+        db.executemany(
+            "INSERT INTO cp VALUES (?, ?, ?)",
+            [(i, i, f"{i}" * 20_000 + ("!" if i % 500 == 0 else "")) for i in range(2000)],
+        )
+    rule = {"name": "bios", "type": "pii", "source": {"db": "d", "table": "src", "key": ["id"]},
+            "copy": {"db": "d", "table": "cp", "key": ["src_id"]},
+            "fields": [{"source": "bio", "copy": "bio"}]}  # fmt: skip
+    data = {"version": 1, "databases": {"d": {"url": f"sqlite:///{path}"}}, "rules": [rule]}
+    config = auditor.load_config(write_config(data))
+    databases = open_databases(config)
+    try:
+        plan = build_plan(config.rules[0], databases)
+    finally:
+        for database in databases.values():
+            database.close()
+    options = RunOptions()
+    assert plan.right.info.row_bytes > 20_000
+    assert engine._batch_rows(plan.right, options) < 500 < options.batch_size
+    assert engine._rows_per_partition(options, plan) == 1_000
+    held = engine._held_right_side(plan, options, lambda *_: None, None, {})
+    assert held is None
+    (result,) = auditor.run(config).rules
+    assert result.counts == {"mismatch": 4}
