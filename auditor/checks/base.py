@@ -274,6 +274,11 @@ def _string_hash(column: pa.Array) -> np.ndarray:
         else np.zeros(0, np.uint8)
     )
     starts, ends = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
+    width = int(ends[0] - starts[0]) if len(starts) else 0
+    if 0 < width <= 64 and len(data) == width * len(starts):  # all one length (UUIDs, codes)
+        with np.errstate(over="ignore"):
+            grid = data.reshape(len(starts), width).astype(np.uint64)
+            return grid @ _FIXED_POWERS[:width] + np.uint64(width) * _MIX
     with np.errstate(over="ignore"):
         powers = np.cumprod(np.full(len(data), _PRIME, dtype=np.uint64), dtype=np.uint64)
         prefix = np.concatenate(
@@ -288,6 +293,10 @@ def _string_hash(column: pa.Array) -> np.ndarray:
         )
         body = (prefix[ends] - prefix[starts]) * inv_powers[starts]
         return body + (ends - starts).astype(np.uint64) * _MIX
+
+
+with np.errstate(over="ignore"):  # what the general path weighs the byte at each position by
+    _FIXED_POWERS = np.cumprod(np.full(64, _PRIME, dtype=np.uint64), dtype=np.uint64)
 
 
 # --- normalising ---------------------------------------------------------------------------

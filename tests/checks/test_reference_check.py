@@ -95,3 +95,17 @@ def test_hyphenated_uuid_fast_path_equals_the_general_path(seed):
     forced = canonical_key(pa.array([*values, "{" + values[1] + "}"], pa.string()), "uuid")
     assert fast.equals(forced.slice(0, len(values)))
     assert forced[-1].as_py() == values[1].lower()
+
+
+@pytest.mark.parametrize("width", [1, 8, 36, 64])
+def test_fixed_width_string_hash_equals_the_general_one(width):
+    """Keys of one length (UUIDs, codes) are hashed as a matrix: the same partition numbers as
+    the byte-by-byte path, so two sides split alike whichever path each took."""
+    from auditor.checks.base import partition_of
+
+    rng = np.random.default_rng(width)
+    letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789-", dtype=np.uint8)
+    words = [rng.choice(letters, width).tobytes().decode() for _ in range(300)]
+    fixed = pa.array(words).slice(5, 250)
+    mixed = pa.array([*words[:255], "another length"]).slice(5, 250 + 1)
+    assert np.array_equal(partition_of([fixed], 37), partition_of([mixed], 37)[:250])
