@@ -97,15 +97,17 @@ def test_hyphenated_uuid_fast_path_equals_the_general_path(seed):
     assert forced[-1].as_py() == values[1].lower()
 
 
-@pytest.mark.parametrize("width", [1, 8, 36, 64])
-def test_fixed_width_string_hash_equals_the_general_one(width):
-    """Keys of one length (UUIDs, codes) are hashed as a matrix: the same partition numbers as
-    the byte-by-byte path, so two sides split alike whichever path each took."""
-    from auditor.checks.base import partition_of
+@pytest.mark.parametrize("width", [1, 8, 36, 64, 65])
+def test_string_hash_paths_compute_one_function(width):
+    """Short keys are hashed length by length as byte matrices, long ones by running sums:
+    every path gives what the running sums give, so two sides split alike whichever path
+    their keys took (one length, mixed lengths, long, empty, null, non-ASCII, sliced)."""
+    from auditor.checks.base import _running_hash, _string_hash
 
     rng = np.random.default_rng(width)
     letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789-", dtype=np.uint8)
     words = [rng.choice(letters, width).tobytes().decode() for _ in range(300)]
-    fixed = pa.array(words).slice(5, 250)
-    mixed = pa.array([*words[:255], "another length"]).slice(5, 250 + 1)
-    assert np.array_equal(partition_of([fixed], 37), partition_of([mixed], 37)[:250])
+    extra = ["", None, "h\u00e9llo", "x" * 200, "y" * 64, "z" * 65, "k1", "k22"]
+    for values in (words, words[:150] + extra + words[150:]):
+        array = pa.array(values).cast(pa.large_string()).slice(5, len(values) - 10)
+        assert np.array_equal(_string_hash(array), _running_hash(array))
