@@ -111,3 +111,19 @@ def test_string_hash_paths_compute_one_function(width):
     for values in (words, words[:150] + extra + words[150:]):
         array = pa.array(values).cast(pa.large_string()).slice(5, len(values) - 10)
         assert np.array_equal(_string_hash(array), _running_hash(array))
+
+
+def test_binary_uuids_as_text():
+    """16-byte UUIDs (PostgreSQL's uuid through ADBC, BINARY(16)) in Python's text form, nulls
+    and slices kept."""
+    import uuid
+
+    from auditor.checks.base import canonical_key
+
+    values = [uuid.UUID(int=(i * 0x9E3779B97F4A7C15) % 2**128) for i in range(1, 40)]
+    raw = pa.array([None if i % 7 == 0 else v.bytes for i, v in enumerate(values)], pa.binary(16))
+    expected = [None if i % 7 == 0 else str(v) for i, v in enumerate(values)]
+    assert canonical_key(raw, "uuid").to_pylist() == expected
+    assert canonical_key(raw.slice(3, 10), "uuid").to_pylist() == expected[3:13]
+    extension = pa.ExtensionArray.from_storage(pa.uuid(), raw)
+    assert canonical_key(extension, "uuid").to_pylist() == expected
