@@ -79,7 +79,7 @@ def reflect_table(
     schema = database.schema
     inspector = sa.inspect(conn)
     try:
-        table = _autoload(conn, name, schema)
+        table = _find_table(conn, name, schema)
     except sa.exc.NoSuchTableError:
         known = inspector.get_table_names(schema=schema) + inspector.get_view_names(schema=schema)
         close = difflib.get_close_matches(name, known, n=3)
@@ -102,7 +102,7 @@ def reflect_table(
     )
 
 
-def _autoload(conn: Connection, name: str, schema: str | None) -> sa.Table:
+def _find_table(conn: Connection, name: str, schema: str | None) -> sa.Table:
     """The table as named; failing that, `schema.table` written in one name."""
     try:
         return _table(conn, name, schema)
