@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -220,13 +221,13 @@ def _rows_per_partition(options: RunOptions, plan: RulePlan | None = None) -> in
     if options.rows_per_partition:
         return options.rows_per_partition
     rows = max(options.batch_size * 2, 1)
-    widths = [s.info.row_bytes for s in (plan.left, plan.right) if s.info.row_bytes] if plan else []
+    widths = [s.row_bytes for s in (plan.left, plan.right) if s.row_bytes] if plan else []
     return min(rows, max(1_000, PARTITION_BYTES // max(widths))) if widths else rows
 
 
 def _batch_rows(side: SidePlan, options: RunOptions) -> int:
     """Rows per batch read from the driver: `batch_size`, fewer where rows are wide."""
-    width = side.info.row_bytes
+    width = side.row_bytes
     return min(options.batch_size, max(256, BATCH_BYTES // width)) if width else options.batch_size
 
 
@@ -234,8 +235,10 @@ def _partition_pairs(left: Spill, right: Spill, rows_per_partition: int, tmp: Pa
     """Matching partitions of both sides; one that came out too big is split again first."""
     for part in range(left.partitions):
         size = int(left.counts[part] + right.counts[part])
-        if size > 4 * rows_per_partition and depth < 3 and left.partitions > 1:
-            finer = min(MAX_PARTITIONS, -(-size // rows_per_partition))
+        weight = float(left.sizes[part] + right.sizes[part])  # in bytes: row estimates can miss
+        if (size > 4 * rows_per_partition or weight > 4 * PARTITION_BYTES) and depth < 3:
+            wanted = max(size / rows_per_partition, weight / PARTITION_BYTES)
+            finer = min(MAX_PARTITIONS, max(2, math.ceil(wanted)))
             sub_left, sub_right = left.split(part, finer, tmp), right.split(part, finer, tmp)
             left.drop(part)
             yield from _partition_pairs(sub_left, sub_right, rows_per_partition, tmp, depth + 1)
@@ -264,7 +267,7 @@ def _held_right_side(plan: RulePlan, options: RunOptions, progress, stop, rows) 
     estimate is dropped again and the rule falls back to partitioning.
     """
     limit = HOLD_MAX_ROWS if options.hold_rows is None else options.hold_rows
-    estimate, width = plan.right.info.estimated_rows, plan.right.info.row_bytes
+    estimate, width = plan.right.info.estimated_rows, plan.right.row_bytes
     if limit <= 0 or estimate is None or estimate > limit:
         return None
     if width and estimate * width > HOLD_MAX_BYTES:

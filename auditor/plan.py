@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from auditor.config.model import PiiRule, ReferenceRule, TableSide
 from auditor.db.engines import Database
@@ -23,6 +24,7 @@ from auditor.normalize import Pipeline, compile_pipeline
 
 Rule = ReferenceRule | PiiRule
 DELETED = "__deleted"
+SAMPLE_ROWS = 1_000
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class SidePlan:
     values: tuple[sa.Column, ...] = ()
     where: str | None = None
     soft_delete: str | None = None
+    row_bytes: int | None = None  # estimated width of a row as read (see measure_widths)
 
     @property
     def label(self) -> str:
@@ -90,18 +93,34 @@ class SidePlan:
                 first[column.name] = name
         return repeated
 
-    def select(self) -> sa.Select:
+    def select(self, filtered: bool = True) -> sa.Select:
         """The scan query: compare keys k*, row labels r*, values v* (each column once, see
-        `repeated`), soft-delete flag."""
+        `repeated`), soft-delete flag; `filtered=False` leaves out the side's `where`."""
         repeated = self.repeated
         exprs = [self._expr(c).label(n) for n, c in self._outputs() if n not in repeated]
         if self.soft_delete:
             flag = sa.case((sa.text(f"({self.soft_delete})"), 1), else_=0)
             exprs.append(flag.label(DELETED))
         query = sa.select(*exprs).select_from(self.info.table)
-        if self.where:
+        if self.where and filtered:
             query = query.where(sa.text(f"({self.where})"))
         return query
+
+    def sample_row_bytes(self, conn: Connection) -> int | None:
+        """The average text length of the first SAMPLE_ROWS rows' scanned columns (plus 8 bytes
+        a column for offsets): what a row weighs as it is read. Unfiltered, so a selective
+        `where` cannot make the sample scan the table; None when it cannot be taken."""
+        sample = self.select(filtered=False).limit(SAMPLE_ROWS).subquery()
+        lengths = [sa.func.coalesce(sa.func.length(sa.cast(c, sa.Text)), 0) for c in sample.c]
+        total: sa.ColumnElement = lengths[0]
+        for length in lengths[1:]:
+            total = total + length
+        try:
+            with conn.begin_nested():  # a failure must not end the snapshot's transaction
+                value = conn.execute(sa.select(sa.func.avg(total))).scalar()
+        except sa.exc.DBAPIError:
+            return None
+        return None if value is None else int(value) + 8 * len(lengths)
 
     def sql(self) -> str:
         dialect = self.database.engine.dialect
@@ -197,7 +216,7 @@ def build_plan(rule: Rule, databases: dict[str, Database], indexes: bool = False
                 where=rule.aliases.where,
             )
         key_types = resolve_key_types(rule, left.compare, right.compare)
-        return RulePlan(rule, left, right, key_types, aliases=aliases)
+        return measure_widths(RulePlan(rule, left, right, key_types, aliases=aliases))
 
     source_info, copy_info = infos["source"], infos["copy"]
     right = SidePlan(
@@ -219,7 +238,33 @@ def build_plan(rule: Rule, databases: dict[str, Database], indexes: bool = False
     )
     key_types = resolve_key_types(rule, left.compare, right.compare)
     normalizers = tuple(compile_pipeline(f.normalize) for f in rule.fields)
-    return RulePlan(rule, left, right, key_types, normalizers=normalizers)
+    return measure_widths(RulePlan(rule, left, right, key_types, normalizers=normalizers))
+
+
+def measure_widths(plan: RulePlan) -> RulePlan:
+    """The plan with each side's row width sampled, one snapshot per database, at once.
+
+    Batches, partitions and the held side have byte budgets that these widths turn into rows
+    (see engine.py), so a side of long texts is not read 50,000 rows at a time.
+    """
+    by_database: dict[str, list[SidePlan]] = {}
+    for side in plan.sides:
+        by_database.setdefault(side.database.name, []).append(side)
+
+    def sample(sides: list[SidePlan]) -> list[SidePlan]:
+        with sides[0].database.snapshot() as conn:
+            return [replace(side, row_bytes=side.sample_row_bytes(conn)) for side in sides]
+
+    if len(by_database) == 1:
+        measured = [sample(sides) for sides in by_database.values()]
+    else:
+        with ThreadPoolExecutor(len(by_database), thread_name_prefix="sample") as pool:
+            measured = list(pool.map(sample, by_database.values()))
+    widths = {side.role: side for sides in measured for side in sides}
+    aliases = widths.get("aliases") if plan.aliases else None
+    return replace(
+        plan, left=widths[plan.left.role], right=widths[plan.right.role], aliases=aliases
+    )
 
 
 def _primary_key(table: TableInfo, role: str) -> list[str]:

@@ -120,6 +120,7 @@ class Spill:
         self.seed = seed
         self.rows = 0
         self.counts = np.zeros(partitions, dtype=np.int64)
+        self.sizes = np.zeros(partitions, dtype=np.float64)  # bytes, each batch's share by rows
         self._memory: list[list[pa.RecordBatch]] = [[] for _ in range(partitions)]
         self._dir = directory
         self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
@@ -132,6 +133,7 @@ class Spill:
         self.rows += batch.num_rows
         if self.partitions == 1 or self._dir is None:
             self.counts[0] += batch.num_rows
+            self.sizes[0] += batch.nbytes
             self._memory[0].append(batch)
             return
         ids = partition_of(self._key_columns(batch), self.partitions, self.seed)
@@ -139,6 +141,7 @@ class Spill:
         sorted_batch = batch.take(pa.array(order))
         sizes = np.bincount(ids, minlength=self.partitions)
         self.counts += sizes
+        self.sizes += sizes * (batch.nbytes / batch.num_rows)
         bounds = np.concatenate(([0], np.cumsum(sizes)))
         for part in np.flatnonzero(np.diff(bounds)):
             start, stop = int(bounds[part]), int(bounds[part + 1])
@@ -171,6 +174,7 @@ class Spill:
         self._writers.clear()
         self._memory = [[] for _ in range(self.partitions)]
         self.counts[:] = 0
+        self.sizes[:] = 0
         self.rows = 0
 
     def _path(self, part: int) -> str:

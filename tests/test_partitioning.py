@@ -162,8 +162,9 @@ def test_confirmed_findings_past_the_cap_are_counted_exactly(tmp_path, write_con
 
 
 def test_wide_rows_get_fewer_rows_per_batch_and_partition_and_are_not_held(tmp_path, write_config):
-    """Budgets are in bytes: 2,000 rows of 20 kB texts are read in small batches, partitioned
-    rather than held (40 MB), and still compared exactly."""
+    """Budgets are in bytes, from a sample of the columns a side reads: 2,000 rows of 20 kB
+    texts are read in small batches, partitioned rather than held (40 MB), and compared
+    exactly; a rule that leaves the texts alone keeps the full batch size."""
     import sqlite3
 
     from auditor.db.engines import open_databases
@@ -180,22 +181,30 @@ def test_wide_rows_get_fewer_rows_per_batch_and_partition_and_are_not_held(tmp_p
             "INSERT INTO cp VALUES (?, ?, ?)",
             [(i, i, f"{i}" * 20_000 + ("!" if i % 500 == 0 else "")) for i in range(2000)],
         )
-    rule = {"name": "bios", "type": "pii", "source": {"db": "d", "table": "src", "key": ["id"]},
-            "copy": {"db": "d", "table": "cp", "key": ["src_id"]},
-            "fields": [{"source": "bio", "copy": "bio"}]}  # fmt: skip
-    data = {"version": 1, "databases": {"d": {"url": f"sqlite:///{path}"}}, "rules": [rule]}
+    pii = {"name": "bios", "type": "pii", "source": {"db": "d", "table": "src", "key": ["id"]},
+           "copy": {"db": "d", "table": "cp", "key": ["src_id"]},
+           "fields": [{"source": "bio", "copy": "bio"}]}  # fmt: skip
+    reference = {"name": "ids", "type": "reference",
+                 "from": {"db": "d", "table": "cp", "columns": ["src_id"]},
+                 "to": {"db": "d", "table": "src", "columns": ["id"]}}  # fmt: skip
+    data = {
+        "version": 1,
+        "databases": {"d": {"url": f"sqlite:///{path}"}},
+        "rules": [pii, reference],
+    }
     config = auditor.load_config(write_config(data))
     databases = open_databases(config)
     try:
-        plan = build_plan(config.rules[0], databases)
+        wide, narrow = (build_plan(rule, databases) for rule in config.rules)
     finally:
         for database in databases.values():
             database.close()
     options = RunOptions()
-    assert plan.right.info.row_bytes > 20_000
-    assert engine._batch_rows(plan.right, options) < 500 < options.batch_size
-    assert engine._rows_per_partition(options, plan) == 1_000
-    held = engine._held_right_side(plan, options, lambda *_: None, None, {})
-    assert held is None
-    (result,) = auditor.run(config).rules
-    assert result.counts == {"mismatch": 4}
+    assert wide.right.row_bytes > 20_000 and narrow.left.row_bytes < 100
+    assert engine._batch_rows(wide.right, options) < 500 < options.batch_size
+    assert engine._batch_rows(narrow.left, options) == options.batch_size
+    assert engine._rows_per_partition(options, wide) == 1_000
+    assert engine._rows_per_partition(options, narrow) == 2 * options.batch_size
+    assert engine._held_right_side(wide, options, lambda *_: None, None, {}) is None
+    result = auditor.run(config)
+    assert [r.counts for r in result.rules] == [{"mismatch": 4}, {}]

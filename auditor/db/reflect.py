@@ -24,7 +24,6 @@ class TableInfo:
     primary_key: tuple[str, ...]
     indexes: tuple[tuple[str, ...], ...] | None  # None: not reflected (an audit needs none)
     estimated_rows: int | None
-    row_bytes: int | None = None  # estimated width of a whole row (Dialect.estimate_row_bytes)
 
     @property
     def label(self) -> str:
@@ -98,7 +97,6 @@ def reflect_table(
         primary_key=primary_key,
         indexes=None if found is None else tuple(found),
         estimated_rows=database.dialect.estimate_rows(conn, table),
-        row_bytes=database.dialect.estimate_row_bytes(conn, table),
     )
 
 
