@@ -68,10 +68,10 @@ def _selected(config: Config, names: Iterable[str] | None):
     return [rule for rule in config.rules if rule.name in wanted]
 
 
-def _plan(rule, databases: dict[str, Database], indexes: bool = False) -> RulePlan:
+def _plan(rule, databases: dict[str, Database], check: bool = False) -> RulePlan:
     """Reflect a rule's tables inside one read-only snapshot per database it touches."""
     try:
-        return build_plan(rule, databases, indexes)
+        return build_plan(rule, databases, check)
     except ConfigError as exc:
         raise ConfigError(f"rules.{rule.name}: {exc.message}") from None
 
@@ -84,7 +84,7 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
             ping(database)
         checks = []
         for rule in _selected(config, rules):
-            plan = _plan(rule, databases, indexes=True)
+            plan = _plan(rule, databases, check=True)
             lookups = [(plan.left, plan.left.labels), (plan.right, plan.right.compare)]
             if plan.aliases:
                 lookups.append((plan.aliases, plan.aliases.compare))

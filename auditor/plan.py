@@ -179,9 +179,14 @@ def reflect_sides(
     return {role: info for group in done for role, info in group}
 
 
-def build_plan(rule: Rule, databases: dict[str, Database], indexes: bool = False) -> RulePlan:
-    """Reflect the rule's tables and resolve key types (`indexes` too, for lookup_index_hint)."""
-    infos = reflect_sides(rule, databases, indexes)
+def build_plan(rule: Rule, databases: dict[str, Database], check: bool = False) -> RulePlan:
+    """Reflect the rule's tables, resolve key types and sample row widths.
+
+    `check` (for `auditor check`): indexes are reflected too (lookup_index_hint), and no data
+    row is read, so widths are not sampled.
+    """
+    infos = reflect_sides(rule, databases, indexes=check)
+    measured = (lambda plan: plan) if check else measure_widths
 
     def cols(table: TableInfo, names: list[str]) -> tuple[sa.Column, ...]:
         return tuple(table.column(n) for n in names)
@@ -216,7 +221,7 @@ def build_plan(rule: Rule, databases: dict[str, Database], indexes: bool = False
                 where=rule.aliases.where,
             )
         key_types = resolve_key_types(rule, left.compare, right.compare)
-        return measure_widths(RulePlan(rule, left, right, key_types, aliases=aliases))
+        return measured(RulePlan(rule, left, right, key_types, aliases=aliases))
 
     source_info, copy_info = infos["source"], infos["copy"]
     right = SidePlan(
@@ -238,7 +243,7 @@ def build_plan(rule: Rule, databases: dict[str, Database], indexes: bool = False
     )
     key_types = resolve_key_types(rule, left.compare, right.compare)
     normalizers = tuple(compile_pipeline(f.normalize) for f in rule.fields)
-    return measure_widths(RulePlan(rule, left, right, key_types, normalizers=normalizers))
+    return measured(RulePlan(rule, left, right, key_types, normalizers=normalizers))
 
 
 def measure_widths(plan: RulePlan) -> RulePlan:
