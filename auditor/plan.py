@@ -39,7 +39,7 @@ class SidePlan:
     values: tuple[sa.Column, ...] = ()
     where: str | None = None
     soft_delete: str | None = None
-    row_bytes: int | None = None  # estimated width of a row as read (see measure_widths)
+    row_bytes: int | None = None  # estimated width of a row as read (see sample_row_bytes)
 
     @property
     def label(self) -> str:
@@ -152,124 +152,106 @@ class RulePlan:
         return [side for side in (self.left, self.right, self.aliases) if side is not None]
 
 
-def reflect_sides(
-    rule: Rule, databases: dict[str, Database], indexes: bool = False
-) -> dict[str, TableInfo]:
-    """The rule's tables by role, each database's in one read-only snapshot.
+def plan_sides(rule: Rule, databases: dict[str, Database], check: bool = False):
+    """The rule's sides by role: reflected, planned and their row width sampled, each
+    database's in one read-only snapshot, databases at once (one thread each: reflection and
+    the sample wait on the servers). The first error in role order is raised, as if the sides
+    had been planned one by one.
 
-    Databases are reflected at once, one thread each (reflection waits on catalog queries).
-    The first error in role order is raised, as if they had been reflected one by one.
+    `check` (for `auditor check`): indexes are reflected too (lookup_index_hint), and no data
+    row is read, so widths are not sampled.
     """
     groups: dict[str, list[tuple[str, TableSide]]] = {}
     for role, side in rule.sides().items():
         groups.setdefault(side.db, []).append((role, side))
 
-    def reflect_group(group: list[tuple[str, TableSide]]) -> list[tuple[str, TableInfo]]:
+    def plan_group(group: list[tuple[str, TableSide]]) -> list[SidePlan]:
         database = databases[group[0][1].db]
+        planned = []
         with database.snapshot() as conn:
-            return [
-                (role, reflect_table(database, conn, side.table, indexes)) for role, side in group
-            ]
+            for role, side in group:
+                info = reflect_table(database, conn, side.table, indexes=check)
+                side_plan = _side_plan(rule, role, database, info)
+                if not check:
+                    side_plan = replace(side_plan, row_bytes=side_plan.sample_row_bytes(conn))
+                planned.append(side_plan)
+        return planned
 
     if len(groups) == 1:
-        done = [reflect_group(group) for group in groups.values()]
+        done = [plan_group(group) for group in groups.values()]
     else:
-        with ThreadPoolExecutor(len(groups), thread_name_prefix="reflect") as pool:
-            done = list(pool.map(reflect_group, groups.values()))
-    return {role: info for group in done for role, info in group}
+        with ThreadPoolExecutor(len(groups), thread_name_prefix="plan") as pool:
+            done = list(pool.map(plan_group, groups.values()))
+    return {side.role: side for group in done for side in group}
+
+
+def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> SidePlan:
+    """Which columns one side reads and under which predicates, by its role in the rule."""
+
+    def cols(names: list[str]) -> tuple[sa.Column, ...]:
+        return tuple(info.column(n) for n in names)
+
+    if isinstance(rule, ReferenceRule):
+        if role == "from":
+            labels = cols(rule.from_.key or _primary_key(info, role))
+            return SidePlan(
+                role,
+                database,
+                info,
+                cols(rule.from_.columns),
+                labels=labels,
+                where=rule.from_.where,
+            )
+        if role == "to":
+            return SidePlan(
+                role,
+                database,
+                info,
+                cols(rule.to.columns),
+                where=rule.to.where,
+                soft_delete=rule.to.soft_delete,
+            )
+        assert rule.aliases is not None
+        return SidePlan(
+            role,
+            database,
+            info,
+            cols(rule.aliases.old),
+            values=cols(rule.aliases.new),
+            where=rule.aliases.where,
+        )
+    if role == "source":
+        return SidePlan(
+            role,
+            database,
+            info,
+            cols(rule.source.key),
+            values=cols([f.source for f in rule.fields]),
+            where=rule.source.where,
+        )
+    labels = cols(rule.copy_.row_key or _primary_key(info, role))
+    return SidePlan(
+        role,
+        database,
+        info,
+        cols(rule.copy_.key),
+        labels=labels,
+        values=cols([f.copy_ for f in rule.fields]),
+        where=rule.copy_.where,
+    )
 
 
 def build_plan(rule: Rule, databases: dict[str, Database], check: bool = False) -> RulePlan:
-    """Reflect the rule's tables, resolve key types and sample row widths.
-
-    `check` (for `auditor check`): indexes are reflected too (lookup_index_hint), and no data
-    row is read, so widths are not sampled.
-    """
-    infos = reflect_sides(rule, databases, indexes=check)
-    measured = (lambda plan: plan) if check else measure_widths
-
-    def cols(table: TableInfo, names: list[str]) -> tuple[sa.Column, ...]:
-        return tuple(table.column(n) for n in names)
-
+    """Plan the rule's sides (see plan_sides) and resolve key types."""
+    sides = plan_sides(rule, databases, check)
     if isinstance(rule, ReferenceRule):
-        left_info, right_info = infos["from"], infos["to"]
-        left = SidePlan(
-            "from",
-            databases[rule.from_.db],
-            left_info,
-            compare=cols(left_info, rule.from_.columns),
-            labels=cols(left_info, rule.from_.key or _primary_key(left_info, "from")),
-            where=rule.from_.where,
-        )
-        right = SidePlan(
-            "to",
-            databases[rule.to.db],
-            right_info,
-            compare=cols(right_info, rule.to.columns),
-            where=rule.to.where,
-            soft_delete=rule.to.soft_delete,
-        )
-        aliases = None
-        if rule.aliases:
-            alias_info = infos["aliases"]
-            aliases = SidePlan(
-                "aliases",
-                databases[rule.aliases.db],
-                alias_info,
-                compare=cols(alias_info, rule.aliases.old),
-                values=cols(alias_info, rule.aliases.new),
-                where=rule.aliases.where,
-            )
+        left, right = sides["from"], sides["to"]
         key_types = resolve_key_types(rule, left.compare, right.compare)
-        return measured(RulePlan(rule, left, right, key_types, aliases=aliases))
-
-    source_info, copy_info = infos["source"], infos["copy"]
-    right = SidePlan(
-        "source",
-        databases[rule.source.db],
-        source_info,
-        compare=cols(source_info, rule.source.key),
-        values=cols(source_info, [f.source for f in rule.fields]),
-        where=rule.source.where,
-    )
-    left = SidePlan(
-        "copy",
-        databases[rule.copy_.db],
-        copy_info,
-        compare=cols(copy_info, rule.copy_.key),
-        labels=cols(copy_info, rule.copy_.row_key or _primary_key(copy_info, "copy")),
-        values=cols(copy_info, [f.copy_ for f in rule.fields]),
-        where=rule.copy_.where,
-    )
+        return RulePlan(rule, left, right, key_types, aliases=sides.get("aliases"))
+    left, right = sides["copy"], sides["source"]
     key_types = resolve_key_types(rule, left.compare, right.compare)
     normalizers = tuple(compile_pipeline(f.normalize) for f in rule.fields)
-    return measured(RulePlan(rule, left, right, key_types, normalizers=normalizers))
-
-
-def measure_widths(plan: RulePlan) -> RulePlan:
-    """The plan with each side's row width sampled, one snapshot per database, at once.
-
-    Batches, partitions and the held side have byte budgets that these widths turn into rows
-    (see engine.py), so a side of long texts is not read 50,000 rows at a time.
-    """
-    by_database: dict[str, list[SidePlan]] = {}
-    for side in plan.sides:
-        by_database.setdefault(side.database.name, []).append(side)
-
-    def sample(sides: list[SidePlan]) -> list[SidePlan]:
-        with sides[0].database.snapshot() as conn:
-            return [replace(side, row_bytes=side.sample_row_bytes(conn)) for side in sides]
-
-    if len(by_database) == 1:
-        measured = [sample(sides) for sides in by_database.values()]
-    else:
-        with ThreadPoolExecutor(len(by_database), thread_name_prefix="sample") as pool:
-            measured = list(pool.map(sample, by_database.values()))
-    widths = {side.role: side for sides in measured for side in sides}
-    aliases = widths.get("aliases") if plan.aliases else None
-    return replace(
-        plan, left=widths[plan.left.role], right=widths[plan.right.role], aliases=aliases
-    )
+    return RulePlan(rule, left, right, key_types, normalizers=normalizers)
 
 
 def _primary_key(table: TableInfo, role: str) -> list[str]:
