@@ -216,12 +216,12 @@ def _order(finding: Finding) -> tuple:
     return (finding.kind, key, finding.field or "")
 
 
-def _rows_per_partition(options: RunOptions, plan: RulePlan | None = None) -> int:
+def _rows_per_partition(options: RunOptions, plan: RulePlan) -> int:
     """Rows of one side per partition: twice a batch, fewer where rows are wide."""
     if options.rows_per_partition:
         return options.rows_per_partition
     rows = max(options.batch_size * 2, 1)
-    widths = [s.row_bytes for s in (plan.left, plan.right) if s.row_bytes] if plan else []
+    widths = [s.row_bytes for s in (plan.left, plan.right) if s.row_bytes]
     return min(rows, max(1_000, PARTITION_BYTES // max(widths))) if widths else rows
 
 

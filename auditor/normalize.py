@@ -171,7 +171,7 @@ def _compile_one(spec: NormalizerSpec) -> Normalizer:
 # take the Python path.
 
 
-def _text_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def text_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Offsets (int64) and UTF-8 bytes of a string array, without copying the bytes."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
@@ -196,7 +196,7 @@ def plain_mask(array: pa.Array) -> pa.Array:
     ascii_only = pc.string_is_ascii(array)
     if not _has_byte_in(array, 0x1C, 0x1F):
         return ascii_only
-    offsets, raw = _text_buffers(array)
+    offsets, raw = text_buffers(array)
     separator = (raw >= 0x1C) & (raw <= 0x1F)
     counts = np.concatenate(([0], np.cumsum(separator, dtype=np.int64)))
     clean = pa.array(counts[offsets[1:]] == counts[offsets[:-1]])
@@ -216,7 +216,7 @@ def ascii_digits(array: pa.Array) -> pa.Array:
     """Keep the ASCII digits of every value, on the raw bytes (regex replace is ~100x slower)."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    offsets, raw = _text_buffers(array)
+    offsets, raw = text_buffers(array)
     window = raw[offsets[0] : offsets[-1]]
     return _rebuilt(array, offsets, window, (window >= 0x30) & (window <= 0x39))
 
@@ -240,7 +240,7 @@ def _collapse(array: pa.Array) -> pa.Array:
 
 def _collapse_bytes(array: pa.Array) -> pa.Array:
     """Every whitespace run becomes one space, on the raw bytes of plain text."""
-    offsets, raw = _text_buffers(array)
+    offsets, raw = text_buffers(array)
     window = raw[offsets[0] : offsets[-1]]
     space = _ASCII_SPACE[window]
     follows_space = np.zeros_like(space)

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from auditor.normalize import Pipeline
+from auditor.normalize import Pipeline, text_buffers
 
 _INTEGRAL_TEXT = r"^[+-]?\d+(\.0*)?$"
 _UUID_HEX = r"^[0-9a-f]{32}$"
@@ -113,13 +113,20 @@ def _uuid_text(storage: pa.Array) -> pa.Array:
     digits[:, 1::2] = _HEX_DIGITS[raw & 15]
     chars = np.full((len(storage), 36), ord("-"), dtype=np.uint8)
     chars[:, _UUID_DIGIT_POSITIONS] = digits
+    return _grid_text(chars, storage)
+
+
+def _grid_text(grid: np.ndarray, nulls_from: pa.Array) -> pa.Array:
+    """A string array whose i-th value is the bytes of row i of `grid`, null where
+    `nulls_from` is null."""
+    rows, width = grid.shape
     text = pa.LargeStringArray.from_buffers(
-        len(storage),
-        pa.py_buffer(np.arange(len(storage) + 1, dtype=np.int64) * 36),
-        pa.py_buffer(chars.tobytes()),
+        rows,
+        pa.py_buffer(np.arange(rows + 1, dtype=np.int64) * width),
+        pa.py_buffer(grid.tobytes()),
     ).cast(pa.string())
-    if storage.null_count:
-        return pc.if_else(storage.is_valid(), text, pa.scalar(None, pa.string()))
+    if nulls_from.null_count:
+        return pc.if_else(nulls_from.is_valid(), text, pa.scalar(None, pa.string()))
     return text
 
 
@@ -171,30 +178,15 @@ def _hyphenated_uuids(text: pa.Array) -> pa.Array | None:
 
     The general path's regular expressions cost 0.6 s per million UUIDs; this one 0.03 s.
     """
-    valid = text.is_valid()
-    if text.null_count:
-        text = pc.fill_null(text, "00000000-0000-0000-0000-000000000000")
-    text = text.cast(pa.large_string())
-    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[
-        text.offset : text.offset + len(text) + 1
-    ]
-    if len(text) == 0 or not np.all(np.diff(offsets) == 36):
+    filled = pc.fill_null(text, "00000000-0000-0000-0000-000000000000")
+    offsets, raw = text_buffers(filled)
+    if len(filled) == 0 or not np.all(np.diff(offsets) == 36):
         return None
-    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    grid = data.reshape(len(text), 36)
+    grid = raw[offsets[0] : offsets[-1]].reshape(len(filled), 36)
     digits = np.delete(grid, _HYPHENS, axis=1)
     if not (np.all(grid[:, _HYPHENS] == ord("-")) and np.all(_HEX[digits])):
         return None
-    lowered = pa.LargeStringArray.from_buffers(
-        len(text),
-        pa.py_buffer(np.arange(len(text) + 1, dtype=np.int64) * 36),
-        pa.py_buffer(_LOWER[grid].tobytes()),
-    ).cast(pa.string())
-    return (
-        lowered
-        if text.null_count == 0 and valid.false_count == 0
-        else pc.if_else(valid, lowered, pa.scalar(None, pa.string()))
-    )
+    return _grid_text(_LOWER[grid], text)
 
 
 def _is_binary(kind: pa.DataType) -> bool:
@@ -289,14 +281,10 @@ def _string_hash(column: pa.Array) -> np.ndarray:
     longer ones by running sums over the data buffer (0.27 s per million). Both compute the
     same function, so two sides split alike whichever way each was hashed.
     """
-    offsets = np.frombuffer(column.buffers()[1], dtype=np.int64)[
-        column.offset : column.offset + len(column) + 1
-    ]
-    data_buffer = column.buffers()[2]
-    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else None
+    offsets, data = text_buffers(column)
     lengths = np.diff(offsets)
     hashes = np.zeros(len(column), dtype=np.uint64)  # an empty string hashes to 0
-    if data is None or len(column) == 0:
+    if len(column) == 0:
         return hashes
     with np.errstate(over="ignore"):
         width = int(lengths[0])
@@ -322,10 +310,8 @@ FIXED_HASH_WIDTH = 64
 
 def _running_hash(column: pa.Array) -> np.ndarray:
     """_string_hash for long strings: prefix sums over the data buffer."""
-    offsets = np.frombuffer(column.buffers()[1], dtype=np.int64)[
-        column.offset : column.offset + len(column) + 1
-    ]
-    data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    offsets, raw = text_buffers(column)
+    data = raw[offsets[0] : offsets[-1]]
     starts, ends = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
     with np.errstate(over="ignore"):
         powers = np.cumprod(np.full(len(data), _PRIME, dtype=np.uint64), dtype=np.uint64)
