@@ -153,3 +153,16 @@ def strategy(request, monkeypatch) -> str:
     if request.param == "partitioned":
         monkeypatch.setattr(engine, "HOLD_MAX_ROWS", 0)
     return request.param
+
+
+def plans(config, check: bool = False) -> list:
+    """Every rule of `config` planned against its live databases, which are closed again."""
+    from auditor.db.engines import open_databases
+    from auditor.plan import build_plan
+
+    databases = open_databases(config)
+    try:
+        return [build_plan(rule, databases, check) for rule in config.rules]
+    finally:
+        for database in databases.values():
+            database.close()

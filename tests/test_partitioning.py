@@ -9,7 +9,7 @@ import auditor
 from auditor import engine
 from auditor.db import dialects
 from auditor.engine import RunOptions
-from tests.conftest import make_database
+from tests.conftest import make_database, plans
 from tests.scenarios import build_pii, build_reference
 
 
@@ -167,9 +167,6 @@ def test_wide_rows_get_fewer_rows_per_batch_and_partition_and_are_not_held(tmp_p
     exactly; a rule that leaves the texts alone keeps the full batch size."""
     import sqlite3
 
-    from auditor.db.engines import open_databases
-    from auditor.plan import build_plan
-
     path = tmp_path / "wide.db"
     with sqlite3.connect(path) as db:
         db.executescript(
@@ -193,12 +190,7 @@ def test_wide_rows_get_fewer_rows_per_batch_and_partition_and_are_not_held(tmp_p
         "rules": [pii, reference],
     }
     config = auditor.load_config(write_config(data))
-    databases = open_databases(config)
-    try:
-        wide, narrow = (build_plan(rule, databases) for rule in config.rules)
-    finally:
-        for database in databases.values():
-            database.close()
+    wide, narrow = plans(config)
     options = RunOptions()
     assert wide.right.row_bytes > 20_000 and narrow.left.row_bytes < 100
     assert engine._batch_rows(wide.right, options) < 500 < options.batch_size

@@ -6,10 +6,9 @@ import pytest
 import sqlalchemy as sa
 
 import auditor
-from auditor.db.engines import open_databases
 from auditor.engine import RunOptions
 from auditor.mask import Masker
-from auditor.plan import build_plan
+from tests.conftest import plans
 from tests.scenarios import EXPECTED_PII, build_pii
 
 pytestmark = pytest.mark.usefixtures("strategy")
@@ -104,14 +103,9 @@ def test_copy_keyed_by_its_own_primary_key_reads_the_key_once(pair, write_config
     data = {"version": 1, "databases": {"s": {"url": source.url}, "c": {"url": copy.url}},
             "settings": {"batch_size": 2}, "rules": [rule]}  # fmt: skip
     config = auditor.load_config(write_config(data))
-    databases = open_databases(config)
-    try:
-        side = build_plan(config.rules[0], databases).left
-        assert side.repeated == {"r0": "k0"}
-        assert side.sql().lower().count("id") == 1, side.sql()
-    finally:
-        for database in databases.values():
-            database.close()
+    (plan,) = plans(config)
+    assert plan.left.repeated == {"r0": "k0"}
+    assert plan.left.sql().lower().count("id") == 1, plan.left.sql()
     result = auditor.run(config, show_pii=True)
     (rule_result,) = result.rules
     assert [(f.kind, f.key, f.copy_value) for f in rule_result.findings] == [

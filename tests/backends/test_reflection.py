@@ -7,8 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 import auditor
-from auditor.db.engines import open_databases
-from auditor.plan import build_plan
+from tests.conftest import plans
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
@@ -30,13 +29,7 @@ def test_foreign_keys_are_not_followed(database_factory, write_config, backend):
     }
     data = {"version": 1, "databases": {"shop": {"url": shop.url}}, "rules": [rule]}
     config = auditor.load_config(write_config(data))
-    databases = open_databases(config)
-    try:
-        plan = build_plan(config.rules[0], databases)
-        checked = build_plan(config.rules[0], databases, check=True)
-    finally:
-        for database in databases.values():
-            database.close()
+    (plan,), (checked,) = plans(config), plans(config, check=True)
     assert list(plan.right.info.table.metadata.tables) == ["products"]
     assert plan.right.info.primary_key == ("id",) and plan.right.info.indexes is None
     assert plan.left.row_bytes and checked.left.row_bytes is None  # check reads no data row
