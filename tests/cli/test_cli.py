@@ -262,3 +262,21 @@ def test_command_imports_the_cli_with_collector_off_then_freezes_it():
         "exit 0 True True",
         "True",
     ]
+
+
+def test_a_run_reads_through_adbc_without_its_dbapi_layer(sqlite_config):
+    """The fast driver is used through the driver manager's own API: its DB-API layer imports
+    pyarrow.dataset and probes for pandas and polars, 90 ms of a run's start-up."""
+    probe = (
+        "import os, sys, auditor.__main__ as command\n"
+        "loaded = lambda: [m for m in sys.modules if m.startswith('adbc')]\n"
+        "os._exit = lambda code: print(code, sorted(loaded()))\n"
+        "sys.argv = ['auditor', 'run', sys.argv[1], '-q']\n"
+        "command.main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(sqlite_config)], capture_output=True, text=True
+    )
+    loaded = done.stdout.splitlines()[-1]
+    assert loaded.startswith("1 ") and "adbc_driver_sqlite" in loaded, done.stderr
+    assert "dbapi" not in loaded
