@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from auditor.checks.base import as_text, canonical_key, number_text, partition_of, timestamp_text
 from auditor.errors import Interrupted
+from auditor.normalize import numpy_array
 from auditor.plan import DELETED, SidePlan
 
 Progress = Callable[[str, int], None]
@@ -138,7 +139,7 @@ class Spill:
             return
         ids = partition_of(self._key_columns(batch), self.partitions, self.seed)
         order = np.argsort(ids.astype(np.int16), kind="stable")  # radix sort on small ints
-        sorted_batch = batch.take(pa.array(order))
+        sorted_batch = batch.take(numpy_array(order))
         sizes = np.bincount(ids, minlength=self.partitions)
         self.counts += sizes
         self.sizes += sizes * (batch.nbytes / batch.num_rows)

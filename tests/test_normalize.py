@@ -68,3 +68,18 @@ def test_pipeline_order_matters():
 def test_bad_normalisers_are_refused(spec, message):
     with pytest.raises(ValueError, match=message):
         validate_normalizer(spec)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint64", "float64", "bool"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_numpy_array_is_pa_array_without_its_lookups(dtype, masked):
+    import numpy as np
+    import pyarrow as pa
+
+    from auditor.normalize import numpy_array
+
+    values = (np.arange(21) % 3).astype(dtype)[::2]  # a strided view: not contiguous
+    mask = (np.arange(11) % 4 == 1) if masked else None
+    built = numpy_array(values, mask=mask)
+    assert built.equals(pa.array(values, mask=mask))
+    assert built.null_count == (3 if masked else 0)

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from auditor.normalize import Pipeline, text_buffers
+from auditor.normalize import Pipeline, numpy_array, text_buffers
 
 _INTEGRAL_TEXT = r"^[+-]?\d+(\.0*)?$"
 _UUID_HEX = r"^[0-9a-f]{32}$"
@@ -293,7 +293,7 @@ def _string_hash(column: pa.Array) -> np.ndarray:
             return grid @ _FIXED_POWERS[:width] + np.uint64(width) * _MIX
         long = np.flatnonzero(lengths > FIXED_HASH_WIDTH)
         if len(long):
-            hashes[long] = _running_hash(column.take(pa.array(long)))
+            hashes[long] = _running_hash(column.take(numpy_array(long)))
         short = np.flatnonzero((lengths > 0) & (lengths <= FIXED_HASH_WIDTH))
         order = short[np.argsort(lengths[short], kind="stable")]
         for rows in np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1):

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from auditor.checks.base import normalise
 from auditor.checks.reference import COUNT, KeyIndex, any_null, keep, key_names, lookup
-from auditor.normalize import Pipeline
+from auditor.normalize import Pipeline, numpy_array
 
 MATCHED = "__matched"
 CANDIDATE_EXTRA = [
@@ -72,7 +72,7 @@ def check_copies(
         valid = counted.filter(pc.fill_null(pc.equal(counted[COUNT], 1), False)).drop([COUNT])
         pairs = valid.join(source, keys=keys, join_type="inner")
     else:
-        marked = source.append_column(MATCHED, pa.array(np.ones(source.num_rows, dtype=bool)))
+        marked = source.append_column(MATCHED, numpy_array(np.ones(source.num_rows, dtype=bool)))
         pairs = lookup(valid, marked, keys, index)
         if report_missing_source:
             orphans = keep(pairs.select(base), pc.is_null(pairs[MATCHED]))

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from auditor.normalize import numpy_array
 from auditor.plan import DELETED
 
 COUNT = "count_all"
@@ -23,7 +24,7 @@ def key_names(width: int) -> list[str]:
 def any_null(table: pa.Table, names: list[str]) -> pa.Array | pa.ChunkedArray:
     masks = [pc.is_null(table[name]) for name in names]
     if not masks:
-        return pa.array(np.zeros(table.num_rows, dtype=bool))
+        return numpy_array(np.zeros(table.num_rows, dtype=bool))
     mask = masks[0]
     for other in masks[1:]:
         mask = pc.or_(mask, other)
@@ -49,7 +50,7 @@ def group_keys(right: pa.Table, width: int, unique: bool = False) -> pa.Table:
     present = keep(right, pc.invert(any_null(right, keys)))
     flag = [DELETED] if DELETED in right.column_names else []
     if unique or (width == 1 and _unique(present["c0"])):  # no aggregation needed
-        ones = pa.array(np.ones(present.num_rows, dtype=np.int64))
+        ones = numpy_array(np.ones(present.num_rows, dtype=np.int64))
         return present.select([*keys, *flag]).append_column(COUNT, ones)
     aggregations: list[tuple] = [([], "count_all")] + [(DELETED, "min")] * len(flag)
     grouped = present.group_by(keys, use_threads=False).aggregate(aggregations)
@@ -99,12 +100,12 @@ class KeyIndex:
         if self.table is not None:
             inside = (values >= self.low) & (values <= self.high)
             rows = self.table[np.where(inside, values, self.low) - self.low].astype(np.int64)
-            return pa.array(rows, mask=~(inside & valid & (rows >= 0)))
+            return numpy_array(rows, mask=~(inside & valid & (rows >= 0)))
         if len(self.sorted) == 0:
             return pa.nulls(len(values), pa.int64())
         at = np.minimum(np.searchsorted(self.sorted, values), len(self.sorted) - 1)
         hit = (self.sorted[at] == values) & valid
-        return pa.array(self.rows[at], mask=~hit)
+        return numpy_array(self.rows[at], mask=~hit)
 
 
 def lookup(
