@@ -308,10 +308,7 @@ def _streamed_pairs(plan: RulePlan, options: RunOptions, progress, stop, rows, r
     """
     groups = group_keys(right, len(plan.key_types), plan.right.keys_unique)
     yield None, right, groups, None  # the held side's duplicated keys, reported once
-    index = None
-    if plan.key_types == ("int",):  # what the chunks are looked up in, indexed once
-        looked_up = groups if isinstance(plan.rule, ReferenceRule) else right
-        index = KeyIndex(looked_up["c0"])
+    index = _key_index(plan, right, groups)  # what the chunks are looked up in, indexed once
     side = plan.left
     schema = side_schema(side, plan.key_types)
     chunk_rows = _rows_per_partition(options, plan)
@@ -423,11 +420,25 @@ def _compare_partition(plan: RulePlan, left, right, groups=None, index=None):
     right = right() if callable(right) else right
     if groups is None:
         groups = group_keys(right, len(plan.key_types), plan.right.keys_unique)
+        index = _key_index(plan, right, groups, dense_only=True)
     elif left is not None:
         return groups.slice(0, 0), _check(plan, left, right, groups, index)
     if left is None:
         left = side_schema(plan.left, plan.key_types).empty_table()
-    return duplicates(groups), _check(plan, left, right, groups)
+    return duplicates(groups), _check(plan, left, right, groups, index)
+
+
+def _key_index(plan: RulePlan, right: pa.Table, groups: pa.Table, dense_only: bool = False):
+    """The KeyIndex of what the referencing rows are looked up in, for one integer key.
+
+    `dense_only`: None unless the keys fit a direct table (a partition's keys are probed once:
+    hashing sparse keys is cheaper than sorting them).
+    """
+    if plan.key_types != ("int",):
+        return None
+    looked_up = groups if isinstance(plan.rule, ReferenceRule) else right
+    index = KeyIndex(looked_up["c0"], dense_only)
+    return index if index.dense or not dense_only else None
 
 
 def _duplicate_findings(plan: RulePlan, groups: pa.Table) -> list[Finding]:

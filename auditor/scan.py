@@ -108,7 +108,17 @@ def partition_count(*estimates: int | None, rows_per_partition: int = ROWS_PER_P
     wanted = math.ceil(rows / rows_per_partition)
     if any(e is None for e in estimates):
         wanted = max(wanted, UNKNOWN_SIZE_PARTITIONS)
-    return max(1, min(MAX_PARTITIONS, wanted))
+    return _prime_at_least(max(1, min(MAX_PARTITIONS, wanted)))
+
+
+def _prime_at_least(n: int) -> int:
+    """A prime: integer keys are partitioned modulo it (partition_of), and ids with a step
+    (2, 10, 1000...) would fill only some partitions of a count sharing a factor with it."""
+    if n <= 2:
+        return n
+    while any(n % d == 0 for d in range(2, math.isqrt(n) + 1)):
+        n += 1
+    return n
 
 
 _NUMBERS = itertools.count()  # spill file names, never reused within a process

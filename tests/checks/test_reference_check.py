@@ -28,6 +28,42 @@ def test_key_index_matches_index_in(seed, span, dense):
     assert index.index_in(probe).equals(expected.cast(pa.int64()))
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_one_partitions_keys_get_a_direct_table_with_their_stride(seed):
+    """Integer keys are partitioned modulo a prime P, so one partition's keys lie P apart:
+    indexed by (key - smallest) / P, probes between them (other remainders) find nothing."""
+    from auditor.checks.base import partition_of
+
+    rng = np.random.default_rng(seed)
+    ids = pa.array(rng.permutation(np.arange(-5_000, 200_000)), pa.int64())
+    part = ids.filter(pa.array(partition_of([ids], 53) == 7))
+    held = part.slice(0, len(part) - 50)  # some of the partition's keys are absent
+    probe = pa.concat_arrays([part, _random_keys(rng, 500, 300_000)])
+    index = KeyIndex(held, dense_only=True)
+    assert index.dense and index.stride == 53 and len(index.table) <= 4 * len(held) + 1024
+    expected = pc.index_in(probe, value_set=held, skip_nulls=True)
+    assert index.index_in(probe).equals(expected.cast(pa.int64()))
+
+
+def test_sparse_keys_are_left_to_hashing_when_only_dense_is_wanted():
+    held = pa.array([1, 10**15, 3 * 10**15 + 7], pa.int64())
+    assert not KeyIndex(held, dense_only=True).dense
+    assert len(KeyIndex(held).sorted) == 3
+
+
+def test_integer_keys_are_partitioned_modulo_a_prime_count():
+    from auditor.checks.base import partition_of
+    from auditor.scan import partition_count
+
+    assert [partition_count(n, rows_per_partition=1) for n in (1, 2, 50, 64, 1024)] == [
+        1, 2, 53, 67, 1031,
+    ]  # fmt: skip
+    keys = pa.array([0, 52, 53, -1, None, 2**63 - 1], pa.int64())
+    assert partition_of([keys], 53).tolist() == [0, 52, 0, 52, 0, (2**63 - 1) % 53]
+    hashed = partition_of([keys], 53, seed=1)  # a split: hashed, not modulo again
+    assert hashed.tolist() != partition_of([keys], 53).tolist()
+
+
 @pytest.mark.parametrize("held", [[1, 2, 3], [-(2**63), 2**63 - 1, 0]])
 def test_key_index_at_the_ends_of_int64(held):
     """No key arithmetic overflows: probes far outside a dense range, keys at both ends."""
