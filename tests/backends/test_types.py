@@ -296,3 +296,29 @@ def test_times_and_timestamps_written_as_text_in_sqlite(database_factory, write_
     assert [(f.kind, f.key, f.field, f.source_value, f.copy_value) for f in result.findings] == [
         ("mismatch", {"id": 3}, "ts", "2024-05-06 07:08:10", "2024-05-06 07:08:09")
     ]
+
+
+def test_postgresql_integer_look_ups_bind_one_array_literal(database_factory):
+    """Integer keys are looked up through one text parameter cast to BIGINT[]: any integer
+    column matches, keys beyond a SMALLINT's range find nothing instead of failing."""
+    from auditor.db.dialects import PostgreSQL
+
+    db = database_factory("postgresql")
+    db.execute("CREATE TABLE nums (small smallint, big bigint)")
+    db.execute(
+        "INSERT INTO nums VALUES (-3, -9223372036854775808), (7, 9223372036854775807), (8, 0)"
+    )
+    engine = sa.create_engine(db.url)
+    try:
+        table = sa.Table("nums", sa.MetaData(), autoload_with=engine)
+        dialect = PostgreSQL()
+        small = dialect.in_values(table.c.small, [-3, 7, 99_999])
+        big = dialect.in_values(table.c.big, [-(2**63), 2**63 - 1])
+        assert "AS BIGINT[]" in str(small.compile(engine))
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(table.c.small).where(small)).scalars()
+            assert sorted(rows) == [-3, 7]
+            assert sorted(conn.execute(sa.select(table.c.small).where(big)).scalars()) == [-3, 7]
+        assert "CAST" not in str(dialect.in_values(table.c.small, [True]).compile(engine))
+    finally:
+        engine.dispose()
