@@ -58,7 +58,7 @@ class Lookups:
             names, rows = list(result.keys()), result.fetchall()
             if rows:
                 arrays = [
-                    pa.array(list(values), type=_integer_type(schema, name))
+                    pa.array(values, type=_integer_type(schema, name))
                     for name, values in zip(names, zip(*rows, strict=True), strict=True)
                 ]
                 raw = pa.RecordBatch.from_arrays(arrays, names=names)
@@ -169,7 +169,12 @@ def _condition(dialect, columns: Sequence[sa.Column], by: str, key_types, chunk:
     if len(columns) == 1:
         column, kind = columns[0], category(columns[0])  # classified once per chunk
         key_type = key_types[0] if by == "compare" else "label"
-        bound = [v for (part,) in chunk for v in _bind_values(column, kind, key_type, part)]
+        if kind == "int" and not unsigned_64(column):  # the usual keys: bound as they are
+            bound = [part for (part,) in chunk if type(part) is int]
+            others = [part for (part,) in chunk if type(part) is not int]
+        else:
+            bound, others = [], [part for (part,) in chunk]
+        bound += [v for part in others for v in _bind_values(column, kind, key_type, part)]
         return dialect.in_values(column, bound) if bound else sa.false()
     return sa.or_(*(_match(columns, by, key_types, value) for value in chunk))
 
