@@ -39,8 +39,8 @@ def suggest_keys(plan: RulePlan, lookups: Lookups, source: Spill, collector: Col
     for labels, fingerprint in fingerprints.items():
         by_anchor.setdefault(fingerprint[anchor], []).append(labels)
     for part in range(source.partitions):  # one partition at a time
-        # Not source.read(): only the anchor column is copied out of the mapped file whole;
-        # other columns only for the rows that match.
+        # Not source.read(): only the anchor column is combined into one array; other
+        # columns only for the rows that match.
         table = pa.Table.from_batches(list(source.batches(part)), schema=source.schema)
         anchor_values = normalise(table[f"v{anchor}"].combine_chunks(), plan.normalizers[anchor])
         subset = table.filter(
