@@ -202,8 +202,20 @@ class Spill:
         self.sizes[:] = 0
         self.rows = 0
 
-    def batches(self, part: int) -> Iterator[pa.RecordBatch]:
-        """One partition batch by batch, so it can be split without loading it."""
+    def batches(self, part: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """One partition batch by batch, so it can be split without loading it; `columns`:
+        only these are read."""
+        if columns is not None:
+            if self.partitions == 1 or self._path is None:
+                yield from (batch.select(columns) for batch in self._memory[0])
+            elif self._in_file[part]:
+                wanted = [self.schema.get_field_index(name) for name in columns]
+                options = pa.ipc.IpcReadOptions(included_fields=wanted)
+                with pa.OSFile(str(self._path)) as file:
+                    reader = pa.ipc.open_file(file, options=options)
+                    for number in self._in_file[part]:
+                        yield reader.get_batch(number).select(columns)
+            return
         if self.partitions == 1 or self._path is None:
             yield from self._memory[0]
         elif self._in_file[part]:

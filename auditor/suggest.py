@@ -38,16 +38,17 @@ def suggest_keys(plan: RulePlan, lookups: Lookups, source: Spill, collector: Col
     by_anchor: dict[str, list[tuple]] = {}
     for labels, fingerprint in fingerprints.items():
         by_anchor.setdefault(fingerprint[anchor], []).append(labels)
+    wanted_values = pa.array(list(wanted), pa.string())
+    anchor_schema = pa.schema([source.schema.field(f"v{anchor}")])
     for part in range(source.partitions):  # one partition at a time
-        # Not source.read(): only the anchor column is combined into one array; other
-        # columns only for the rows that match.
-        table = pa.Table.from_batches(list(source.batches(part)), schema=source.schema)
-        anchor_values = normalise(table[f"v{anchor}"].combine_chunks(), plan.normalizers[anchor])
-        subset = table.filter(
-            pc.is_in(anchor_values, value_set=pa.array(list(wanted), pa.string()))
-        )
-        if subset.num_rows == 0:
+        # The anchor column first; the other columns only where some row matches.
+        anchors = pa.Table.from_batches(list(source.batches(part, [f"v{anchor}"])), anchor_schema)
+        anchor_values = normalise(anchors.column(0).combine_chunks(), plan.normalizers[anchor])
+        hits = pc.fill_null(pc.is_in(anchor_values, value_set=wanted_values), False)
+        if not pc.any(hits).as_py():
             continue
+        table = pa.Table.from_batches(list(source.batches(part)), schema=source.schema)
+        subset = table.filter(hits)
         normalised = [
             normalise(subset[f"v{i}"].combine_chunks(), p).to_pylist()
             for i, p in enumerate(plan.normalizers)

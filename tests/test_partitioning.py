@@ -224,6 +224,8 @@ def test_a_spilled_side_is_one_file_whose_partitions_hold_their_own_keys(tmp_pat
         assert keys == sorted(keys) and len(keys) == spill.counts[part]
         assert set(partition_of([table["c0"].combine_chunks()], 8).tolist()) <= {part}
         assert table["v0"].to_pylist() == [f"v{k}" for k in keys]
+        only = pa.Table.from_batches(list(spill.batches(part, ["v0"])), schema.remove(0))
+        assert only.column_names == ["v0"] and only["v0"].equals(table["v0"])
         seen += keys
     assert sorted(seen) == list(range(3000))
     spill.drop(3)
