@@ -202,9 +202,10 @@ def test_wide_rows_get_fewer_rows_per_batch_and_partition_and_are_not_held(tmp_p
     assert [r.counts for r in result.rules] == [{"mismatch": 4}, {}]
 
 
-def test_a_spilled_side_is_one_file_whose_partitions_hold_their_own_keys(tmp_path):
-    """Each scanned batch is appended to the side's one file, sorted by partition; a partition
-    reads back exactly the rows whose keys hash to it, in the order they were added."""
+def test_spilled_partitions_hold_their_own_keys(tmp_path):
+    """Each scanned batch is sorted by partition and its slices appended to the partitions'
+    files; a partition reads back exactly the rows whose keys go to it, in the order they were
+    added, whole or only some columns."""
     import pyarrow as pa
 
     from auditor.checks.base import partition_of
@@ -216,7 +217,7 @@ def test_a_spilled_side_is_one_file_whose_partitions_hold_their_own_keys(tmp_pat
         keys = list(range(start, start + 1000))
         spill.add(pa.record_batch([pa.array(keys), pa.array([f"v{k}" for k in keys])], schema))
     spill.finish()
-    assert [p.name for p in tmp_path.iterdir()] == [spill._path.name]
+    assert len(list(tmp_path.iterdir())) == 8
     seen = []
     for part in range(8):
         table = spill.read(part)
