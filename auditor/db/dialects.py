@@ -242,7 +242,7 @@ class _AdbcHandle:
             statement.set_options(**options)
             statement.set_sql_query(query)
             handle, _ = statement.execute_query()
-            reader = pa.RecordBatchReader._import_from_c(handle.address)
+            reader = pa.RecordBatchReader.from_stream(handle)
             try:
                 yield from reader
             finally:
