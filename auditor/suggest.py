@@ -39,16 +39,14 @@ def suggest_keys(plan: RulePlan, lookups: Lookups, source: Spill, collector: Col
     for labels, fingerprint in fingerprints.items():
         by_anchor.setdefault(fingerprint[anchor], []).append(labels)
     wanted_values = pa.array(list(wanted), pa.string())
-    anchor_schema = pa.schema([source.schema.field(f"v{anchor}")])
     for part in range(source.partitions):  # one partition at a time
-        # The anchor column first; the other columns only where some row matches.
-        anchors = pa.Table.from_batches(list(source.batches(part, [f"v{anchor}"])), anchor_schema)
-        anchor_values = normalise(anchors.column(0).combine_chunks(), plan.normalizers[anchor])
-        hits = pc.fill_null(pc.is_in(anchor_values, value_set=wanted_values), False)
-        if not pc.any(hits).as_py():
-            continue
+        # Not source.read(): only the anchor column is copied out of the mapped file whole;
+        # other columns only for the rows that match.
         table = pa.Table.from_batches(list(source.batches(part)), schema=source.schema)
-        subset = table.filter(hits)
+        anchor_values = normalise(table[f"v{anchor}"].combine_chunks(), plan.normalizers[anchor])
+        subset = table.filter(pc.is_in(anchor_values, value_set=wanted_values))
+        if subset.num_rows == 0:
+            continue
         normalised = [
             normalise(subset[f"v{i}"].combine_chunks(), p).to_pylist()
             for i, p in enumerate(plan.normalizers)

@@ -205,7 +205,7 @@ def test_wide_rows_get_fewer_rows_per_batch_and_partition_and_are_not_held(tmp_p
 def test_spilled_partitions_hold_their_own_keys(tmp_path):
     """Each scanned batch is sorted by partition and its slices appended to the partitions'
     files; a partition reads back exactly the rows whose keys go to it, in the order they were
-    added, whole or only some columns."""
+    added."""
     import pyarrow as pa
 
     from auditor.checks.base import partition_of
@@ -225,8 +225,6 @@ def test_spilled_partitions_hold_their_own_keys(tmp_path):
         assert keys == sorted(keys) and len(keys) == spill.counts[part]
         assert set(partition_of([table["c0"].combine_chunks()], 8).tolist()) <= {part}
         assert table["v0"].to_pylist() == [f"v{k}" for k in keys]
-        only = pa.Table.from_batches(list(spill.batches(part, ["v0"])), schema.remove(0))
-        assert only.column_names == ["v0"] and only["v0"].equals(table["v0"])
         seen += keys
     assert sorted(seen) == list(range(3000))
     spill.drop(3)
