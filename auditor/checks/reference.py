@@ -90,11 +90,11 @@ class KeyIndex:
         self.low, self.high = int(values.min()), int(values.max())
         # Offsets as uint64: exact however far apart the keys are (their span is < 2**64).
         offsets = values.astype(np.uint64) - np.uint64(self.low & 0xFFFFFFFFFFFFFFFF)
-        slots = (self.high - self.low) // self.stride + 1
-        if slots > self.DENSE_SLOTS_PER_KEY * len(values) + 1024:
+        most = self.DENSE_SLOTS_PER_KEY * len(values) + 1024
+        if self.high - self.low + 1 > most:  # sparse as a sequence: maybe dense by a stride
             self.stride = max(1, int(np.gcd.reduce(offsets)))
-            slots = (self.high - self.low) // self.stride + 1
-        self.dense = slots <= self.DENSE_SLOTS_PER_KEY * len(values) + 1024
+        slots = (self.high - self.low) // self.stride + 1
+        self.dense = slots <= most
         if self.dense:
             self.table = np.full(slots, -1, dtype=np.int32)
             # Written last to first, so a duplicated key keeps its first row, as index_in.
