@@ -118,7 +118,9 @@ class SidePlan:
         try:
             with conn.begin_nested():  # a failure must not end the snapshot's transaction
                 value = conn.execute(sa.select(sa.func.avg(total))).scalar()
-        except sa.exc.DBAPIError:
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:  # a lost connection is no reason to plan blind
+                raise
             return None
         return None if value is None else int(value) + 8 * len(lengths)
 

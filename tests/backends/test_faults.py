@@ -81,6 +81,34 @@ def test_a_connection_killed_mid_scan_is_retried(database_factory, write_config)
         assert disturbed.rules[0].rows_scanned == undisturbed.rules[0].rows_scanned
 
 
+def test_a_connection_killed_while_planning_is_retried(database_factory, write_config, monkeypatch):
+    """The row-width sample runs in the planning snapshot: a connection lost there is not
+    taken for a failed sample (the next statement would fail as an internal error), it is a
+    lost connection, and planning is retried like a scan."""
+    from auditor.plan import SidePlan
+
+    db = database_factory("postgresql")
+    _load(db, 2_000)
+    config = auditor.load_config(write_config(_reference_config(db.url)))
+    undisturbed = auditor.run(config)
+    sample, killed = SidePlan.sample_row_bytes, []
+
+    def killed_first(side, conn):
+        if not killed:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            admin = sa.create_engine(db.url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as other:
+                other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            admin.dispose()
+            killed.append(pid)
+        return sample(side, conn)
+
+    monkeypatch.setattr(SidePlan, "sample_row_bytes", killed_first)
+    disturbed = auditor.run(config)
+    assert killed and disturbed.rules[0].error is None, disturbed.rules[0].error
+    assert disturbed.rules[0].counts == undisturbed.rules[0].counts == {"orphan": 3}
+
+
 def test_statement_timeout_is_enforced_and_named(database_factory, write_config):
     for backend, sleep in (("postgresql", "pg_sleep(3) IS NOT NULL"), ("mariadb", "SLEEP(3) = 0")):
         db = database_factory(backend)
