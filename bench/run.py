@@ -12,7 +12,9 @@ Workloads (the data is built server-side with generate_series / MariaDB's sequen
   M   peak memory of a reference audit at 100k and 1M referencing rows (PostgreSQL).
 Each measured command: median wall time of --runs, peak RSS of the child, rows/s, ratio to
 the baseline (psql \\copy / mariadb --quick of the same columns). Wrong finding counts print
-FAIL instead of a time.
+FAIL instead of a time. W1, W2 and W3 also time a bare read (bench/bare_read.py): the same
+statements through the fast readers auditor uses, grouped as its rules read them, and nothing
+else; the gap between that line and auditor's is auditor's own work.
 """
 
 from __future__ import annotations
@@ -266,6 +268,17 @@ def _auditor(config: Path, report: Path) -> list[str]:
     return [sys.executable, "-m", "auditor", "run", str(config), "--json", str(report), "-q"]
 
 
+BARE_READ = "bare read (auditor's readers only)"
+
+
+def _bare_read(groups: list[list[tuple[str, str]]]) -> list[str]:
+    """bench/bare_read.py: the same statements through the same fast readers, nothing else."""
+    args = [sys.executable, str(ROOT / "bench" / "bare_read.py")]
+    for number, group in enumerate(groups):
+        args += (["--"] if number else []) + [part for pair in group for part in pair]
+    return args
+
+
 def _counts_check(report: Path, expected: dict[str, dict[str, int]]):
     def check() -> str:
         data = json.loads(report.read_text())
@@ -352,8 +365,12 @@ def workload_w1(n: Sizes, runs: int, folder: Path, b_backend: str = "postgresql"
     ]
     report = folder / f"{label}.json"
     audit = Measure(label, "auditor run (2 rules)", rows)
+    # The rules' sides as auditor reads them: reviews with products, then customers with orders.
+    bare = _bare_read([[(urls["b"], BASELINE_B[1]), (urls["a"], BASELINE_A[1])],
+                       [(urls["a"], BASELINE_A[0]), (urls["b"], BASELINE_B[0])]])  # fmt: skip
     return measure_together([
         Job(baseline, " && ".join(commands), shell=True),
+        Job(Measure(label, BARE_READ, rows), bare),
         Job(audit, _auditor(config, report), check=_counts_check(report, expected_w1(n))),
     ], runs)  # fmt: skip
 
@@ -378,8 +395,11 @@ def workload_w2(n: Sizes, runs: int, folder: Path) -> list[Measure]:
     baseline = Measure("W2", "baseline (read each table once)", rows)
     commands = [_psql_copy(f"{PREFIX}_a", "SELECT id, email FROM customers"),
                 _psql_copy(f"{PREFIX}_b", "SELECT id, email FROM customers_copy")]  # fmt: skip
+    bare = _bare_read([[(urls["a"], "SELECT id, email FROM customers"),
+                        (urls["b"], "SELECT id, email FROM customers_copy")]])  # fmt: skip
     jobs = [
         Job(baseline, " && ".join(commands), shell=True),
+        Job(Measure("W2", BARE_READ, rows), bare),
         Job(Measure("W2", "auditor run (pii, email)", rows), _auditor(config, report),
             check=_counts_check(report, expected)),
     ]  # fmt: skip
