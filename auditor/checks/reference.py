@@ -139,7 +139,9 @@ def lookup(
     """
     if len(keys) > 1:
         return left.join(right, keys=keys, join_type="left outer", use_threads=False)
-    if index is not None:
+    if left.num_rows == 0:  # e.g. a held side's own item: no hash table of its keys for nothing
+        position = pa.nulls(0, pa.int64())
+    elif index is not None:
         position = index.index_in(left[keys[0]])
     else:
         position = pc.index_in(left[keys[0]], value_set=right[keys[0]].combine_chunks())

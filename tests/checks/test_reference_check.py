@@ -81,6 +81,21 @@ def test_lookup_with_key_index_equals_hash_lookup():
     assert hashed["n"].to_pylist() == [90, None, None, 30, 50]
 
 
+def test_lookup_of_no_rows_hashes_nothing(monkeypatch):
+    """A held side is checked once with no referencing rows (for its duplicated keys): hashing
+    its keys for that cost 110 MB at 1.6M held rows."""
+    import auditor.checks.reference as reference
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("hashed the right side for an empty left side")
+
+    monkeypatch.setattr(reference.pc, "index_in", refuse)
+    right = pa.table({"c0": pa.array([5, 3], pa.int64()), "n": [50, 30]})
+    empty = pa.table({"c0": pa.array([], pa.int64()), "r0": pa.array([], pa.int64())})
+    joined = lookup(empty, right, ["c0"])
+    assert joined.num_rows == 0 and joined.column_names == ["c0", "r0", "n"]
+
+
 def test_empty_held_side_finds_nothing():
     probe = pa.array([1, None], pa.int64())
     assert KeyIndex(pa.array([], pa.int64())).index_in(probe).null_count == 2
