@@ -46,6 +46,13 @@ CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up s
 # chunks of one partition (an earlier version, re-hashing the held keys per 200k-row chunk,
 # peaked 90 MB above partitioning on W1 at scale 2).
 HOLD_MAX_ROWS = 250_000
+# A single integer key is indexed once (KeyIndex), so there the held side's size does not weigh
+# on every chunk: it is held up to 4x as many rows when the other side is estimated at least 8x
+# its size, whose spilling would cost more than reading the held side first. (W1 at scale 2,
+# 400k products against 10M reviews: 2.25 s against 2.85 s partitioned, peak 174 against
+# 160 MB; 1.6M held against 5M: no faster, 263 against 154 MB, hence the ratio.)
+INDEXED_HOLD_FACTOR = 4
+INDEXED_HOLD_RATIO = 8
 # Byte budgets, turned into rows with each table's estimated row width (wide rows, e.g. long
 # texts, get fewer rows; the defaults above fit rows of up to ~100-300 bytes unchanged).
 HOLD_MAX_BYTES = 32 << 20  # the held side, as estimated before reading it
@@ -266,8 +273,8 @@ def _held_right_side(plan: RulePlan, options: RunOptions, progress, stop, rows) 
     spill files, and comparing overlaps reading. A side that turns out much bigger than its
     estimate is dropped again and the rule falls back to partitioning.
     """
-    limit = HOLD_MAX_ROWS if options.hold_rows is None else options.hold_rows
     estimate, width = plan.right.info.estimated_rows, plan.right.row_bytes
+    limit = _hold_limit(plan, options, estimate)
     if limit <= 0 or estimate is None or estimate > limit:
         return None
     if width and estimate * width > HOLD_MAX_BYTES:
@@ -281,6 +288,16 @@ def _held_right_side(plan: RulePlan, options: RunOptions, progress, stop, rows) 
         log.event("held_side_too_big", rule=plan.rule.name, side=plan.right.label)
         return None
     return held
+
+
+def _hold_limit(plan: RulePlan, options: RunOptions, estimate: int | None) -> int:
+    """Most rows of the referenced side held in memory (see INDEXED_HOLD_FACTOR)."""
+    if options.hold_rows is not None:
+        return options.hold_rows
+    other = plan.left.info.estimated_rows
+    if plan.key_types == ("int",) and estimate and other and other >= INDEXED_HOLD_RATIO * estimate:
+        return HOLD_MAX_ROWS * INDEXED_HOLD_FACTOR
+    return HOLD_MAX_ROWS
 
 
 class _Capped(Spill):

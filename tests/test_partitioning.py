@@ -3,6 +3,8 @@ side held in memory while the referencing side streams."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 import auditor
@@ -231,3 +233,22 @@ def test_spilled_partitions_hold_their_own_keys(tmp_path):
     assert spill.read(3).num_rows == 0
     spill.reset()
     assert list(tmp_path.iterdir()) == [] and spill.rows == 0
+
+
+def test_an_integer_keyed_side_is_held_longer_when_the_other_is_much_bigger():
+    """Integer keys are indexed once, so a bigger referenced side can be held while a side at
+    least INDEXED_HOLD_RATIO times its size streams past; other keys keep HOLD_MAX_ROWS."""
+
+    def plan(key_types, other):
+        info = SimpleNamespace(estimated_rows=other)
+        return SimpleNamespace(key_types=key_types, left=SimpleNamespace(info=info))
+
+    held, usual = 4 * engine.HOLD_MAX_ROWS // 2, engine.HOLD_MAX_ROWS
+    ratio = engine.INDEXED_HOLD_RATIO
+    options = RunOptions()
+    assert engine._hold_limit(plan(("int",), ratio * held), options, held) >= held > usual
+    assert engine._hold_limit(plan(("int",), ratio * held - 1), options, held) == usual
+    assert engine._hold_limit(plan(("string",), 100 * held), options, held) == usual
+    assert engine._hold_limit(plan(("int", "int"), 100 * held), options, held) == usual
+    assert engine._hold_limit(plan(("int",), None), options, held) == usual
+    assert engine._hold_limit(plan(("int",), 100 * held), RunOptions(hold_rows=0), held) == 0
