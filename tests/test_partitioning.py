@@ -243,7 +243,8 @@ def test_an_integer_keyed_side_is_held_longer_when_the_other_is_much_bigger():
         info = SimpleNamespace(estimated_rows=other)
         return SimpleNamespace(key_types=key_types, left=SimpleNamespace(info=info))
 
-    held, usual = 4 * engine.HOLD_MAX_ROWS // 2, engine.HOLD_MAX_ROWS
+    usual = engine.HOLD_MAX_ROWS
+    held = 2 * usual
     ratio = engine.INDEXED_HOLD_RATIO
     options = RunOptions()
     assert engine._hold_limit(plan(("int",), ratio * held), options, held) >= held > usual
