@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from auditor import __version__, log, memory
 from auditor.config.model import Config
 from auditor.db.engines import Database, open_databases, ping
-from auditor.engine import RETRY_PAUSES_S, RunOptions, run_rule
+from auditor.engine import RunOptions, retrying, run_rule
 from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted
 from auditor.mask import Masker
 from auditor.plan import RulePlan, build_plan
@@ -185,17 +185,8 @@ def _run_one(rule, databases, options, progress, stop) -> RuleResult:
 
 def _plan_retrying(rule, databases: dict[str, Database], stop: threading.Event) -> RulePlan:
     """Plan the rule; a connection lost while planning (killed, server restarted) is retried
-    with the same back-off as a lost scan (engine.RETRY_PAUSES_S)."""
-    for pause in (*RETRY_PAUSES_S, None):
-        try:
-            return _plan(rule, databases)
-        except DatabaseError as exc:
-            if not exc.retryable or pause is None or stop.is_set():
-                raise
-            log.event("plan_retry", logging.WARNING, exc.message, rule=rule.name)
-            if stop.wait(pause):
-                raise
-    raise AssertionError("unreachable")
+    like a lost scan."""
+    return retrying(lambda: _plan(rule, databases), rule.name, "plan_retry", stop)
 
 
 def _skipped(rule, status: str) -> RuleResult:

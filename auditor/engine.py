@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,6 +39,7 @@ from auditor.scan import (
 )
 from auditor.suggest import suggest_keys
 
+T = TypeVar("T")
 RETRY_PAUSES_S = (0.5, 1.0, 2.0)  # bounded back-off when a connection is lost mid-scan
 CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up statements
 # A referenced side estimated at most this many rows is held in memory (see _held_right_side):
@@ -360,21 +361,39 @@ def _counter(plan: RulePlan, side: SidePlan, progress: Progress, rows: dict[str,
     return report
 
 
-def _read_side(plan, side: SidePlan, spill: Spill, options, progress, stop, rows) -> None:
-    """Read one side into its spill; a lost connection reads the side again, whole."""
-    report = _counter(plan, side, progress, rows)
+def retrying(
+    attempt: Callable[[], T],
+    rule: str,
+    event: str,
+    stop: threading.Event,
+    reset: Callable[[], None] | None = None,
+) -> T:
+    """`attempt()`, made again after a lost connection (a retryable DatabaseError) with the
+    RETRY_PAUSES_S back-off; `reset` undoes a failed attempt's work first."""
     for pause in (*RETRY_PAUSES_S, None):
-        rows[side.role] = 0
         try:
-            scan_side(side, plan.key_types, spill, _batch_rows(side, options), report, stop)
-            return
+            return attempt()
         except DatabaseError as exc:
             if not exc.retryable or pause is None or stop.is_set():
                 raise
-            log.event("scan_retry", logging.WARNING, exc.message, rule=plan.rule.name)
-            spill.reset()  # one statement is one snapshot: read the side again, whole
+            log.event(event, logging.WARNING, exc.message, rule=rule)
+            if reset is not None:
+                reset()
             if stop.wait(pause):
                 raise
+    raise AssertionError("unreachable")
+
+
+def _read_side(plan, side: SidePlan, spill: Spill, options, progress, stop, rows) -> None:
+    """Read one side into its spill; a lost connection reads the side again, whole (one
+    statement is one snapshot)."""
+    report = _counter(plan, side, progress, rows)
+
+    def attempt() -> None:
+        rows[side.role] = 0
+        scan_side(side, plan.key_types, spill, _batch_rows(side, options), report, stop)
+
+    retrying(attempt, plan.rule.name, "scan_retry", stop, reset=spill.reset)
 
 
 def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tuple[Spill, Spill]:
