@@ -6,7 +6,9 @@ else (no planning, preparing, partitioning, comparing or report).
 The statements of one group (groups are separated by `--`) are read at once, one thread each,
 as auditor reads the two sides of a rule; the groups one after another, as auditor runs its
 rules. PostgreSQL is read through ADBC's driver manager, MariaDB/MySQL through connectorx,
-as auditor.db.dialects does. What auditor costs beyond this line is its own work.
+as auditor.db.dialects does. It imports nothing of auditor, whose reader (_AdbcHandle) it
+repeats in a few lines: auditor's imports (SQLAlchemy, pydantic, ...) belong to what auditor
+costs. What auditor costs beyond this line is its own work.
 """
 
 from __future__ import annotations
