@@ -356,7 +356,8 @@ def normalise(array: pa.Array, pipeline: Pipeline) -> pa.Array:
     if pc.any(slow).as_py():
         fallback = _per_distinct(array.filter(slow), pipeline)
         fast = pc.replace_with_mask(fast, slow, fallback)
-    return pc.if_else(pc.equal(fast, ""), pa.scalar(None, pa.string()), fast)
+    empty = pa.scalar("", fast.type)  # typed: pyarrow infers a Python value's type slowly
+    return pc.if_else(pc.equal(fast, empty), pa.scalar(None, pa.string()), fast)
 
 
 def _per_distinct(array: pa.Array, pipeline: Pipeline) -> pa.Array:

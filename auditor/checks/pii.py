@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from auditor.checks.base import normalise
-from auditor.checks.reference import COUNT, KeyIndex, any_null, keep, key_names, lookup
+from auditor.checks.reference import COUNT, ONE_ROW, KeyIndex, any_null, keep, key_names, lookup
 from auditor.normalize import Pipeline, numpy_array
 
 MATCHED = "__matched"
@@ -69,7 +69,7 @@ def check_copies(
         if report_missing_source:
             orphans = counted.filter(pc.is_null(counted[COUNT]))
             parts.append(_candidates(orphans, base, "missing_source"))
-        valid = counted.filter(pc.fill_null(pc.equal(counted[COUNT], 1), False)).drop([COUNT])
+        valid = counted.filter(pc.fill_null(pc.equal(counted[COUNT], ONE_ROW), False)).drop([COUNT])
         pairs = valid.join(source, keys=keys, join_type="inner")
     else:
         marked = source.append_column(MATCHED, numpy_array(np.ones(source.num_rows, dtype=bool)))
