@@ -3,11 +3,12 @@ row whose normalised PII the copy does match (`suggested_key`), e.g. ids swapped
 
 It stays streaming: the fingerprints of the listed mismatches are kept (at most
 `max_findings`), and the spilled source side is read once more, batch by batch, narrowed by the
-first field that needs no phone parsing.
+first field that needs no phone parsing, two partitions at a time.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,8 @@ from auditor.scan import Spill
 
 if TYPE_CHECKING:
     from auditor.engine import Collector
+
+SCAN_THREADS = 2  # the machine's cores, as engine.COMPARE_WORKERS
 
 
 def suggest_keys(plan: RulePlan, lookups: Lookups, source: Spill, collector: Collector) -> None:
@@ -39,25 +42,34 @@ def suggest_keys(plan: RulePlan, lookups: Lookups, source: Spill, collector: Col
     for labels, fingerprint in fingerprints.items():
         by_anchor.setdefault(fingerprint[anchor], []).append(labels)
     wanted_values = pa.array(list(wanted), pa.string())
-    for part in range(source.partitions):  # one partition at a time
+
+    def candidates(part: int) -> list[tuple[tuple, tuple]]:
+        """(normalised values, key) of one partition's rows whose anchor value is wanted."""
         # Not source.read(): only the anchor column is copied out of the mapped file whole;
         # other columns only for the rows that match.
         table = pa.Table.from_batches(list(source.batches(part)), schema=source.schema)
         anchor_values = normalise(table[f"v{anchor}"].combine_chunks(), plan.normalizers[anchor])
         subset = table.filter(pc.is_in(anchor_values, value_set=wanted_values))
         if subset.num_rows == 0:
-            continue
+            return []
         normalised = [
             normalise(subset[f"v{i}"].combine_chunks(), p).to_pylist()
             for i, p in enumerate(plan.normalizers)
         ]
         keys = [subset[f"k{i}"].to_pylist() for i in range(len(plan.key_types))]
-        for row in range(subset.num_rows):
-            values = tuple(column[row] for column in normalised)
-            for labels in by_anchor.get(values[anchor], ()):
-                fingerprint = fingerprints[labels]
-                if all(f is None or f == v for f, v in zip(fingerprint, values, strict=True)):
-                    matches[labels].add(tuple(k[row] for k in keys))
+        return [
+            (tuple(column[row] for column in normalised), tuple(k[row] for k in keys))
+            for row in range(subset.num_rows)
+        ]
+
+    # Two partitions at a time (Arrow's kernels release the GIL), as the compare reads them.
+    with ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="suggest") as pool:
+        for rows in pool.map(candidates, range(source.partitions)):
+            for values, key in rows:
+                for labels in by_anchor.get(values[anchor], ()):
+                    fingerprint = fingerprints[labels]
+                    if all(f is None or f == v for f, v in zip(fingerprint, values, strict=True)):
+                        matches[labels].add(key)
     for index, labels in collector.labels.items():
         found = matches.get(labels, set())
         if len(found) == 1:
