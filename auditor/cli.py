@@ -15,6 +15,7 @@ import sys
 import threading
 from enum import StrEnum
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -25,7 +26,7 @@ from auditor.db.engines import redact
 from auditor.engine import RunOptions
 from auditor.errors import AuditorError
 from auditor.mask import Masker
-from auditor.report import RENDERERS, terminal
+from auditor.report import RENDERERS
 from auditor.report.files import dated_path, write_text
 
 app = typer.Typer(
@@ -51,7 +52,7 @@ class MaskMode(StrEnum):
 
 def _version(value: bool) -> None:
     if value:
-        terminal.plain(f"auditor {__version__}")
+        _terminal().plain(f"auditor {__version__}")
         raise typer.Exit()
 
 
@@ -74,6 +75,7 @@ ConfigArg = Annotated[Path, typer.Argument(help="The YAML config file.", show_de
 def check(config: ConfigArg) -> None:
     """Validate CONFIG, connect to every database and print the plan; reads no data rows."""
     result = api.check(load_config(config))
+    terminal = _terminal()
     terminal.render_check(terminal.console(), result)
 
 
@@ -143,13 +145,21 @@ def run(
 
 
 def _audit(cfg, targets, options, rules, show_pii, fail_on, quiet, no_progress):
-    """Run with progress bars, write the report files, render the terminal report."""
-    out = terminal.console(stderr="-" in targets.values())
+    """Run with progress bars, write the report files, render the terminal report.
+
+    Quiet runs (cron's usual form) never load the terminal renderer: rich is ~70 ms of start.
+    """
     stop = threading.Event()
-    if not quiet:
-        terminal.header(out, str(cfg.path), {n: redact(d.url) for n, d in cfg.databases.items()})
-    progress = terminal.ScanProgress(out, enabled=not (quiet or no_progress))
-    with _stop_on_signals(stop), progress.running():
+    with _stop_on_signals(stop), contextlib.ExitStack() as stack:
+        progress = None
+        if not quiet:
+            terminal = _terminal()
+            out = terminal.console(stderr="-" in targets.values())
+            databases = {n: redact(d.url) for n, d in cfg.databases.items()}
+            terminal.header(out, str(cfg.path), databases)
+            progress = stack.enter_context(
+                terminal.ScanProgress(out, enabled=not no_progress).running()
+            )
         result = api.run(
             cfg,
             rules=rules,
@@ -164,8 +174,15 @@ def _audit(cfg, targets, options, rules, show_pii, fail_on, quiet, no_progress):
         terminal.render_result(out, result, [p for p in written if p != "-"])
     for failed in result.rules:
         if failed.error:
-            terminal.error(f"rule {failed.name}: {failed.error}")
+            _terminal().error(f"rule {failed.name}: {failed.error}")
     return result
+
+
+def _terminal() -> ModuleType:
+    """The terminal renderer, imported when something is printed (see _audit)."""
+    from auditor.report import terminal
+
+    return terminal
 
 
 @app.command()
@@ -184,9 +201,9 @@ def demo(
     )
     report = next((p for p in _dated_targets(result, cfg).values() if p.endswith(".html")), "")
     me = _self_command()
-    terminal.plain(f"\nOpen the report:  xdg-open {report}   (or open it in any browser)")
-    terminal.plain(f"Run it again:     {me} run {config_path}")
-    terminal.plain(f"Check the plan:   {me} check {config_path}")
+    _terminal().plain(f"\nOpen the report:  xdg-open {report}   (or open it in any browser)")
+    _terminal().plain(f"Run it again:     {me} run {config_path}")
+    _terminal().plain(f"Check the plan:   {me} check {config_path}")
     if result.status == "error":
         raise typer.Exit(result.exit_code)
 
@@ -206,6 +223,7 @@ def diff(
     result = api.diff(str(old), str(new))
     if json_path:
         write_text(json_path, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    terminal = _terminal()
     terminal.render_diff(terminal.console(stderr=json_path == "-"), result)
     raise typer.Exit(result.exit_code(fail_on.value))
 
@@ -267,16 +285,16 @@ def main(argv: list[str] | None = None) -> None:
     except AuditorError as exc:
         if _state["debug"]:
             raise
-        terminal.error(exc.message)
+        _terminal().error(exc.message)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        terminal.error("interrupted")
+        _terminal().error("interrupted")
         sys.exit(130)
     except Exception as exc:  # a bug: still one line, never a traceback unless --debug
         if _state["debug"]:
             raise
         # The exception's text may quote a data value: only its type leaves without --debug.
-        terminal.error(f"internal error: {type(exc).__name__} (rerun with --debug for details)")
+        _terminal().error(f"internal error: {type(exc).__name__} (rerun with --debug for details)")
         sys.exit(4)
 
 

@@ -264,13 +264,15 @@ def test_command_imports_the_cli_with_collector_off_then_freezes_it():
     ]
 
 
-def test_a_run_imports_neither_adbcs_dbapi_layer_nor_numpy_ma(sqlite_config):
+def test_a_quiet_run_imports_no_adbc_dbapi_layer_numpy_ma_or_rich(sqlite_config):
     """Start-up a run does not pay: the fast driver is used through the driver manager's own
     API (its DB-API layer imports pyarrow.dataset and probes for pandas and polars: 90 ms),
-    and numpy arrays become Arrow arrays by their buffers (pa.array imports numpy.ma: 50 ms)."""
+    numpy arrays become Arrow arrays by their buffers (pa.array imports numpy.ma: 50 ms), and a
+    quiet run prints nothing, so it does not load rich (70 ms)."""
     probe = (
         "import os, sys, auditor.__main__ as command\n"
-        "loaded = lambda: [m for m in sys.modules if m.startswith('adbc') or m == 'numpy.ma']\n"
+        "wanted = lambda m: m.startswith('adbc') or m in ('numpy.ma', 'rich')\n"
+        "loaded = lambda: [m for m in sys.modules if wanted(m)]\n"
         "os._exit = lambda code: print(code, sorted(loaded()))\n"
         "sys.argv = ['auditor', 'run', sys.argv[1], '-q']\n"
         "command.main()\n"
@@ -280,4 +282,4 @@ def test_a_run_imports_neither_adbcs_dbapi_layer_nor_numpy_ma(sqlite_config):
     )
     loaded = done.stdout.splitlines()[-1]
     assert loaded.startswith("1 ") and "adbc_driver_sqlite" in loaded, done.stderr
-    assert "dbapi" not in loaded and "numpy.ma" not in loaded
+    assert "dbapi" not in loaded and "numpy.ma" not in loaded and "'rich'" not in loaded
