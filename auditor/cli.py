@@ -200,10 +200,10 @@ def demo(
         cfg, {}, RunOptions.from_settings(cfg.settings), None, False, None, False, False
     )
     report = next((p for p in _dated_targets(result, cfg).values() if p.endswith(".html")), "")
-    me = _self_command()
-    _terminal().plain(f"\nOpen the report:  xdg-open {report}   (or open it in any browser)")
-    _terminal().plain(f"Run it again:     {me} run {config_path}")
-    _terminal().plain(f"Check the plan:   {me} check {config_path}")
+    me, terminal = _self_command(), _terminal()
+    terminal.plain(f"\nOpen the report:  xdg-open {report}   (or open it in any browser)")
+    terminal.plain(f"Run it again:     {me} run {config_path}")
+    terminal.plain(f"Check the plan:   {me} check {config_path}")
     if result.status == "error":
         raise typer.Exit(result.exit_code)
 
