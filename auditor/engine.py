@@ -400,8 +400,9 @@ def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tup
     """Read both sides at once (one thread and one connection each)."""
     estimates = (plan.left.info.estimated_rows, plan.right.info.estimated_rows)
     partitions = partition_count(*estimates, rows_per_partition=_rows_per_partition(options, plan))
+    key_range = plan.partition_range
     spills = [
-        Spill(side_schema(side, plan.key_types), partitions, tmp)
+        Spill(side_schema(side, plan.key_types), partitions, tmp, key_range=key_range)
         for side in (plan.left, plan.right)
     ]
 

@@ -1,16 +1,21 @@
-"""Findings do not depend on how the rows are split: partitions of any size, or the referenced
-side held in memory while the referencing side streams."""
+"""Findings do not depend on how the rows are split: partitions of any size, by remainder or by
+key range, or the referenced side held in memory while the referencing side streams."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 import auditor
 from auditor import engine
+from auditor.checks.base import partition_of
 from auditor.db import dialects
 from auditor.engine import RunOptions
+from auditor.plan import RulePlan
+from auditor.scan import grouped
 from tests.conftest import make_database, plans
 from tests.scenarios import build_pii, build_reference
 
@@ -44,6 +49,125 @@ def test_findings_do_not_depend_on_partitioning(sqlite_pair, write_config, monke
     )
     assert _summary(held) == _summary(whole) == _summary(many) == _summary(resplit)
     assert any(r.counts for r in whole.rules)
+
+
+def _keyed_alike(tmp_path, write_config) -> auditor.Config:
+    """A 1:1 copy keyed by the same integer primary key as its source, in key order."""
+    import sqlite3
+
+    path = tmp_path / "alike.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT);"
+            "CREATE TABLE copies (id INTEGER PRIMARY KEY, email TEXT);"
+        )
+        db.executemany(
+            "INSERT INTO people VALUES (?, ?)", [(i, f"p{i}@example.com") for i in range(1, 501)]
+        )
+        copies = [(i, f"p{i}@example.com") for i in range(1, 501) if i % 50]  # some missing
+        copies += [(i, f"P{i}@Example.com ") for i in range(50, 501, 50)]  # equal once normalised
+        copies += [(i, f"changed{i}@example.com") for i in (7, 123, 499)]  # mismatches
+        copies += [(i, "orphan@example.com") for i in (0, 501, 502)]  # no source row
+        db.executemany("INSERT OR REPLACE INTO copies VALUES (?, ?)", copies)
+    rule = {
+        "name": "copies",
+        "type": "pii",
+        "source": {"db": "d", "table": "people", "key": ["id"]},
+        "copy": {"db": "d", "table": "copies", "key": ["id"]},
+        "fields": [{"source": "email", "copy": "email", "normalize": ["email"]}],
+    }
+    databases = {"d": {"url": f"sqlite:///{path}"}}
+    return auditor.load_config(
+        write_config({"version": 1, "databases": databases, "rules": [rule]})
+    )
+
+
+def test_a_copy_keyed_like_its_source_is_split_by_key_ranges_with_the_same_findings(
+    tmp_path, write_config, monkeypatch
+):
+    config = _keyed_alike(tmp_path, write_config)
+    ranges = []
+    original = engine.Spill.__init__
+
+    def spy(self, *args, **kwargs):
+        ranges.append(kwargs.get("key_range"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine.Spill, "__init__", spy)
+    held = auditor.run(config)
+    ranges.clear()
+    options = RunOptions(batch_size=7, rows_per_partition=20, hold_rows=0)
+    by_range = auditor.run(config, options=options)
+    assert ranges == [(0, 502), (0, 502)]  # both sides' keys: 503 values for 500 rows
+    monkeypatch.setattr(RulePlan, "partition_range", property(lambda plan: None))
+    by_remainder = auditor.run(config, options=options)
+    assert _summary(held) == _summary(by_range) == _summary(by_remainder)
+    assert by_range.rules[0].counts == {"mismatch": 3, "missing_source": 3}
+
+
+def test_integer_keys_split_by_ranges_keep_key_order_and_clip_outsiders():
+    keys = pa.array([None, -(2**63), -5, 0, 1, 2, 50, 99, 100, 101, 2**63 - 1], pa.int64())
+    parts = partition_of([keys], 7, key_range=(0, 100))
+    assert parts.tolist() == [0, 0, 0, 0, 0, 0, 3, 6, 6, 6, 6]  # null as 0, outsiders clipped
+    sequence = pa.array(range(1, 10_001), pa.int64())
+    parts = partition_of([sequence], 13, key_range=(1, 10_000))
+    sizes = np.bincount(parts, minlength=13)
+    assert np.all(np.diff(parts) >= 0) and sizes.max() - sizes.min() <= 13  # in order, even
+
+
+def test_a_batch_already_in_partition_order_is_not_reordered():
+    batch = pa.RecordBatch.from_pydict({"c0": [1, 2, 3, 4], "v0": ["a", "b", "c", "d"]})
+    assert grouped(batch, np.array([0, 0, 2, 5])) is batch
+    reordered = grouped(batch, np.array([1, 0, 1, 0]))
+    assert reordered.column("v0").to_pylist() == ["b", "d", "a", "c"]  # stable
+
+
+def test_key_ranges_come_from_dense_integer_primary_keys_on_both_sides(tmp_path, write_config):
+    import sqlite3
+
+    path = tmp_path / "k.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE dense (id INTEGER PRIMARY KEY, v TEXT);"
+            "CREATE TABLE sparse (id INTEGER PRIMARY KEY, v TEXT);"
+            "CREATE TABLE named (code TEXT PRIMARY KEY, v TEXT);"
+            "CREATE TABLE copies (id INTEGER PRIMARY KEY, ref INTEGER, code TEXT, v TEXT);"
+        )
+        db.executemany("INSERT INTO dense VALUES (?, 'x')", [(i,) for i in range(10, 110)])
+        db.executemany("INSERT INTO sparse VALUES (?, 'x')", [(i * 1000,) for i in range(100)])
+        db.executemany("INSERT INTO named VALUES (?, 'x')", [(f"k{i}",) for i in range(100)])
+        db.executemany("INSERT INTO copies VALUES (?, 1, 'k1', 'x')", [(i,) for i in range(5, 95)])
+
+    def rule(name: str, source: str, key: str, copy_key: str) -> dict:
+        return {
+            "name": name,
+            "type": "pii",
+            "source": {"db": "d", "table": source, "key": [key]},
+            "copy": {"db": "d", "table": "copies", "key": [copy_key]},
+            "fields": [{"source": "v", "copy": "v"}],
+        }
+
+    rules = [
+        rule("alike", "dense", "id", "id"),
+        rule("by-ref", "dense", "id", "ref"),
+        rule("sparse", "sparse", "id", "id"),
+        rule("named", "named", "code", "code"),
+    ]
+    databases = {"d": {"url": f"sqlite:///{path}"}}
+    config = auditor.load_config(
+        write_config({"version": 1, "databases": databases, "rules": rules})
+    )
+    planned = {p.rule.name: p for p in plans(config)}
+    assert planned["alike"].right.key_range == (10, 109) and planned["alike"].left.key_range == (
+        5,
+        94,
+    )
+    assert planned["alike"].partition_range == (5, 109)
+    # Only the source is keyed by its primary key: left to remainders.
+    assert planned["by-ref"].left.key_range is None and planned["by-ref"].partition_range is None
+    assert planned["sparse"].right.key_range == (0, 99_000)
+    assert planned["sparse"].partition_range is None  # 99,000 apart for 100 rows: by remainder
+    assert planned["named"].right.key_range is None and planned["named"].partition_range is None
 
 
 def test_a_held_side_bigger_than_its_estimate_falls_back_to_partitions(

@@ -247,20 +247,31 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 _PRIME = np.uint64(0x100000001B3)
 
 
-def partition_of(columns: Sequence[pa.Array], partitions: int, seed: int = 0) -> np.ndarray:
+def partition_of(
+    columns: Sequence[pa.Array],
+    partitions: int,
+    seed: int = 0,
+    key_range: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Partition number per row from the canonical key columns (same on both sides).
 
-    A single integer key is taken modulo `partitions` (a prime, see scan.partition_count):
-    ids from a sequence spread evenly, and the keys of one partition then lie `partitions`
-    apart, which KeyIndex turns into a direct table. Other keys are hashed. A different
-    `seed` gives an independent hashed split, used to divide an oversized partition (keys
-    that share one remainder, e.g. all multiples of the prime, land there).
+    A single integer key is split by `key_range` (RulePlan.partition_range) into equal ranges
+    when one is given: rows read in key order then come out grouped by partition already, and
+    keys outside the range go to the first or last partition. Without a range it is taken
+    modulo `partitions` (a prime, see scan.partition_count): ids from a sequence spread evenly,
+    and the keys of one partition then lie `partitions` apart, which KeyIndex turns into a direct
+    table. Other keys are hashed. A different `seed` gives an independent hashed split, used to
+    divide an oversized partition (keys that share one remainder or one range land there).
     """
     if partitions <= 1:
         return np.zeros(len(columns[0]), dtype=np.int64)
     if seed == 0 and len(columns) == 1 and pa.types.is_integer(columns[0].type):
         values = columns[0].fill_null(0).to_numpy(zero_copy_only=False)
-        return np.mod(values, partitions).astype(np.int64)
+        if key_range is None:
+            return np.mod(values, partitions).astype(np.int64)
+        low, high = key_range
+        width = (high - low) // partitions + 1  # every key of the range lands below `partitions`
+        return (np.clip(values, low, high) - low) // width
     combined = np.full(len(columns[0]), seed, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for column in columns:
