@@ -20,6 +20,8 @@ else; the gap between that line and auditor's is auditor's own work.
 from __future__ import annotations
 
 import argparse
+import compileall
+import importlib.metadata
 import json
 import os
 import platform
@@ -491,6 +493,28 @@ def print_table(measures: list[Measure]) -> None:
         )
 
 
+MEASURED_PACKAGES = ("adbc-driver-manager", "adbc-driver-postgresql", "adbc-driver-sqlite",
+                     "connectorx", "pyarrow", "numpy", "SQLAlchemy", "psycopg", "reladiff")  # fmt: skip
+
+
+def package_versions() -> dict[str, str]:
+    """The versions that decide the figures (the ADBC drivers' builds differ 2x in CPU)."""
+    versions = {}
+    for name in MEASURED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def compile_auditor() -> None:
+    """Byte-compile auditor as installing a wheel does: an editable install under
+    PYTHONDONTWRITEBYTECODE would otherwise compile every module from source on every run
+    (~0.1 s of each)."""
+    compileall.compile_dir(ROOT / "auditor", quiet=1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -507,6 +531,8 @@ def main() -> int:
     global PREFIX
     PREFIX = args.prefix
     sizes = Sizes.at(args.scale)
+    compile_auditor()
+    print(", ".join(f"{name} {version}" for name, version in package_versions().items()))
     wanted = args.workloads.split(",")
     measures: list[Measure] = []
     with tempfile.TemporaryDirectory(prefix="auditor-bench-") as tmp:
@@ -545,6 +571,7 @@ def main() -> int:
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
+        "packages": package_versions(),
         "measures": [asdict(m) | {"median": m.median} for m in measures],
     }
     path = args.out / f"bench-{stamp}.json"
