@@ -32,7 +32,7 @@ def as_text(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     array = _unwrap(array)
     kind = array.type
     if _is_uuid_type(kind):
-        return _uuid_text(array.storage)
+        return _binary_uuid(array.storage)
     if isinstance(kind, pa.ExtensionType):
         return as_text(array.storage)
     if pa.types.is_string(kind):
@@ -89,6 +89,10 @@ def timestamp_text(text: pa.Array) -> pa.Array:
 
 
 def _is_uuid_type(kind: pa.DataType) -> bool:
+    """Arrow's UUID type, or PostgreSQL's uuid as ADBC's driver before 1.9 hands it over: an
+    opaque type over the 16 bytes (as text they would be mojibake, and no key would match)."""
+    if getattr(kind, "extension_name", None) == "arrow.opaque":
+        return getattr(kind, "type_name", None) == "uuid" and _is_binary(kind.storage_type)
     return isinstance(kind, pa.UuidType) or (
         isinstance(kind, pa.ExtensionType) and kind.extension_name == "arrow.uuid"
     )

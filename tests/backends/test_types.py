@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 import auditor
+from auditor.engine import RunOptions
 
 pytestmark = pytest.mark.usefixtures("strategy")
 
@@ -322,3 +323,44 @@ def test_postgresql_integer_look_ups_bind_one_array_literal(database_factory):
         assert "CAST" not in str(dialect.in_values(table.c.small, [True]).compile(engine))
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("other", ["sqlite", "postgresql", "mariadb"])
+def test_postgresql_uuid_keys_match_their_text_copies_without_the_recheck(
+    database_factory, write_config, other
+):
+    """PostgreSQL's uuid reaches auditor as 16 raw bytes: read as text, no key matched, and
+    only the recheck (off here) kept every reference from being reported."""
+    products = database_factory("postgresql")
+    products.execute("CREATE TABLE products (uid uuid PRIMARY KEY, email text)")
+    known = ["0b9f5b4e-6a39-4c1a-9d55-3f1f2d7c8a01", "7d4f1c2a-98e3-4b6f-a1d2-5c3b4a596e02"]
+    missing = "ffffffff-0000-4000-8000-000000000003"
+    products.execute(
+        f"INSERT INTO products VALUES ('{known[0]}', 'a@example.com'), ('{known[1]}', NULL)"
+    )
+    shares = database_factory(other)
+    shares.execute("CREATE TABLE shares (id int PRIMARY KEY, product_uid varchar(36), email text)")
+    shares.execute(
+        f"INSERT INTO shares VALUES (1, '{known[0].upper()}', 'a@example.com'), "
+        f"(2, '{known[1]}', NULL), (3, '{missing}', NULL)"
+    )
+    rule = {"from": {"db": "s", "table": "shares", "columns": ["product_uid"]},
+            "to": {"db": "p", "table": "products", "columns": ["uid"]}}  # fmt: skip
+    copy = {"source": {"db": "p", "table": "products", "key": ["uid"]},
+            "copy": {"db": "s", "table": "shares", "key": ["product_uid"]},
+            "fields": [{"source": "email", "copy": "email"}]}  # fmt: skip
+    config = {
+        "version": 1,
+        "databases": {"p": {"url": products.url}, "s": {"url": shares.url}},
+        "rules": [
+            {"name": "refs", "type": "reference", "key_type": "uuid", **rule},
+            {"name": "copies", "type": "pii", "key_type": "uuid", **copy},
+        ],
+    }
+    result = auditor.run(
+        auditor.load_config(write_config(config)), options=RunOptions(recheck=False)
+    )
+    refs, copies = result.rules
+    assert (refs.error, copies.error) == (None, None)
+    assert [(f.kind, f.key) for f in refs.findings] == [("orphan", {"id": 3})]
+    assert [(f.kind, f.key) for f in copies.findings] == [("missing_source", {"id": 3})]

@@ -178,3 +178,9 @@ def test_binary_uuids_as_text():
     assert canonical_key(raw.slice(3, 10), "uuid").to_pylist() == expected[3:13]
     extension = pa.ExtensionArray.from_storage(pa.uuid(), raw)
     assert canonical_key(extension, "uuid").to_pylist() == expected
+    # ADBC's PostgreSQL driver 1.8: an opaque type named uuid over variable-length binary.
+    opaque = pa.opaque(pa.binary(), "uuid", "PostgreSQL")
+    from_driver = pa.ExtensionArray.from_storage(opaque, raw.cast(pa.binary()))
+    for key_type in ("uuid", "string"):
+        assert canonical_key(from_driver, key_type).to_pylist() == expected
+    assert canonical_key(from_driver.slice(3, 10), "uuid").to_pylist() == expected[3:13]
