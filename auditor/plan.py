@@ -55,9 +55,7 @@ class SidePlan:
         if isinstance(column.type, sa.CHAR):
             # CHAR(n) pads with spaces, and SQL compares it without them: so does auditor.
             expr = sa.func.rtrim(column)
-        if self.database.dialect.cast_values_to_text:
-            expr = sa.cast(expr, sa.Text)
-        return expr
+        return self.database.dialect.selected(column, expr)
 
     @property
     def keys_unique(self) -> bool:

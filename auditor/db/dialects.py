@@ -32,6 +32,11 @@ class Dialect:
         """`column IN (values)` with every value a bound parameter."""
         return column.in_(values)
 
+    def selected(self, column: sa.Column, expr: sa.ColumnElement) -> sa.ColumnElement:
+        """What the scan and the recheck select for `column` (`expr` is the column itself, or
+        trimmed)."""
+        return sa.cast(expr, sa.Text) if self.cast_values_to_text else expr
+
     def engine_kwargs(self, url: URL, timeout_s: int | None) -> dict[str, Any]:
         return {}
 
@@ -67,6 +72,20 @@ class Dialect:
 class PostgreSQL(Dialect):
     name = "postgresql"
     lookup_chunk = 10_000
+    # Types ADBC hands over in a form that compares: numbers, text (citext and enums too),
+    # booleans, dates and times, UUIDs, bytes, JSON, arrays.
+    NATIVE_TYPES = (sa.Integer, sa.Numeric, sa.Float, sa.String, sa.Boolean, sa.Date,
+                    sa.DateTime, sa.Time, sa.Uuid, sa.LargeBinary, sa.JSON, sa.ARRAY)  # fmt: skip
+
+    def selected(self, column: sa.Column, expr: sa.ColumnElement) -> sa.ColumnElement:
+        """Any other type (inet, cidr, macaddr, interval, money, bit, xml, geometric, unknown
+        domains) is selected in the text form psql shows: ADBC hands most of them over as the
+        raw bytes of the wire format and the recheck's psycopg as Python objects, so neither
+        would equal a copy kept as text, or each other. concat() calls the type's output
+        function; a CAST would not always (an inet host as text gains "/32")."""
+        if isinstance(column.type, self.NATIVE_TYPES):
+            return expr
+        return sa.case((expr.is_(None), sa.null()), else_=sa.func.concat(expr))
 
     def in_values(self, column: sa.ColumnElement, values: list[Any]) -> sa.ColumnElement:
         """`column = ANY(:array)`: one parameter however many keys (IN lists cost per key).

@@ -364,3 +364,42 @@ def test_postgresql_uuid_keys_match_their_text_copies_without_the_recheck(
     assert (refs.error, copies.error) == (None, None)
     assert [(f.kind, f.key) for f in refs.findings] == [("orphan", {"id": 3})]
     assert [(f.kind, f.key) for f in copies.findings] == [("missing_source", {"id": 3})]
+
+
+@pytest.mark.parametrize("recheck", [True, False])
+@pytest.mark.parametrize("other", ["sqlite", "postgresql", "mariadb"])
+def test_postgresql_network_and_interval_values_compare_as_psql_shows_them(
+    database_factory, write_config, other, recheck
+):
+    """inet, cidr, macaddr and interval reach auditor as wire-format bytes (ADBC) or Python
+    objects (the recheck's psycopg); they are read as their text form, which a copy kept as
+    text holds. An inet host reads without the "/32" that CAST(... AS TEXT) would add."""
+    devices = database_factory("postgresql")
+    devices.execute(
+        "CREATE TABLE devices (id int PRIMARY KEY, ip inet, net cidr, mac macaddr, up interval)"
+    )
+    rows = [(1, "10.0.0.1", "10.0.0.0/8", "08:00:2b:01:02:03", "1 day 02:00:00"),
+            (2, "192.168.1.5", "192.168.0.0/16", "08:00:2b:01:02:04", "00:30:00")]  # fmt: skip
+    values = ", ".join(f"({i}, '{a}', '{b}', '{c}', '{d}')" for i, a, b, c, d in rows)
+    devices.execute(f"INSERT INTO devices VALUES {values}")
+    copies = database_factory(other)
+    copies.execute(
+        "CREATE TABLE copies (id int PRIMARY KEY, ip varchar(40), net varchar(40),"
+        " mac varchar(40), up varchar(40))"
+    )
+    rows[1] = (2, "192.168.1.6", *rows[1][2:])  # the one drifted copy
+    copies.execute(
+        "INSERT INTO copies VALUES "
+        + ", ".join(f"({i}, '{a}', '{b}', '{c}', '{d}')" for i, a, b, c, d in rows)
+    )
+    fields = [{"source": name, "copy": name} for name in ("ip", "net", "mac", "up")]
+    rule = {"name": "devices", "type": "pii", "fields": fields,
+            "source": {"db": "d", "table": "devices", "key": ["id"]},
+            "copy": {"db": "c", "table": "copies", "key": ["id"]}}  # fmt: skip
+    config = {"version": 1, "databases": {"d": {"url": devices.url}, "c": {"url": copies.url}},
+              "rules": [rule]}  # fmt: skip
+    path = write_config(config)
+    result = auditor.run(auditor.load_config(path), options=RunOptions(recheck=recheck))
+    (found,) = result.rules
+    assert found.error is None, found.error
+    assert [(f.kind, f.key, f.field) for f in found.findings] == [("mismatch", {"id": 2}, "ip")]
