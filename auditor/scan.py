@@ -53,7 +53,7 @@ def _text_form(column: sa.Column) -> dict[str, str] | None:
     are written differently by each database, SQLite keeping both as text."""
     if isinstance(column.type, sa.DateTime | sa.Time):
         return {TEXT_FORM: "timestamp"}
-    if isinstance(column.type, sa.Numeric):
+    if isinstance(column.type, sa.Numeric | sa.Float):  # in SQLAlchemy 2.1 Float is no Numeric
         return {TEXT_FORM: "number"}
     return None
 

@@ -403,3 +403,29 @@ def test_postgresql_network_and_interval_values_compare_as_psql_shows_them(
     (found,) = result.rules
     assert found.error is None, found.error
     assert [(f.kind, f.key, f.field) for f in found.findings] == [("mismatch", {"id": 2}, "ip")]
+
+
+def test_floats_equal_their_decimal_copies(pair, write_config):
+    """A FLOAT/DOUBLE/REAL value and its copy in a DECIMAL column are one number ('3.0', '3',
+    '3.00'); SQLAlchemy 2.1's Float is no Numeric, so it is named on its own."""
+    source, copy = pair
+    floats, decimals = sa.MetaData(), sa.MetaData()
+    sa.Table("prices", floats, sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+             sa.Column("amount", sa.Float))  # fmt: skip
+    sa.Table("copies", decimals, sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+             sa.Column("amount", sa.Numeric(10, 2)))  # fmt: skip
+    amounts = [3.0, 10.5, 2.25]
+    source.load(floats, {"prices": [{"id": i, "amount": a} for i, a in enumerate(amounts)]})
+    copied = [decimal.Decimal("3.00"), decimal.Decimal("10.50"), decimal.Decimal("2.50")]
+    copy.load(decimals, {"copies": [{"id": i, "amount": a} for i, a in enumerate(copied)]})
+    rule = {"name": "prices", "type": "pii", "fields": [{"source": "amount", "copy": "amount"}],
+            "source": {"db": "a", "table": "prices", "key": ["id"]},
+            "copy": {"db": "b", "table": "copies", "key": ["id"]}}  # fmt: skip
+    config = {"version": 1, "databases": {"a": {"url": source.url}, "b": {"url": copy.url}},
+              "rules": [rule]}  # fmt: skip
+    result = auditor.run(auditor.load_config(write_config(config)), show_pii=True)
+    (found,) = result.rules
+    assert found.error is None, found.error
+    assert [(f.kind, f.key, f.source_value, f.copy_value) for f in found.findings] == [
+        ("mismatch", {"id": 2}, "2.25", "2.5")
+    ]
