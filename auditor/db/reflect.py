@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -122,7 +123,11 @@ def _table(conn: Connection, name: str, schema: str | None) -> sa.Table:
     on PostgreSQL. Foreign keys are not followed: they would lead to tables the audit does not
     read, and that the audit user may not be allowed to read."""
     inspector = sa.inspect(conn)
-    columns = inspector.get_columns(name, schema=schema)  # NoSuchTableError when missing
+    with warnings.catch_warnings():
+        # A type SQLAlchemy does not know (MariaDB's inet6, PostgreSQL's xml) is read as text
+        # anyway; its "Did not recognize type" warning would only clutter the report.
+        warnings.simplefilter("ignore", sa.exc.SAWarning)
+        columns = inspector.get_columns(name, schema=schema)  # NoSuchTableError when missing
     key = inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or []
     table = sa.Table(
         name,

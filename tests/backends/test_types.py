@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import warnings
 
 import pytest
 import sqlalchemy as sa
@@ -429,3 +430,31 @@ def test_floats_equal_their_decimal_copies(pair, write_config):
     assert [(f.kind, f.key, f.source_value, f.copy_value) for f in found.findings] == [
         ("mismatch", {"id": 2}, "2.25", "2.5")
     ]
+
+
+def test_types_sqlalchemy_does_not_know_are_read_as_text_without_warnings(
+    database_factory, write_config
+):
+    """PostgreSQL's xml and point, MariaDB's inet6: compared in their text form, and the
+    reflection's "Did not recognize type" warnings stay out of the output."""
+    pg = database_factory("postgresql")
+    pg.execute("CREATE TABLE docs (id int PRIMARY KEY, body xml, at point)")
+    pg.execute("INSERT INTO docs VALUES (1, '<a/>', '(1,2)'), (2, '<b/>', '(3,4)')")
+    maria = database_factory("mariadb")
+    maria.execute("CREATE TABLE docs (id int PRIMARY KEY, body text, at inet6)")
+    maria.execute("INSERT INTO docs VALUES (1, '<a/>', '::1'), (2, '<c/>', '::2')")
+    copies = database_factory("sqlite")
+    copies.execute("CREATE TABLE docs (id int PRIMARY KEY, body text, at text)")
+    copies.execute("INSERT INTO docs VALUES (1, '<a/>', '(1,2)'), (2, '<b/>', '::2')")
+    fields = [{"source": "body", "copy": "body"}, {"source": "at", "copy": "at"}]
+    rules = [{"name": name, "type": "pii", "fields": fields,
+              "source": {"db": name, "table": "docs", "key": ["id"]},
+              "copy": {"db": "s", "table": "docs", "key": ["id"]}} for name in ("pg", "maria")]  # fmt: skip
+    urls = {"pg": pg.url, "maria": maria.url, "s": copies.url}
+    config = {"version": 1, "databases": {k: {"url": v} for k, v in urls.items()}, "rules": rules}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = auditor.run(auditor.load_config(write_config(config)))
+    assert [str(w.message) for w in caught] == []
+    found = {r.name: [(f.key["id"], f.field) for f in r.findings] for r in result.rules}
+    assert found == {"pg": [(2, "at")], "maria": [(1, "at"), (2, "body")]}
