@@ -329,7 +329,7 @@ def _auto_key_type(rule: Rule, a: sa.Column, b: sa.Column) -> str:
         return "string"
     described = f"{a.table.name}.{a.name} ({a.type}) vs {b.table.name}.{b.name} ({b.type})"
     raise ConfigError(
-        f"rules.{rule.name}: key types differ: {described}; set key_type: int (compare numeric "
+        f"key types differ: {described}; set key_type: int (compare numeric "
         "values, '0042' = 42) or key_type: string (compare exact text)"
     )
 

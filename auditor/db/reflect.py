@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from auditor.db.engines import Database
@@ -117,6 +118,14 @@ def _find_table(conn: Connection, name: str, schema: str | None) -> sa.Table:
         raise
 
 
+def _base_type(kind: sa.types.TypeEngine) -> sa.types.TypeEngine:
+    """A PostgreSQL domain as the type it is defined on (a domain over integer keys is an
+    integer key, and reads as one)."""
+    while isinstance(kind, postgresql.DOMAIN):
+        kind = kind.data_type
+    return kind
+
+
 def _table(conn: Connection, name: str, schema: str | None) -> sa.Table:
     """Columns and primary key only, through the Inspector: two catalog queries where a full
     autoload runs eight (foreign keys, indexes, constraints, comments), 58 -> ~20 ms a table
@@ -132,7 +141,10 @@ def _table(conn: Connection, name: str, schema: str | None) -> sa.Table:
     table = sa.Table(
         name,
         sa.MetaData(),
-        *(sa.Column(c["name"], c["type"], nullable=c.get("nullable", True)) for c in columns),
+        *(
+            sa.Column(c["name"], _base_type(c["type"]), nullable=c.get("nullable", True))
+            for c in columns
+        ),
         schema=schema,
     )
     if key:

@@ -458,3 +458,32 @@ def test_types_sqlalchemy_does_not_know_are_read_as_text_without_warnings(
     assert [str(w.message) for w in caught] == []
     found = {r.name: [(f.key["id"], f.field) for f in r.findings] for r in result.rules}
     assert found == {"pg": [(2, "at")], "maria": [(1, "at"), (2, "body")]}
+
+
+def test_postgresql_domains_are_their_base_types(database_factory, write_config):
+    """An integer key declared with a domain is an integer key (auto key_type), and a text
+    domain a text value."""
+    db = database_factory("postgresql")
+    db.execute("CREATE DOMAIN positive AS integer CHECK (VALUE > 0)")
+    db.execute("CREATE DOMAIN address AS text")
+    db.execute("CREATE TABLE people (id positive PRIMARY KEY, mail address)")
+    db.execute("CREATE TABLE orders (id int PRIMARY KEY, person_id int, mail text)")
+    db.execute("INSERT INTO people VALUES (1, 'a@x.org'), (2, 'b@x.org')")
+    db.execute("INSERT INTO orders VALUES (1, 1, 'a@x.org'), (2, 3, 'b@x.org'), (3, 2, 'c@x.org')")
+    rules = [
+        {"name": "refs", "type": "reference",
+         "from": {"db": "d", "table": "orders", "columns": ["person_id"]},
+         "to": {"db": "d", "table": "people", "columns": ["id"]}},
+        {"name": "copies", "type": "pii", "fields": [{"source": "mail", "copy": "mail"}],
+         "source": {"db": "d", "table": "people", "key": ["id"]},
+         "copy": {"db": "d", "table": "orders", "key": ["person_id"]}},
+    ]  # fmt: skip
+    config = {"version": 1, "databases": {"d": {"url": db.url}}, "rules": rules}
+    result = auditor.run(auditor.load_config(write_config(config)))
+    refs, copies = result.rules
+    assert (refs.error, copies.error) == (None, None)
+    assert [(f.kind, f.key) for f in refs.findings] == [("orphan", {"id": 2})]
+    assert sorted((f.kind, f.key["id"]) for f in copies.findings) == [
+        ("mismatch", 3),
+        ("missing_source", 2),
+    ]

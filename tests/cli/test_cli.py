@@ -169,6 +169,7 @@ def test_int_versus_text_keys_need_an_explicit_key_type(sqlite_config):
     result = auditor("check", str(sqlite_config))
     assert result.returncode == 2
     assert "key types differ" in result.stderr and "key_type: int" in result.stderr
+    assert result.stderr.count("rules.legacy-refs:") == 1  # named once, not by each layer
 
 
 def test_a_table_without_primary_key_needs_an_explicit_key(tmp_path, write_config):
