@@ -72,17 +72,17 @@ class Dialect:
 class PostgreSQL(Dialect):
     name = "postgresql"
     lookup_chunk = 10_000
-    # Types ADBC hands over in a form that compares: numbers, text (citext and enums too),
-    # booleans, dates and times, UUIDs, bytes, JSON, arrays.
+    # Types ADBC and psycopg hand over in forms that compare: numbers, text (citext and enums
+    # too), booleans, dates and times, UUIDs, bytes, arrays.
     NATIVE_TYPES = (sa.Integer, sa.Numeric, sa.Float, sa.String, sa.Boolean, sa.Date,
-                    sa.DateTime, sa.Time, sa.Uuid, sa.LargeBinary, sa.JSON, sa.ARRAY)  # fmt: skip
+                    sa.DateTime, sa.Time, sa.Uuid, sa.LargeBinary, sa.ARRAY)  # fmt: skip
 
     def selected(self, column: sa.Column, expr: sa.ColumnElement) -> sa.ColumnElement:
-        """Any other type (inet, cidr, macaddr, interval, money, bit, xml, geometric, unknown
-        domains) is selected in the text form psql shows: ADBC hands most of them over as the
-        raw bytes of the wire format and the recheck's psycopg as Python objects, so neither
-        would equal a copy kept as text, or each other. concat() calls the type's output
-        function; a CAST would not always (an inet host as text gains "/32")."""
+        """Any other type (json, inet, cidr, macaddr, interval, money, bit, xml, geometric,
+        unknown types) is selected in the text form psql shows: ADBC hands most of them over as
+        the raw bytes of the wire format and the recheck's psycopg as Python objects (a dict
+        for json), so neither would equal a copy kept as text, or each other. concat() calls
+        the type's output function; a CAST would not always (an inet host gains "/32")."""
         if isinstance(column.type, self.NATIVE_TYPES):
             return expr
         return sa.case((expr.is_(None), sa.null()), else_=sa.func.concat(expr))

@@ -487,3 +487,30 @@ def test_postgresql_domains_are_their_base_types(database_factory, write_config)
         ("mismatch", 3),
         ("missing_source", 2),
     ]
+
+
+@pytest.mark.parametrize("recheck", [True, False])
+@pytest.mark.parametrize("other", ["sqlite", "mariadb"])
+def test_postgresql_json_values_compare_in_their_text_form(
+    database_factory, write_config, other, recheck
+):
+    """jsonb is read as PostgreSQL's text form in the scan and in the recheck alike (psycopg
+    would hand the recheck a dict), so a drifted document is confirmed, not lost."""
+    source = database_factory("postgresql")
+    source.execute("CREATE TABLE prefs (id int PRIMARY KEY, doc jsonb)")
+    source.execute("""INSERT INTO prefs VALUES (1, '{"a": 1}'), (2, '{"a": 2}')""")
+    copies = database_factory(other)
+    copies.execute("CREATE TABLE prefs (id int PRIMARY KEY, doc text)")
+    copies.execute("""INSERT INTO prefs VALUES (1, '{"a": 1}'), (2, '{"a": 3}')""")
+    rule = {"name": "prefs", "type": "pii", "fields": [{"source": "doc", "copy": "doc"}],
+            "source": {"db": "p", "table": "prefs", "key": ["id"]},
+            "copy": {"db": "c", "table": "prefs", "key": ["id"]}}  # fmt: skip
+    config = {"version": 1, "databases": {"p": {"url": source.url}, "c": {"url": copies.url}},
+              "rules": [rule]}  # fmt: skip
+    options = RunOptions(recheck=recheck)
+    result = auditor.run(auditor.load_config(write_config(config)), options=options, show_pii=True)
+    (found,) = result.rules
+    assert found.error is None, found.error
+    assert [(f.key, f.source_value, f.copy_value) for f in found.findings] == [
+        ({"id": 2}, '{"a": 2}', '{"a": 3}')
+    ]
