@@ -73,15 +73,16 @@ class PostgreSQL(Dialect):
     name = "postgresql"
     lookup_chunk = 10_000
     # Types ADBC and psycopg hand over in forms that compare: numbers, text (citext and enums
-    # too), booleans, dates and times, UUIDs, bytes, arrays.
+    # too), booleans, dates and times, UUIDs, bytes.
     NATIVE_TYPES = (sa.Integer, sa.Numeric, sa.Float, sa.String, sa.Boolean, sa.Date,
-                    sa.DateTime, sa.Time, sa.Uuid, sa.LargeBinary, sa.ARRAY)  # fmt: skip
+                    sa.DateTime, sa.Time, sa.Uuid, sa.LargeBinary)  # fmt: skip
 
     def selected(self, column: sa.Column, expr: sa.ColumnElement) -> sa.ColumnElement:
-        """Any other type (json, inet, cidr, macaddr, interval, money, bit, xml, geometric,
-        unknown types) is selected in the text form psql shows: ADBC hands most of them over as
-        the raw bytes of the wire format and the recheck's psycopg as Python objects (a dict
-        for json), so neither would equal a copy kept as text, or each other. concat() calls
+        """Any other type (json, arrays, inet, cidr, macaddr, interval, money, bit, xml,
+        geometric, unknown types) is selected in the text form psql shows: ADBC hands most of
+        them over as the raw bytes of the wire format and the recheck's psycopg as Python
+        objects (a dict for json, a list for an array), so neither would equal a copy kept as
+        text ('{x,y}'), or each other. concat() calls
         the type's output function; a CAST would not always (an inet host gains "/32")."""
         if isinstance(column.type, self.NATIVE_TYPES):
             return expr

@@ -491,18 +491,20 @@ def test_postgresql_domains_are_their_base_types(database_factory, write_config)
 
 @pytest.mark.parametrize("recheck", [True, False])
 @pytest.mark.parametrize("other", ["sqlite", "mariadb"])
-def test_postgresql_json_values_compare_in_their_text_form(
+def test_postgresql_json_and_array_values_compare_in_their_text_form(
     database_factory, write_config, other, recheck
 ):
-    """jsonb is read as PostgreSQL's text form in the scan and in the recheck alike (psycopg
-    would hand the recheck a dict), so a drifted document is confirmed, not lost."""
+    """jsonb and arrays are read in PostgreSQL's text form in the scan and in the recheck alike
+    (psycopg would hand the recheck a dict), so a drifted document is confirmed, not lost, and
+    an array equals its copy written as PostgreSQL writes it."""
     source = database_factory("postgresql")
-    source.execute("CREATE TABLE prefs (id int PRIMARY KEY, doc jsonb)")
-    source.execute("""INSERT INTO prefs VALUES (1, '{"a": 1}'), (2, '{"a": 2}')""")
+    source.execute("CREATE TABLE prefs (id int PRIMARY KEY, doc jsonb, tags text[])")
+    source.execute("""INSERT INTO prefs VALUES (1, '{"a": 1}', '{x,y}'), (2, '{"a": 2}', '{z}')""")
     copies = database_factory(other)
-    copies.execute("CREATE TABLE prefs (id int PRIMARY KEY, doc text)")
-    copies.execute("""INSERT INTO prefs VALUES (1, '{"a": 1}'), (2, '{"a": 3}')""")
-    rule = {"name": "prefs", "type": "pii", "fields": [{"source": "doc", "copy": "doc"}],
+    copies.execute("CREATE TABLE prefs (id int PRIMARY KEY, doc text, tags text)")
+    copies.execute("""INSERT INTO prefs VALUES (1, '{"a": 1}', '{x,y}'), (2, '{"a": 3}', '{z}')""")
+    fields = [{"source": name, "copy": name} for name in ("doc", "tags")]
+    rule = {"name": "prefs", "type": "pii", "fields": fields,
             "source": {"db": "p", "table": "prefs", "key": ["id"]},
             "copy": {"db": "c", "table": "prefs", "key": ["id"]}}  # fmt: skip
     config = {"version": 1, "databases": {"p": {"url": source.url}, "c": {"url": copies.url}},
