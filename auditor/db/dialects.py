@@ -82,8 +82,8 @@ class PostgreSQL(Dialect):
         geometric, unknown types) is selected in the text form psql shows: ADBC hands most of
         them over as the raw bytes of the wire format and the recheck's psycopg as Python
         objects (a dict for json, a list for an array), so neither would equal a copy kept as
-        text ('{x,y}'), or each other. concat() calls
-        the type's output function; a CAST would not always (an inet host gains "/32")."""
+        text ('{x,y}'), or each other. concat() calls the type's output function; a CAST would
+        not always (an inet host gains "/32")."""
         if isinstance(column.type, self.NATIVE_TYPES):
             return expr
         return sa.case((expr.is_(None), sa.null()), else_=sa.func.concat(expr))
