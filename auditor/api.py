@@ -12,6 +12,8 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from auditor import __version__, log, memory
 from auditor.config.model import Config
@@ -20,7 +22,7 @@ from auditor.engine import RunOptions, retrying, run_rule
 from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted
 from auditor.mask import Masker
 from auditor.plan import RulePlan, build_plan
-from auditor.report.diff import ReportDiff, diff_reports, load_report
+from auditor.report.diff import ReportDiff, diff_reports, last_baseline, load_report
 from auditor.result import AuditResult, RuleResult, fails
 
 Progress = Callable[[str, str, int, int | None], None]
@@ -112,8 +114,14 @@ def run(
     fail_on: str | None = None,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    baseline: str | None = None,
+    fail_on_new: bool = False,
 ) -> AuditResult:
-    """Run the audit; rule-level failures become `status: error` rules, not exceptions."""
+    """Run the audit; rule-level failures become `status: error` rules, not exceptions.
+
+    `baseline` (a JSON report's path, or `last`): the result carries its diff against that
+    report, and with `fail_on_new` the exit code counts only new findings (SPEC §5).
+    """
     settings = config.settings
     options = options or RunOptions.from_settings(settings)
     if show_pii:
@@ -125,6 +133,7 @@ def run(
     memory.tune()
     started = _now()
     selected = _selected(config, rules)
+    earlier = _baseline(config, baseline, [rule.name for rule in selected])
     databases = open_databases(config)
     for database in databases.values():
         database.warm_up()
@@ -152,7 +161,7 @@ def run(
         _dispose(databases)
     status, exit_code = _outcome(results, fail_on, stop.is_set())
     log.event("run_done", status=status)
-    return AuditResult(
+    audit = AuditResult(
         run_id=str(uuid.uuid4()),
         auditor_version=__version__,
         started_at=started,
@@ -165,6 +174,46 @@ def run(
         databases=_redacted(databases),
         fail_on=fail_on,
     )
+    if earlier is None:
+        return audit
+    path, report = earlier
+    compared = diff_reports(report, audit.to_dict())
+    if fail_on_new and status in ("pass", "fail"):
+        exit_code = compared.exit_code(fail_on)
+    return replace(audit, baseline=path, diff=compared, exit_code=exit_code)
+
+
+def reports_directory(config: Config) -> Path | None:
+    """`reports.dir`, relative to the config file; None when the config writes no reports."""
+    if config.reports is None:
+        return None
+    folder = Path(config.reports.dir)
+    return Path(config.path).parent / folder if config.path else folder
+
+
+def _baseline(
+    config: Config, baseline: str | None, rule_names: list[str]
+) -> tuple[str | None, dict[str, Any] | None] | None:
+    """(path, report) to diff the run against, read before the run so that a bad path fails
+    at once; (None, None) is the empty baseline of a first night; None: no baseline asked."""
+    if baseline is None:
+        return None
+    if baseline != "last":
+        return baseline, load_report(baseline)
+    directory = reports_directory(config)
+    if directory is None:
+        raise ConfigError(
+            "--baseline last: the config has no reports.dir to find earlier reports in "
+            "(add reports: {dir: reports/, formats: [json]})"
+        )
+    assert config.reports is not None
+    if "json" not in config.reports.formats:
+        raise ConfigError(
+            "--baseline last: reports.formats must include json (earlier reports are read from it)"
+        )
+    stem = Path(config.path).stem if config.path else "audit"
+    path, report = last_baseline(directory, stem or "audit", rule_names)
+    return (str(path) if path else None), report
 
 
 def _run_one(rule, databases, options, progress, stop) -> RuleResult:

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
@@ -22,12 +23,14 @@ import typer
 
 from auditor import __version__, api, log
 from auditor.config import load_config
+from auditor.config.model import Config
 from auditor.db.engines import redact
 from auditor.engine import RunOptions
-from auditor.errors import AuditorError
+from auditor.errors import AuditorError, ConfigError
 from auditor.mask import Masker
 from auditor.report import RENDERERS
-from auditor.report.files import dated_path, write_text
+from auditor.report.files import dated_paths, write_text
+from auditor.result import AuditResult
 
 app = typer.Typer(
     add_completion=False,
@@ -119,8 +122,22 @@ def run(
         str | None, typer.Option("--log-file", metavar="PATH", help="Append a JSON-lines log here.")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="JSON-lines log on stderr.")] = False,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            metavar="PATH|last",
+            help="Diff against an earlier JSON report (last: the newest in reports.dir).",
+        ),
+    ] = None,
+    fail_on_new: Annotated[
+        bool,
+        typer.Option("--fail-on-new", help="Exit 1 only for findings new since --baseline."),
+    ] = False,
 ) -> None:
     """Run the audit described by CONFIG; exit 0 pass, 1 findings, 2 config, 3 database."""
+    if fail_on_new and baseline is None:
+        raise AuditorUsage("--fail-on-new needs --baseline PATH|last")
     log.configure(log_file, verbose)
     cfg = load_config(config)
     settings = cfg.settings
@@ -131,7 +148,6 @@ def run(
         overrides["max_findings"] = max_findings
     if mask:
         overrides["masker"] = Masker.create(mask.value)
-    options = RunOptions.from_settings(settings, **overrides)
     explicit = {
         "json": json_path,
         "html": html_path,
@@ -139,43 +155,114 @@ def run(
         "junit": junit_path,
         "markdown": markdown_path,
     }
-    targets = {fmt: path for fmt, path in explicit.items() if path}
-    result = _audit(cfg, targets, options, rule, show_pii, fail_on, quiet, no_progress)
+    audit = Audit(
+        cfg,
+        RunOptions.from_settings(settings, **overrides),
+        targets=[(fmt, path) for fmt, path in explicit.items() if path],
+        rules=rule,
+        show_pii=show_pii,
+        fail_on=fail_on.value if fail_on else None,
+        quiet=quiet,
+        progress=not no_progress,
+        baseline=baseline,
+        fail_on_new=fail_on_new,
+    )
+    result, _ = audit.run()
     raise typer.Exit(result.exit_code)
 
 
-def _audit(cfg, targets, options, rules, show_pii, fail_on, quiet, no_progress):
-    """Run with progress bars, write the report files, render the terminal report.
+class AuditorUsage(ConfigError):
+    """A flag combination that cannot work (exit 2)."""
 
-    Quiet runs (cron's usual form) never load the terminal renderer: rich is ~70 ms of start.
-    """
-    stop = threading.Event()
-    with _stop_on_signals(stop), contextlib.ExitStack() as stack:
-        progress = None
-        if not quiet:
-            terminal = _terminal()
-            out = terminal.console(stderr="-" in targets.values())
-            databases = {n: redact(d.url) for n, d in cfg.databases.items()}
-            terminal.header(out, str(cfg.path), databases)
-            progress = stack.enter_context(
-                terminal.ScanProgress(out, enabled=not no_progress).running()
+
+@dataclass
+class Audit:
+    """One `run` (or the demo's): progress bars, the report files, the terminal report, and
+    each error once on stderr."""
+
+    config: Config
+    options: RunOptions
+    targets: list[tuple[str, str]] = field(default_factory=list)
+    rules: list[str] | None = None
+    show_pii: bool = False
+    fail_on: str | None = None
+    quiet: bool = False
+    progress: bool = True
+    baseline: str | None = None
+    fail_on_new: bool = False
+
+    def run(self) -> tuple[AuditResult, list[str]]:
+        """The result and the report files written. Quiet runs (cron's usual form) never
+        load the terminal renderer: rich is ~70 ms of start."""
+        cfg = self.config
+        stop = threading.Event()
+        with _stop_on_signals(stop), contextlib.ExitStack() as stack:
+            progress = None
+            if not self.quiet:
+                terminal = _terminal()
+                out = terminal.console(stderr="-" in [path for _, path in self.targets])
+                databases = {n: redact(d.url) for n, d in cfg.databases.items()}
+                terminal.header(out, str(cfg.path), databases)
+                progress = stack.enter_context(
+                    terminal.ScanProgress(out, enabled=self.progress).running()
+                )
+            result = api.run(
+                cfg,
+                rules=self.rules,
+                options=self.options,
+                show_pii=self.show_pii,
+                fail_on=self.fail_on,
+                progress=progress,
+                stop=stop,
+                baseline=self.baseline,
+                fail_on_new=self.fail_on_new,
             )
-        result = api.run(
-            cfg,
-            rules=rules,
-            options=options,
-            show_pii=show_pii,
-            fail_on=fail_on.value if fail_on else None,
-            progress=progress,
-            stop=stop,
+        written = _write_reports(result, cfg, self.targets)
+        files = [path for path in written if path != "-"]
+        if not self.quiet:
+            terminal.render_result(out, result, files)
+        _say_errors(result)
+        if result.diff is not None:
+            _say_baseline(result, cfg, self.quiet, files)
+        return result, files
+
+
+def _say_errors(result: AuditResult) -> None:
+    """One line per distinct cause on stderr, naming the rules it stopped."""
+    causes: dict[str, list[str]] = {}
+    for rule in result.rules:
+        if rule.error:
+            causes.setdefault(rule.error, []).append(rule.name)
+    for message, names in causes.items():
+        _terminal().error(f"{message} ({'rules' if len(names) > 1 else 'rule'} {', '.join(names)})")
+
+
+def _say_baseline(result: AuditResult, cfg: Config, quiet: bool, files: list[str]) -> None:
+    diff = result.diff
+    assert diff is not None
+    terminal = _terminal()
+    if result.baseline is None:
+        where = api.reports_directory(cfg)
+        terminal.warn(
+            f"no earlier report of {cfg.path} in {where}: an empty baseline, every finding is new"
         )
-    written = _write_reports(result, cfg, targets)
+    _say_diff(diff, result.fail_on, quiet, result.baseline, files)
+
+
+def _say_diff(diff, fail_on: str, quiet: bool, since: str | None, files: list[str]) -> None:
+    """The diff: its table unless quiet; the rules not compared and, when quiet, the new
+    findings that fail, on stderr (so that cron mails only the nights that need a look)."""
+    terminal = _terminal()
     if not quiet:
-        terminal.render_result(out, result, [p for p in written if p != "-"])
-    for failed in result.rules:
-        if failed.error:
-            _terminal().error(f"rule {failed.name}: {failed.error}")
-    return result
+        terminal.render_diff(terminal.console(), diff)
+    if diff.unknown_rules:
+        terminal.warn(
+            "not compared (a report does not list all their findings: absent, error, skipped, "
+            f"interrupted or truncated): {', '.join(diff.unknown_rules)}"
+        )
+    failing = diff.failing_new(fail_on)
+    if quiet and failing:
+        terminal.error(terminal.new_findings_line(failing, since, files))
 
 
 def _terminal() -> ModuleType:
@@ -196,10 +283,8 @@ def demo(
 
     config_path = demo_data.build(directory)
     cfg = load_config(config_path)
-    result = _audit(
-        cfg, {}, RunOptions.from_settings(cfg.settings), None, False, None, False, False
-    )
-    report = next((p for p in _dated_targets(result, cfg).values() if p.endswith(".html")), "")
+    result, files = Audit(cfg, RunOptions.from_settings(cfg.settings)).run()
+    report = next((p for p in files if p.endswith(".html")), "")
     me, terminal = _self_command(), _terminal()
     terminal.plain(f"\nOpen the report:  xdg-open {report}   (or open it in any browser)")
     terminal.plain(f"Run it again:     {me} run {config_path}")
@@ -218,13 +303,15 @@ def diff(
     fail_on: Annotated[
         FailOn, typer.Option(help="Lowest severity of a new finding that fails.")
     ] = FailOn.error,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No table; new failing findings on stderr.")
+    ] = False,
 ) -> None:
     """Findings new, resolved and persisting between two reports; exit 1 on new findings."""
     result = api.diff(str(old), str(new))
     if json_path:
         write_text(json_path, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
-    terminal = _terminal()
-    terminal.render_diff(terminal.console(stderr=json_path == "-"), result)
+    _say_diff(result, fail_on.value, quiet or json_path == "-", str(old), [])
     raise typer.Exit(result.exit_code(fail_on.value))
 
 
@@ -238,20 +325,17 @@ def _self_command() -> str:
     return f"{sys.executable} -m auditor"
 
 
-def _dated_targets(result, cfg) -> dict[str, str]:
-    """Files the config's `reports:` section asks for on every run."""
-    if cfg.reports is None:
-        return {}
-    when = dt.datetime.fromisoformat(result.started_at)
-    directory = Path(cfg.path).parent / cfg.reports.dir if cfg.path else Path(cfg.reports.dir)
-    return {fmt: dated_path(directory, str(cfg.path), fmt, when) for fmt in cfg.reports.formats}
-
-
-def _write_reports(result, cfg, targets: dict[str, str]) -> list[str]:
-    targets = {**_dated_targets(result, cfg), **targets}
-    for fmt, path in targets.items():
+def _write_reports(result: AuditResult, cfg: Config, targets: list[tuple[str, str]]) -> list[str]:
+    """The config's `reports:` files (dated, never overwritten) and those the flags ask for:
+    a flag adds a file, it does not replace the config's."""
+    directory = api.reports_directory(cfg)
+    if directory is not None and cfg.reports is not None:
+        when = dt.datetime.fromisoformat(result.started_at)
+        dated = dated_paths(directory, str(cfg.path), list(cfg.reports.formats), when)
+        targets = [*dated.items(), *targets]
+    for fmt, path in targets:
         write_text(path, RENDERERS[fmt](result))
-    return list(targets.values())
+    return [path for _, path in targets]
 
 
 class _stop_on_signals:

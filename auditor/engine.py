@@ -27,7 +27,7 @@ from auditor.errors import DatabaseError
 from auditor.mask import Masker
 from auditor.plan import RulePlan, SidePlan, display
 from auditor.recheck import Lookups, label_tuples, tuples
-from auditor.result import Finding, RuleResult
+from auditor.result import Finding, RuleResult, finished_status
 from auditor.scan import (
     MAX_PARTITIONS,
     Spill,
@@ -209,7 +209,7 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
         type=rule.type,
         severity=rule.severity,
         description=rule.description,
-        status="interrupted" if stop.is_set() else ("fail" if collector.counts else "pass"),
+        status="interrupted" if stop.is_set() else finished_status(rule.severity, collector.counts),
         rows_scanned=rows,
         duration_s=time.monotonic() - started,
         counts=dict(sorted(collector.counts.items())),

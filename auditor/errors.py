@@ -35,3 +35,18 @@ class Interrupted(AuditorError):
     """SIGINT/SIGTERM arrived while auditing (exit 130)."""
 
     exit_code = 130
+
+
+class ResourceError(AuditorError):
+    """A file or the temp directory could not be read or written: disk full, no permission,
+    a missing certificate (exit 3, SPEC §7). The message names the path."""
+
+    exit_code = 3
+
+    @classmethod
+    def from_os_error(
+        cls, exc: OSError, path: object = None, what: str = "cannot use"
+    ) -> ResourceError:
+        where = exc.filename if exc.filename is not None else path
+        reason = exc.strerror or type(exc).__name__
+        return cls(f"{what} {where}: {reason}" if where is not None else f"{what}: {reason}")

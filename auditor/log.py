@@ -13,6 +13,9 @@ import sys
 from typing import Any
 
 logger = logging.getLogger("auditor")
+# Without it, records reach Python's last-resort handler, which printed every error and
+# warning as a bare line on stderr beside the CLI's own one-line message.
+logger.addHandler(logging.NullHandler())
 FIELDS = ("rule", "event", "rows", "duration_s", "counts", "status")
 
 

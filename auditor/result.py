@@ -10,7 +10,10 @@ import datetime as dt
 import decimal
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from auditor.report.diff import ReportDiff
 
 KINDS = (
     "orphan",
@@ -40,6 +43,14 @@ def fails(severity: str, fail_on: str) -> bool:
     """Whether a finding of this severity fails a run with this `fail_on` (SPEC §7)."""
     rank = {"warning": 1, "error": 2}
     return fail_on != "never" and rank.get(severity, 0) >= rank[fail_on]
+
+
+def finished_status(severity: str, counts: dict[str, int]) -> str:
+    """A rule that ran to its end: `pass` without findings, `warn` with findings of a
+    warning-severity rule (they fail a run only under `fail_on: warning`), else `fail`."""
+    if not any(counts.values()):
+        return "pass"
+    return "warn" if severity == "warning" else "fail"
 
 
 def json_safe(value: Any) -> Any:
@@ -109,7 +120,7 @@ class RuleResult:
     name: str
     type: str
     severity: str
-    status: str  # pass | fail | error | interrupted | skipped
+    status: str  # pass | warn | fail | error | interrupted | skipped (SPEC §7)
     error: str | None = None
     rows_scanned: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
@@ -152,6 +163,8 @@ class AuditResult:
     rules: tuple[RuleResult, ...]
     databases: dict[str, str] = field(default_factory=dict)  # name -> redacted URL
     fail_on: str = "error"
+    baseline: str | None = None  # the report `--baseline` compared with (None: empty baseline)
+    diff: ReportDiff | None = None  # set when the run was given a baseline
 
     @property
     def totals(self) -> dict[str, Any]:
@@ -167,6 +180,7 @@ class AuditResult:
             "by_severity": by_severity,
             "rules": len(self.rules),
             "rules_failed": sum(r.status == "fail" for r in self.rules),
+            "rules_warned": sum(r.status == "warn" for r in self.rules),
             "rules_errored": sum(r.status == "error" for r in self.rules),
         }
 
@@ -177,7 +191,7 @@ class AuditResult:
         return (end - start).total_seconds()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "schema_version": 1,
             "run_id": self.run_id,
             "auditor_version": self.auditor_version,
@@ -191,3 +205,6 @@ class AuditResult:
             "rules": [r.to_dict() for r in self.rules],
             "totals": self.totals,
         }
+        if self.diff is not None:
+            data |= {"baseline": self.baseline, "diff": self.diff.to_dict()}
+        return data

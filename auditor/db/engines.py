@@ -24,7 +24,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from auditor import log
 from auditor.config.model import Config, DatabaseConfig
 from auditor.db.dialects import Dialect, for_url
-from auditor.errors import ConfigError, DatabaseError
+from auditor.errors import ConfigError, DatabaseError, ResourceError
 
 
 @dataclass
@@ -37,6 +37,10 @@ class Database:
     engine: sa.Engine
     dialect: Dialect
     timeout_s: int | None
+    # Why this database cannot be opened at all (a missing SQLite file): raised by the first
+    # rule that needs it, so that the other rules still run (each error is named per rule).
+    unavailable: DatabaseError | None = None
+    _closed: bool = field(default=False, init=False)
     _is_mariadb: bool = field(default=False, init=False)
     _reader: Any = field(default=None, init=False, repr=False)
     _reader_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -51,10 +55,17 @@ class Database:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[Connection]:
         """A connection inside one read-only, repeatable-read transaction."""
+        if self.unavailable is not None:
+            raise self.unavailable
         try:
             conn = self.engine.connect()
         except sa.exc.DBAPIError as exc:
             raise DatabaseError(f"cannot connect to {self.describe_failure(exc)}") from None
+        except OSError as exc:  # e.g. a TLS certificate file named in the URL is missing
+            raise DatabaseError(
+                f"cannot connect to database {self.name!r} ({self.redacted}): "
+                f"{ResourceError.from_os_error(exc, what='cannot read').message}"
+            ) from None
         try:
             with conn.begin():
                 yield conn
@@ -66,11 +77,13 @@ class Database:
     def warm_up(self) -> None:
         """Open the fast driver's shared handle on a background thread while the rule's tables
         are reflected (the driver releases the GIL): its set-up then costs no wall time."""
+        if self.unavailable is not None:
+            return
         threading.Thread(target=self._shared_reader, name=f"warm-{self.name}", daemon=True).start()
 
     def _shared_reader(self) -> Any:
         with self._reader_lock:
-            if self._reader is None:
+            if self._reader is None and not self._closed:
                 try:
                     self._reader = self.dialect.open_reader(self.url, self.timeout_s)
                 except Exception:  # noqa: BLE001 - the stream connects itself and reports it
@@ -82,6 +95,7 @@ class Database:
         self.engine.dispose()
         with self._reader_lock:
             reader, self._reader = self._reader, None
+            self._closed = True  # a warm-up thread still starting must not open a handle now
         if reader is not None:
             with contextlib.suppress(Exception):
                 reader.close()
@@ -94,6 +108,8 @@ class Database:
         SQLAlchemy's streaming cursor: slower, but it reads whatever SQLAlchemy can.
         """
         produced = False
+        if self.unavailable is not None:
+            raise self.unavailable
         try:
             reader = self._shared_reader()
             for batch in self.dialect.stream(
@@ -184,12 +200,15 @@ def open_database(name: str, config: DatabaseConfig, timeout_s: int | None) -> D
     except ArgumentError:
         raise ConfigError(f"databases.{name}.url: not a valid database URL") from None
     url = url.set(drivername=DEFAULT_DRIVERS.get(url.drivername, url.drivername))
+    unavailable = None
     if url.get_backend_name() == "sqlite":
         path = url.database or ""
         if not path or path == ":memory:":
             raise ConfigError(f"databases.{name}.url: SQLite needs a file path (sqlite:///file.db)")
         if not Path(path).is_file():
-            raise DatabaseError(f"database {name!r} ({redact(url)}): file {path} does not exist")
+            unavailable = DatabaseError(
+                f"database {name!r} ({redact(url)}): file {path} does not exist"
+            )
     dialect = for_url(url)
     try:
         # No pool: a connection lives as long as its snapshot, so at most one SQLAlchemy
@@ -198,7 +217,7 @@ def open_database(name: str, config: DatabaseConfig, timeout_s: int | None) -> D
         engine = sa.create_engine(url, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:
         raise ConfigError(f"databases.{name}.url: no driver for {url.drivername}: {exc}") from None
-    database = Database(name, url, config.schema_, engine, dialect, timeout_s)
+    database = Database(name, url, config.schema_, engine, dialect, timeout_s, unavailable)
     _install_session_setup(database)
     return database
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sys
 from pathlib import Path
+
+from auditor.errors import ResourceError
 
 EXTENSIONS = {"json": "json", "html": "html", "csv": "csv", "junit": "xml", "markdown": "md"}
 
@@ -17,15 +20,43 @@ def write_text(path: str, text: str) -> None:
         sys.stdout.flush()
         return
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise ResourceError.from_os_error(exc, target, "cannot write report") from None
 
 
-def dated_path(directory: str | Path, config_path: str, fmt: str, when: dt.datetime) -> str:
-    """`reports/<config>-<UTC time>.<ext>`, so nightly runs never overwrite each other."""
+def dated_paths(
+    directory: str | Path, config_path: str, formats: list[str], when: dt.datetime
+) -> dict[str, str]:
+    """`DIR/<config>-<UTC time>.<ext>` per format, created empty (0600) and exclusively, so
+    two runs started in the same second never overwrite each other: the second one gets
+    `<config>-<UTC time>-2.<ext>`, and so on."""
     stem = Path(config_path).stem or "audit"
     stamp = when.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return str(Path(directory) / f"{stem}-{stamp}.{EXTENSIONS[fmt]}")
+    folder = Path(directory)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResourceError.from_os_error(exc, folder, "cannot create reports.dir") from None
+    for attempt in range(1, 1000):
+        suffix = "" if attempt == 1 else f"-{attempt}"
+        paths = {f: folder / f"{stem}-{stamp}{suffix}.{EXTENSIONS[f]}" for f in formats}
+        created: list[Path] = []
+        try:
+            for path in paths.values():
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                created.append(path)
+        except FileExistsError:
+            for path in created:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            continue
+        except OSError as exc:
+            raise ResourceError.from_os_error(exc, folder, "cannot write report") from None
+        return {f: str(p) for f, p in paths.items()}
+    raise ResourceError(f"{folder}: no free report name for {stem}-{stamp}")

@@ -1,11 +1,16 @@
-"""JUnit XML: a testsuite per run, a testcase per rule; findings fail it, errors error it."""
+"""JUnit XML: a testsuite per run, a testcase per rule; findings fail it, errors error it.
+
+A warning rule's findings (status `warn`) fail its testcase only when they fail the run
+(`fail_on: warning`); otherwise the testcase passes and lists them in `system-out`, so the
+dashboard agrees with the run's exit code.
+"""
 
 from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
 
-from auditor.result import AuditResult
+from auditor.result import AuditResult, RuleResult, fails
 
 SAMPLE = 20
 
@@ -16,7 +21,7 @@ def render(result: AuditResult) -> str:
         "testsuite",
         name="auditor",
         tests=str(len(result.rules)),
-        failures=str(totals["rules_failed"]),
+        failures="0",  # counted below: warn rules fail only under fail_on: warning
         errors=str(totals["rules_errored"]),
         time=f"{result.duration_s:.3f}",
         timestamp=result.started_at,
@@ -28,14 +33,25 @@ def render(result: AuditResult) -> str:
         )  # fmt: skip
         if rule.status == "error":
             ET.SubElement(case, "error", message=rule.error or "error")
-        elif rule.status == "fail":
-            counts = ", ".join(f"{kind}: {n}" for kind, n in rule.counts.items())
-            failure = ET.SubElement(case, "failure", message=f"{rule.total} findings ({counts})")
-            lines = [json.dumps(f.to_dict(), ensure_ascii=False) for f in rule.findings[:SAMPLE]]
-            if rule.total > len(lines):
-                lines.append(f"... {rule.total - len(lines)} more")
-            failure.text = "\n".join(lines)
+        elif rule.status == "fail" or (rule.status == "warn" and fails("warning", result.fail_on)):
+            failure = ET.SubElement(case, "failure", message=_summary(rule))
+            failure.text = _sample(rule)
+        elif rule.status == "warn":
+            ET.SubElement(case, "system-out").text = f"warning: {_summary(rule)}\n{_sample(rule)}"
         elif rule.status in ("interrupted", "skipped"):
             ET.SubElement(case, "skipped", message=rule.status)
+    suite.set("failures", str(len(suite.findall("testcase/failure"))))
     ET.indent(suite)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, "unicode") + "\n"
+
+
+def _summary(rule: RuleResult) -> str:
+    counts = ", ".join(f"{kind}: {n}" for kind, n in rule.counts.items())
+    return f"{rule.total} findings ({counts})"
+
+
+def _sample(rule: RuleResult) -> str:
+    lines = [json.dumps(f.to_dict(), ensure_ascii=False) for f in rule.findings[:SAMPLE]]
+    if rule.total > len(lines):
+        lines.append(f"... {rule.total - len(lines)} more")
+    return "\n".join(lines)

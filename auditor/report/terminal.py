@@ -23,6 +23,7 @@ from auditor.result import AuditResult, Finding, RuleResult
 SAMPLE = 10
 STATUS_STYLE = {
     "pass": "bold green",
+    "warn": "bold yellow",
     "fail": "bold red",
     "error": "bold magenta",
     "interrupted": "bold yellow",
@@ -207,19 +208,26 @@ def render_diff(out: Console, diff: Any) -> None:
     for column in ("Rule", "New", "Resolved", "Persisting"):
         table.add_column(column, justify="left" if column == "Rule" else "right")
     for rule, counts in diff.rules.items():
-        new = Text(str(counts["new"]), style="bold red" if counts["new"] else "")
-        resolved = Text(str(counts["resolved"]), style="green" if counts["resolved"] else "")
-        table.add_row(escape(rule), new, resolved, str(counts["persisting"]))
+        new = Text(f"{counts['new']:,}", style="bold red" if counts["new"] else "")
+        resolved = Text(f"{counts['resolved']:,}", style="green" if counts["resolved"] else "")
+        table.add_row(Text(rule), new, resolved, f"{counts['persisting']:,}")
+    for rule in diff.unknown_rules:
+        table.add_row(Text(rule), Text("unknown", style="yellow"), "", "")
     out.print(table)
     for finding in diff.new[:SAMPLE]:
         out.print(Text(f"new: {finding['rule']} {finding['kind']} {_compact(finding['key'])}"))
-    if diff.truncated:
-        out.print(
-            Text(
-                "note: a report listed fewer findings than it counted (max_findings); "
-                "only listed findings are compared",
-                style="yellow",
-            )
-        )
-    summary = f"{len(diff.new)} new, {len(diff.resolved)} resolved, {diff.persisting} persisting"
+    summary = (
+        f"{len(diff.new):,} new, {len(diff.resolved):,} resolved, {diff.persisting:,} persisting"
+    )
     out.print(Text(summary, style="bold"))
+
+
+def new_findings_line(failing: list[dict[str, Any]], since: str | None, files: list[str]) -> str:
+    """One line for cron's mail: how many new findings, per rule, and where to read them."""
+    per_rule: dict[str, int] = {}
+    for finding in failing:
+        per_rule[finding["rule"]] = per_rule.get(finding["rule"], 0) + 1
+    rules = ", ".join(f"{name} {n:,}" for name, n in per_rule.items())
+    where = f" since {since}" if since else ""
+    html = next((f for f in files if f.endswith(".html")), files[0] if files else None)
+    return f"{len(failing):,} new findings{where} ({rules})" + (f"; see {html}" if html else "")
