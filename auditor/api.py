@@ -70,12 +70,13 @@ def _selected(config: Config, names: Iterable[str] | None):
     return [rule for rule in config.rules if rule.name in wanted]
 
 
-def _plan(rule, databases: dict[str, Database], check: bool = False) -> RulePlan:
-    """Reflect a rule's tables inside one read-only snapshot per database it touches."""
+def _plan(config: Config, rule, databases: dict[str, Database], check: bool = False) -> RulePlan:
+    """Reflect a rule's tables inside one read-only snapshot per database it touches; an
+    error about the config names its file, line and field."""
     try:
         return build_plan(rule, databases, check)
     except ConfigError as exc:
-        raise ConfigError(f"rules.{rule.name}: {exc.message}") from None
+        raise config.config_error(exc, "rules", config.rules.index(rule)) from None
 
 
 def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
@@ -86,7 +87,7 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
             ping(database)
         checks = []
         for rule in _selected(config, rules):
-            plan = _plan(rule, databases, check=True)
+            plan = _plan(config, rule, databases, check=True)
             lookups = [(plan.left, plan.left.labels), (plan.right, plan.right.compare)]
             if plan.aliases:
                 lookups.append((plan.aliases, plan.aliases.compare))
@@ -127,7 +128,8 @@ def run(
     if show_pii:
         options = replace(options, masker=Masker.create("none"))
     elif options.masker.mode == "none":
-        raise ConfigError("settings.mask: none prints raw PII and needs --show-pii")
+        where = config.locate(("settings", "mask"))
+        raise ConfigError(f"{where}: none prints raw PII and needs --show-pii (or --mask)")
     fail_on = fail_on or settings.fail_on
     stop = stop or threading.Event()
     memory.tune()
@@ -145,7 +147,7 @@ def run(
                 results.append(_skipped(rule, "interrupted"))
                 continue
             log.event("rule_start", rule=rule.name)
-            result = _run_one(rule, databases, options, progress, stop)
+            result = _run_one(config, rule, databases, options, progress, stop)
             log.event(
                 "rule_done" if result.error is None else "rule_error",
                 logging.INFO if result.error is None else logging.ERROR,
@@ -216,9 +218,9 @@ def _baseline(
     return (str(path) if path else None), report
 
 
-def _run_one(rule, databases, options, progress, stop) -> RuleResult:
+def _run_one(config: Config, rule, databases, options, progress, stop) -> RuleResult:
     try:
-        plan = _plan_retrying(rule, databases, stop)
+        plan = _plan_retrying(config, rule, databases, stop)
         return run_rule(plan, options, progress or (lambda *_: None), stop)
     except Interrupted:
         return _skipped(rule, "interrupted")
@@ -232,10 +234,12 @@ def _run_one(rule, databases, options, progress, stop) -> RuleResult:
         return replace(_skipped(rule, "error"), error=message, error_code=4)
 
 
-def _plan_retrying(rule, databases: dict[str, Database], stop: threading.Event) -> RulePlan:
+def _plan_retrying(
+    config: Config, rule, databases: dict[str, Database], stop: threading.Event
+) -> RulePlan:
     """Plan the rule; a connection lost while planning (killed, server restarted) is retried
     like a lost scan."""
-    return retrying(lambda: _plan(rule, databases), rule.name, "plan_retry", stop)
+    return retrying(lambda: _plan(config, rule, databases), rule.name, "plan_retry", stop)
 
 
 def _skipped(rule, status: str) -> RuleResult:

@@ -19,9 +19,22 @@ class AuditorError(Exception):
 
 
 class ConfigError(AuditorError):
-    """Bad input: config file, rule, flag or schema mismatch (exit 2)."""
+    """Bad input: config file, rule, flag or schema mismatch (exit 2).
+
+    `loc` is the config field the error is about, as a path (`("to", "columns", 0)` within a
+    rule, `("settings", "mask")` from the top), for errors found after loading (by looking at
+    the databases): the caller that knows the file turns it into `file:line: field:`.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] | None = None) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+    def at(self, *loc: str | int) -> ConfigError:
+        """This error about `loc`, unless it already names a field."""
+        return self if self.loc is not None else ConfigError(self.message, loc)
 
 
 class DatabaseError(AuditorError):

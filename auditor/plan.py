@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from auditor.config.model import PiiRule, ReferenceRule, TableSide
-from auditor.db.engines import Database
+from auditor.db.engines import Database, reason, scrub
 from auditor.db.reflect import TableInfo, category, reflect_table, unsigned_64
 from auditor.errors import ConfigError
 from auditor.normalize import Pipeline, compile_pipeline
@@ -133,6 +133,31 @@ class SidePlan:
         low, high = int(row[0]), int(row[1])
         return (low, high) if -(2**63) <= low <= high < 2**63 else None
 
+    def prepare_predicates(self, conn: Connection) -> None:
+        """Have the database compile `where` and `soft_delete` as the scan uses them, with
+        `LIMIT 0`: no row is read. A mistake in one (a misspelt column, bad SQL) is a config
+        error about that field here, in `check` and before a run reads anything (SPEC §7),
+        instead of a failed read later."""
+        table = self.info.table
+        for name, predicate in (("soft_delete", self.soft_delete), ("where", self.where)):
+            if predicate is None:
+                continue
+            if name == "soft_delete":
+                probe = sa.select(sa.case((sa.text(f"({predicate})"), 1), else_=0))
+            else:
+                probe = sa.select(sa.literal(1)).where(sa.text(f"({predicate})"))
+            try:
+                with conn.begin_nested():  # a refusal must not end the snapshot's transaction
+                    conn.execute(probe.select_from(table).limit(0)).fetchall()
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise
+                refusal = scrub(reason(exc), self.database.url)
+                raise ConfigError(
+                    f"{self.database.name} refused this {name} on {self.info.label}: {refusal}",
+                    (self.role, name),
+                ) from None
+
     def sql(self) -> str:
         dialect = self.database.engine.dialect
         return str(self.select().compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
@@ -214,8 +239,12 @@ def plan_sides(rule: Rule, databases: dict[str, Database], check: bool = False):
         planned = []
         with database.snapshot() as conn:
             for role, side in group:
-                info = reflect_table(database, conn, side.table, indexes=check)
+                try:
+                    info = reflect_table(database, conn, side.table, indexes=check)
+                except ConfigError as exc:
+                    raise exc.at(role, "table") from None
                 side_plan = _side_plan(rule, role, database, info)
+                side_plan.prepare_predicates(conn)
                 if not check:
                     side_plan = replace(
                         side_plan,
@@ -234,19 +263,25 @@ def plan_sides(rule: Rule, databases: dict[str, Database], check: bool = False):
 
 
 def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> SidePlan:
-    """Which columns one side reads and under which predicates, by its role in the rule."""
+    """Which columns one side reads and under which predicates, by its role in the rule.
+    A column that does not exist is a ConfigError about the config field that names it."""
 
-    def cols(names: list[str]) -> tuple[sa.Column, ...]:
-        return tuple(info.column(n) for n in names)
+    def cols(names: list[str], *loc: str) -> tuple[sa.Column, ...]:
+        return tuple(_column(info, name, (*loc, i)) for i, name in enumerate(names))
+
+    def fields(side: str) -> tuple[sa.Column, ...]:
+        names = [f.source if side == "source" else f.copy_ for f in rule.fields]  # type: ignore[union-attr]
+        return tuple(_column(info, n, ("fields", i, side)) for i, n in enumerate(names))
 
     if isinstance(rule, ReferenceRule):
         if role == "from":
-            labels = cols(rule.from_.key or _primary_key(info, role))
+            key = rule.from_.key
+            labels = cols(key, "from", "key") if key else cols(_primary_key(info, role), role)
             return SidePlan(
                 role,
                 database,
                 info,
-                cols(rule.from_.columns),
+                cols(rule.from_.columns, "from", "columns"),
                 labels=labels,
                 where=rule.from_.where,
             )
@@ -255,7 +290,7 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
                 role,
                 database,
                 info,
-                cols(rule.to.columns),
+                cols(rule.to.columns, "to", "columns"),
                 where=rule.to.where,
                 soft_delete=rule.to.soft_delete,
             )
@@ -264,8 +299,8 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
             role,
             database,
             info,
-            cols(rule.aliases.old),
-            values=cols(rule.aliases.new),
+            cols(rule.aliases.old, "aliases", "old"),
+            values=cols(rule.aliases.new, "aliases", "new"),
             where=rule.aliases.where,
         )
     if role == "source":
@@ -273,20 +308,28 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
             role,
             database,
             info,
-            cols(rule.source.key),
-            values=cols([f.source for f in rule.fields]),
+            cols(rule.source.key, "source", "key"),
+            values=fields("source"),
             where=rule.source.where,
         )
-    labels = cols(rule.copy_.row_key or _primary_key(info, role))
+    row_key = rule.copy_.row_key
+    labels = cols(row_key, "copy", "row_key") if row_key else cols(_primary_key(info, role), role)
     return SidePlan(
         role,
         database,
         info,
-        cols(rule.copy_.key),
+        cols(rule.copy_.key, "copy", "key"),
         labels=labels,
-        values=cols([f.copy_ for f in rule.fields]),
+        values=fields("copy"),
         where=rule.copy_.where,
     )
+
+
+def _column(info: TableInfo, name: str, loc: tuple[str | int, ...]) -> sa.Column:
+    try:
+        return info.column(name)
+    except ConfigError as exc:
+        raise exc.at(*loc) from None
 
 
 def build_plan(rule: Rule, databases: dict[str, Database], check: bool = False) -> RulePlan:
@@ -307,7 +350,8 @@ def _primary_key(table: TableInfo, role: str) -> list[str]:
         option = "key" if role == "from" else "row_key"
         raise ConfigError(
             f"table {table.label} has no primary key: set {role}.{option} to the columns that "
-            "name a row in findings"
+            "name a row in findings",
+            (role, "table"),
         )
     return list(table.primary_key)
 
@@ -316,7 +360,11 @@ def resolve_key_types(rule: Rule, left: tuple[sa.Column, ...], right: tuple[sa.C
     """Canonical form per key position; `auto` refuses pairs whose meaning is ambiguous."""
     if rule.key_type != "auto":
         return tuple(rule.key_type for _ in left)
-    return tuple(_auto_key_type(rule, a, b) for a, b in zip(left, right, strict=True))
+    try:
+        return tuple(_auto_key_type(rule, a, b) for a, b in zip(left, right, strict=True))
+    except ConfigError as exc:
+        compared = ("from", "columns") if isinstance(rule, ReferenceRule) else ("copy", "key")
+        raise exc.at(*compared) from None
 
 
 def _auto_key_type(rule: Rule, a: sa.Column, b: sa.Column) -> str:

@@ -21,7 +21,7 @@ from typing import Any, Union
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from auditor.config.model import Config
+from auditor.config.model import Config, dotted
 from auditor.errors import ConfigError
 
 Loc = tuple[str | int, ...]
@@ -54,7 +54,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise _config_error(exc, marks) from None
     _cross_check(config, marks)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return config.model_copy(update={"path": path, "sha256": digest})
+    return config.model_copy(update={"path": path, "sha256": digest, "marks": marks.where})
 
 
 def _read_yaml(path: Path, prefix: Loc, marks: _Marks) -> Any:
@@ -91,13 +91,11 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path, loc: Loc, m
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) or key is None:
                 line = key_node.start_mark.line + 1
-                raise ConfigError(
-                    f"{path}:{line}: {_dotted(loc) or 'top level'}: keys must be text"
-                )
+                raise ConfigError(f"{path}:{line}: {dotted(loc) or 'top level'}: keys must be text")
             key = str(key)
             if key in result:
                 line = key_node.start_mark.line + 1
-                raise ConfigError(f"{path}:{line}: {_dotted((*loc, key))}: duplicate key")
+                raise ConfigError(f"{path}:{line}: {dotted((*loc, key))}: duplicate key")
             result[key] = _construct(loader, value_node, path, (*loc, key), marks)
         return result
     if isinstance(node, yaml.SequenceNode):
@@ -119,7 +117,7 @@ def _interpolate(value: str, path: Path, line: int, loc: Loc) -> str:
         if default is not None:
             return default
         raise ConfigError(
-            f"{path}:{line}: {_dotted(loc)}: environment variable {name} is not set "
+            f"{path}:{line}: {dotted(loc)}: environment variable {name} is not set "
             f"(export it, or write ${{{name}:-default}})"
         )
 
@@ -182,7 +180,7 @@ def _config_error(exc: ValidationError, marks: _Marks) -> ConfigError:
         message = f"unknown rule type {error.get('input', {}).get('type')!r}; use reference or pii"
     elif kind == "union_tag_not_found":
         message = "field required: type (reference or pii)"
-    return ConfigError(f"{file}:{line}: {_dotted(loc) or 'top level'}: {message}")
+    return ConfigError(f"{file}:{line}: {dotted(loc) or 'top level'}: {message}")
 
 
 def _drop_union_tags(loc: Loc) -> Loc:
@@ -267,10 +265,3 @@ def _cross_check(config: Config, marks: _Marks) -> None:
                     f"{file}:{line}: rules[{index}].{side_name}.db: database {side.db!r} is not "
                     f"defined under databases{_did_you_mean(side.db, known)}"
                 )
-
-
-def _dotted(loc: Loc) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from auditor.errors import ConfigError
 from auditor.normalize import NormalizerSpec, validate_normalizer
 
 RULE_NAME = re.compile(r"^[a-z0-9_-]+$")
@@ -174,12 +175,39 @@ class Config(Model):
     rules: list[Rule] = Field(default_factory=list)
     path: Path | None = Field(default=None, exclude=True)
     sha256: str | None = Field(default=None, exclude=True)
+    # Where each value came from: field path -> (file, line), kept by the loader so that
+    # errors found later (by looking at the databases) name the file and line too.
+    marks: dict[tuple[str | int, ...], tuple[Path, int]] = Field(
+        default_factory=dict, exclude=True, repr=False
+    )
+
+    def locate(self, loc: tuple[str | int, ...]) -> str:
+        """`file:line: dotted.path` for a field, e.g. `audit.yaml:14: rules[0].to.table`;
+        the nearest enclosing field that has a line when this one has none."""
+        found = loc
+        while found and found not in self.marks:
+            found = found[:-1]
+        file, line = self.marks.get(found, (self.path or Path("config"), 1))
+        return f"{file}:{line}: {dotted(loc) or 'top level'}"
+
+    def config_error(self, error: ConfigError, *within: str | int) -> ConfigError:
+        """`error` (from planning, whose `loc` is relative to `within`) with file:line."""
+        loc = (*within, *(error.loc or ()))
+        return ConfigError(f"{self.locate(loc)}: {error.message}", loc)
 
     def rule(self, name: str) -> ReferenceRule | PiiRule:
         for rule in self.rules:
             if rule.name == name:
                 return rule
         raise KeyError(name)
+
+
+def dotted(loc: tuple[str | int, ...]) -> str:
+    """A field path as users write it: `rules[0].to.columns[1]`."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
 def _single_predicate(value: str | None) -> str | None:

@@ -158,6 +158,8 @@ def test_mask_none_needs_show_pii(sqlite_config):
     )
     result = auditor("run", str(sqlite_config), "-q")
     assert result.returncode == 2 and "--show-pii" in result.stderr
+    line = sqlite_config.read_text().splitlines().index("  mask: none") + 1
+    assert f"{sqlite_config}:{line}: settings.mask: " in result.stderr
     assert auditor("run", str(sqlite_config), "-q", "--show-pii").returncode == 1
 
 
@@ -169,7 +171,10 @@ def test_int_versus_text_keys_need_an_explicit_key_type(sqlite_config):
     result = auditor("check", str(sqlite_config))
     assert result.returncode == 2
     assert "key types differ" in result.stderr and "key_type: int" in result.stderr
-    assert result.stderr.count("rules.legacy-refs:") == 1  # named once, not by each layer
+    index = data["rules"].index(legacy)
+    assert "audit.yaml:" in result.stderr and f"rules[{index}].from.columns: " in result.stderr
+    assert result.stderr.count("key types differ") == 1  # once, not by each layer
+    assert "rules.legacy-refs" not in result.stderr
 
 
 def test_a_table_without_primary_key_needs_an_explicit_key(tmp_path, write_config):
