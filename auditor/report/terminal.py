@@ -111,7 +111,8 @@ def _summary(result: AuditResult) -> Table:
     table.add_column("Time", justify="right", no_wrap=True)
     for rule in result.rules:
         scanned = "\n".join(f"{side} {n:,}" for side, n in rule.rows_scanned.items()) or "-"
-        counts = "\n".join(f"{kind} {n:,}" for kind, n in rule.counts.items()) or "none"
+        counts = "\n".join(f"{kind} {n:,}" for kind, n in rule.counts.items())
+        counts = counts or ("-" if rule.status in ("error", "skipped", "interrupted") else "none")
         table.add_row(
             Text.assemble((rule.name, "bold"), (f"\n{rule.type}", "dim")),
             Text(rule.status.upper(), style=STATUS_STYLE.get(rule.status, "")),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import make_database
+from tests.conftest import IN_CI, make_database
 from tests.scenarios import build_reference
 
 
@@ -96,6 +96,31 @@ def test_missing_column_is_exit_2_naming_it(sqlite_config):
     assert "did you mean 'product_uid'" in result.stderr
 
 
+def test_a_cause_that_stops_four_rules_is_printed_once(write_config, tmp_path):
+    _need_mariadb()
+    config = _unreachable_config(
+        write_config, "mysql+pymysql://no_such_user:wr0ng-pw-123@127.0.0.1:3306/mysql", rules=4
+    )
+    result = auditor("run", str(config), "--no-progress", "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 3
+    assert result.stderr.count("Access denied") == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and "(rules r0, r1, r2, r3)" in result.stderr
+    assert result.stdout.count("Access denied") == 4  # the report body: once per rule
+    errors = [r["error"] for r in json.loads((tmp_path / "r.json").read_text())["rules"]]
+    assert len(set(errors)) == 1 and errors[0].startswith("cannot connect to database 'reviews'")
+
+
+def _need_mariadb() -> None:
+    import sqlalchemy as sa
+
+    try:
+        sa.create_engine("mysql+pymysql://root@127.0.0.1:3306/").connect().close()
+    except sa.exc.OperationalError:
+        if IN_CI:
+            raise
+        pytest.skip("MariaDB not reachable")
+
+
 def test_check_prints_the_plan_and_exits_0(sqlite_config):
     result = auditor("check", str(sqlite_config))
     assert result.returncode == 0, result.stderr
@@ -103,19 +128,17 @@ def test_check_prints_the_plan_and_exits_0(sqlite_config):
     assert "CREATE INDEX" in result.stdout  # the alias/variant look-ups lack an index? at least one
 
 
-def _unreachable_config(write_config, url: str) -> Path:
+def _unreachable_config(write_config, url: str, rules: int = 1) -> Path:
+    rule = {
+        "type": "reference",
+        "from": {"db": "reviews", "table": "reviews", "columns": ["product_id"]},
+        "to": {"db": "catalog", "table": "products", "columns": ["id"]},
+    }
     return write_config(
         {
             "version": 1,
             "databases": {"catalog": {"url": url}, "reviews": {"url": url}},
-            "rules": [
-                {
-                    "name": "r",
-                    "type": "reference",
-                    "from": {"db": "reviews", "table": "reviews", "columns": ["product_id"]},
-                    "to": {"db": "catalog", "table": "products", "columns": ["id"]},
-                }
-            ],
+            "rules": [{"name": "r" if rules == 1 else f"r{i}", **rule} for i in range(rules)],
         }
     )
 
@@ -137,12 +160,7 @@ def test_stopped_server_is_exit_3_naming_the_database(write_config, tmp_path):
 
 
 def test_wrong_password_is_exit_3_without_the_password(write_config):
-    import sqlalchemy as sa
-
-    try:
-        sa.create_engine("mysql+pymysql://root@127.0.0.1:3306/").connect().close()
-    except sa.exc.OperationalError:
-        pytest.skip("MariaDB not reachable") if not __import__("os").environ.get("CI") else None
+    _need_mariadb()
     config = _unreachable_config(
         write_config, "mysql+pymysql://no_such_user:wr0ng-pw-123@127.0.0.1:3306/mysql"
     )
