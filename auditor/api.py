@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -16,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from auditor import __version__, log, memory
+from auditor.concurrency import retrying
 from auditor.config.model import Config
 from auditor.db.engines import Database, open_databases, ping
-from auditor.engine import RunOptions, retrying, run_rule
-from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted
+from auditor.engine import RunOptions, run_rule
+from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted, ResourceError
 from auditor.mask import Masker
 from auditor.plan import RulePlan, build_plan
 from auditor.report.diff import ReportDiff, diff_reports, last_baseline, load_report
@@ -226,9 +226,11 @@ def _run_one(config: Config, rule, databases, options, progress, stop) -> RuleRe
         return _skipped(rule, "interrupted")
     except AuditorError as exc:
         return replace(_skipped(rule, "error"), error=exc.message, error_code=exc.exit_code)
+    except OSError as exc:  # a file the run needs: operational (exit 3), not a bug
+        error = ResourceError.from_os_error(exc, what="cannot read or write")
+        return replace(_skipped(rule, "error"), error=error.message, error_code=error.exit_code)
     except Exception as exc:  # a bug must not cost the other rules their results
-        if os.environ.get("AUDITOR_DEBUG"):
-            raise
+        log.debug_traceback(exc)
         # The exception's text may quote a data value: only its type leaves without --debug.
         message = f"internal error: {type(exc).__name__} (rerun with --debug for details)"
         return replace(_skipped(rule, "error"), error=message, error_code=4)

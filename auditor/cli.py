@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -39,7 +40,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     help="Prove that data duplicated across separate databases is still consistent.",
 )
-_state = {"debug": False}
 
 
 class FailOn(StrEnum):
@@ -66,9 +66,8 @@ def _root(
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
 ) -> None:
-    _state["debug"] = debug
     if debug:
-        os.environ["AUDITOR_DEBUG"] = "1"  # the library re-raises instead of reporting
+        os.environ["AUDITOR_DEBUG"] = "1"  # the library prints tracebacks of what it catches
 
 
 ConfigArg = Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)]
@@ -367,19 +366,40 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="auditor")
     except AuditorError as exc:
-        if _state["debug"]:
-            raise
+        log.debug_traceback(exc)
         _terminal().error(exc.message)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _terminal().error("interrupted")
         sys.exit(130)
     except Exception as exc:  # a bug: still one line, never a traceback unless --debug
-        if _state["debug"]:
-            raise
+        log.debug_traceback(exc)
         # The exception's text may quote a data value: only its type leaves without --debug.
         _terminal().error(f"internal error: {type(exc).__name__} (rerun with --debug for details)")
         sys.exit(4)
+
+
+def _quiet_native_stderr() -> None:
+    """Keep what native code writes straight to file descriptor 2 off the terminal.
+
+    connectorx reports a killed MariaDB connection or an SQL error as a Rust panic: it prints
+    `thread '<unnamed>' panicked at ...` (with a backtrace where RUST_BACKTRACE is set) on
+    fd 2, then raises in Python, and the raised error becomes auditor's one-line message. So
+    Python's own stderr moves to a copy of fd 2, and fd 2 itself to an unlinked temp file.
+    Under --debug nothing is moved: every line is shown.
+    """
+    if "--debug" in sys.argv[1:] or not hasattr(os, "dup2"):
+        return
+    try:
+        terminal = os.dup(2)
+        with tempfile.TemporaryFile() as sink:  # unlinked already: nothing is left behind
+            sys.stderr.flush()
+            os.dup2(sink.fileno(), 2)  # fd 2 keeps the file open after `sink` is closed
+        sys.stderr = open(  # noqa: SIM115 - lives as long as the process
+            terminal, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace"
+        )
+    except OSError:
+        return  # no fd 2, or no temp directory: native lines stay where they were
 
 
 def entry() -> None:
@@ -389,6 +409,7 @@ def entry() -> None:
     benchmark machine. By the time main() returns, report files are closed; the streams and
     log handlers are flushed here, so nothing written is lost.
     """
+    _quiet_native_stderr()
     try:
         main()
         code = 0

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from auditor import log
 from auditor.checks.pii import check_copies
 from auditor.checks.reference import KeyIndex, check_references, duplicates, group_keys
+from auditor.concurrency import RETRY_PAUSES_S, CancelToken, retrying
 from auditor.config.model import PiiRule, ReferenceRule, Settings
 from auditor.errors import DatabaseError
 from auditor.mask import Masker
@@ -39,8 +40,6 @@ from auditor.scan import (
 )
 from auditor.suggest import suggest_keys
 
-T = TypeVar("T")
-RETRY_PAUSES_S = (0.5, 1.0, 2.0)  # bounded back-off when a connection is lost mid-scan
 CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up statements
 # A referenced side estimated at most this many rows is held in memory (see _held_right_side):
 # ~25 MB for rows of 100 bytes. Its keys are indexed once, so the other side streams past in
@@ -157,10 +156,12 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
                       duration_s=round(time.monotonic() - started, 3))  # fmt: skip
         else:
             pairs = _streamed_pairs(plan, options, progress, stop, rows, right.read(0))
-        lookups = Lookups(plan, stack)
+        lookups = Lookups(plan, stack, stop)
         confirm = _confirm_references if isinstance(rule, ReferenceRule) else _confirm_copies
 
         def confirmed(candidates: pa.Table) -> None:
+            if stop.is_set():  # stopping: queued chunks are dropped, the rule is interrupted
+                return
             room = collector.room(candidates.num_rows)
             for kind, build, count in confirm(plan, options, lookups, candidates, room):
                 if build is None:
@@ -361,29 +362,6 @@ def _counter(plan: RulePlan, side: SidePlan, progress: Progress, rows: dict[str,
     return report
 
 
-def retrying(
-    attempt: Callable[[], T],
-    rule: str,
-    event: str,
-    stop: threading.Event,
-    reset: Callable[[], None] | None = None,
-) -> T:
-    """`attempt()`, made again after a lost connection (a retryable DatabaseError) with the
-    RETRY_PAUSES_S back-off; `reset` undoes a failed attempt's work first."""
-    for pause in (*RETRY_PAUSES_S, None):
-        try:
-            return attempt()
-        except DatabaseError as exc:
-            if not exc.retryable or pause is None or stop.is_set():
-                raise
-            log.event(event, logging.WARNING, exc.message, rule=rule)
-            if reset is not None:
-                reset()
-            if stop.wait(pause):
-                raise
-    raise AssertionError("unreachable")
-
-
 def _read_side(plan, side: SidePlan, spill: Spill, options, progress, stop, rows) -> None:
     """Read one side into its spill; a lost connection reads the side again, whole (one
     statement is one snapshot)."""
@@ -406,9 +384,10 @@ def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tup
         for side in (plan.left, plan.right)
     ]
 
+    cancel = CancelToken(stop)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scan") as pool:
         futures = [
-            pool.submit(_read_side, plan, side, spill, options, progress, stop, rows)
+            pool.submit(_read_side, plan, side, spill, options, progress, cancel, rows)
             for side, spill in zip((plan.left, plan.right), spills, strict=True)
         ]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -416,11 +395,8 @@ def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tup
             error = future.exception()
             if error is None:
                 continue
-            interrupted = stop.is_set()
-            stop.set()  # tell the other side to stop, then re-raise the first error
+            cancel.set()  # tell the other side to stop, then re-raise the first error
             wait(futures)
-            if not interrupted:
-                stop.clear()
             raise error
     return spills[0], spills[1]
 

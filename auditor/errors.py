@@ -61,5 +61,5 @@ class ResourceError(AuditorError):
         cls, exc: OSError, path: object = None, what: str = "cannot use"
     ) -> ResourceError:
         where = exc.filename if exc.filename is not None else path
-        reason = exc.strerror or type(exc).__name__
+        reason = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
         return cls(f"{what} {where}: {reason}" if where is not None else f"{what}: {reason}")

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from typing import Any
 
 logger = logging.getLogger("auditor")
@@ -52,3 +53,11 @@ def configure(log_file: str | None, verbose: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonLines())
         logger.addHandler(handler)
+
+
+def debug_traceback(exc: BaseException) -> None:
+    """The traceback of an error, on stderr, under `auditor --debug` only: it can quote data
+    values, so it never reaches a report or the log. Nothing else changes with --debug."""
+    if os.environ.get("AUDITOR_DEBUG"):
+        sys.stderr.write("".join(traceback.format_exception(exc)))
+        sys.stderr.flush()

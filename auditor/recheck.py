@@ -20,7 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from auditor.checks.base import canonical_key
+from auditor.concurrency import Stop, retrying
 from auditor.db.reflect import category, unsigned_64
+from auditor.errors import Interrupted
 from auditor.plan import RulePlan, SidePlan
 from auditor.scan import prepare, side_schema
 
@@ -29,29 +31,66 @@ MAX_HOPS = 32
 
 
 class Lookups:
-    """Batched look-ups for one rule, each database read in its own fresh snapshot."""
+    """Batched look-ups for one rule, each database read in its own fresh snapshot.
 
-    def __init__(self, plan: RulePlan, stack: contextlib.ExitStack) -> None:
+    A look-up whose connection is lost (killed, server restarted) is made again on a new
+    snapshot, like a lost scan (concurrency.retrying): look-ups only read, so a retry is safe.
+    """
+
+    def __init__(self, plan: RulePlan, stack: contextlib.ExitStack, stop: Stop) -> None:
         self.plan = plan
-        self._stack = stack
-        self._connections: dict[str, Connection] = {}
+        self.stop = stop
+        self._open: dict[str, tuple[contextlib.ExitStack, Connection]] = {}
+        stack.callback(self.close)
 
     def _conn(self, side: SidePlan) -> Connection:
         name = side.database.name
-        if name not in self._connections:
-            self._connections[name] = self._stack.enter_context(side.database.snapshot())
-        return self._connections[name]
+        if name not in self._open:
+            opened = contextlib.ExitStack()
+            self._open[name] = (opened, opened.enter_context(side.database.snapshot()))
+        return self._open[name][1]
+
+    def _drop(self, side: SidePlan) -> None:
+        """Forget a database's snapshot (its connection died); the next look-up opens one."""
+        opened = self._open.pop(side.database.name, None)
+        if opened is not None:
+            with contextlib.suppress(Exception):
+                opened[0].close()
+
+    def close(self) -> None:
+        """End every snapshot; ending one whose connection died is no error of the run."""
+        while self._open:
+            _, (opened, _conn) = self._open.popitem()
+            with contextlib.suppress(Exception):
+                opened.close()
 
     def fetch(self, side: SidePlan, by: str, values: Iterable[tuple]) -> pa.Table:
         """Rows of `side` whose labels (`by="labels"`) or canonical keys match `values`."""
+        wanted = list(dict.fromkeys(values))
+        return retrying(
+            lambda: self._fetch(side, by, wanted),
+            self.plan.rule.name,
+            "recheck_retry",
+            self.stop,
+            reset=lambda: self._drop(side),
+        )
+
+    def _fetch(self, side: SidePlan, by: str, wanted: list[tuple]) -> pa.Table:
+        try:
+            return self._read(side, by, wanted)
+        except sa.exc.DBAPIError as exc:
+            raise side.database.read_error(exc) from None
+
+    def _read(self, side: SidePlan, by: str, wanted: list[tuple]) -> pa.Table:
         columns = side.labels if by == "labels" else side.compare
         key_types = self.plan.key_types
-        wanted = list(dict.fromkeys(values))
         schema = side_schema(side, key_types)
         tables = [schema.empty_table()]
         dialect = side.database.dialect
         chunk_size = dialect.lookup_chunk if len(columns) == 1 else CHUNK
         for start in range(0, len(wanted), chunk_size):
+            if self.stop.is_set():
+                raise Interrupted("interrupted while confirming candidates")
             chunk = wanted[start : start + chunk_size]
             condition = _condition(dialect, columns, by, key_types, chunk)
             result = self._conn(side).execute(side.select().where(condition))

@@ -12,6 +12,7 @@ Arrow IPC files.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import tempfile
@@ -24,7 +25,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from auditor.checks.base import as_text, canonical_key, number_text, partition_of, timestamp_text
-from auditor.errors import Interrupted
+from auditor.errors import Interrupted, ResourceError
 from auditor.normalize import numpy_array
 from auditor.plan import DELETED, SidePlan
 
@@ -164,6 +165,20 @@ class Spill:
         return [batch.column(f.name) for f in self.schema if f.name.startswith("c")]
 
     def add(self, batch: pa.RecordBatch) -> None:
+        with self._writing():
+            self._add(batch)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Disk full, a quota, a temp directory gone: an error naming the path (exit 3)."""
+        try:
+            yield
+        except OSError as exc:
+            raise ResourceError.from_os_error(
+                exc, self._dir, "cannot write temp files in"
+            ) from None
+
+    def _add(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
         if self.partitions == 1 or self._dir is None:
             self.counts[0] += batch.num_rows
@@ -198,10 +213,11 @@ class Spill:
         return self._writers[part]
 
     def finish(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        for sink in self._sinks:
-            sink.close()
+        with self._writing():
+            for writer in self._writers.values():
+                writer.close()
+            for sink in self._sinks:
+                sink.close()
         self._sinks.clear()
 
     def reset(self) -> None:
@@ -338,4 +354,8 @@ def prefetch(batches: Iterator[pa.RecordBatch], stop: threading.Event, depth: in
 
 
 def spill_directory() -> tempfile.TemporaryDirectory[str]:
-    return tempfile.TemporaryDirectory(prefix="auditor-")
+    try:
+        return tempfile.TemporaryDirectory(prefix="auditor-")
+    except OSError as exc:
+        where = tempfile.gettempdir()
+        raise ResourceError.from_os_error(exc, where, "cannot create a temp directory in") from None

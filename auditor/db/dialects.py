@@ -89,7 +89,10 @@ class PostgreSQL(Dialect):
         return sa.case((expr.is_(None), sa.null()), else_=sa.func.concat(expr))
 
     def in_values(self, column: sa.ColumnElement, values: list[Any]) -> sa.ColumnElement:
-        """`column = ANY(:array)`: one parameter however many keys (IN lists cost per key).
+        """`column IN (SELECT unnest(:array))`: one parameter however many keys (IN lists
+        cost per key), and a semi-join the planner can hash. `column = ANY(:array)` searched
+        the array linearly for every row it filtered: 0.7 s for 10,000 keys against a
+        1,000-row table, 83 s against a 200,000-row column without an index (30 ms now).
 
         Only for integer, text and UUID columns, whose arrays bind exactly; other types (dates,
         numerics) keep the IN list, whose parameters PostgreSQL casts one by one.
@@ -101,9 +104,10 @@ class PostgreSQL(Dialect):
             # BIGINT[]): psycopg dumps a list element by element in Python, 1.5 ms per
             # thousand keys, a third of a look-up's time.
             literal = sa.bindparam(None, "{" + ",".join(map(str, values)) + "}", sa.Text)
-            return column == sa.any_(sa.cast(literal, postgresql.ARRAY(sa.BigInteger)))
-        array = sa.bindparam(None, values, type_=postgresql.ARRAY(column.type))
-        return column == sa.any_(array)
+            array: sa.ColumnElement = sa.cast(literal, postgresql.ARRAY(sa.BigInteger))
+        else:
+            array = sa.bindparam(None, values, type_=postgresql.ARRAY(column.type))
+        return column.in_(sa.select(sa.func.unnest(array)))
 
     @staticmethod
     def _options(timeout_s: int | None) -> str:

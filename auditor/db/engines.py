@@ -64,15 +64,24 @@ class Database:
         except OSError as exc:  # e.g. a TLS certificate file named in the URL is missing
             raise DatabaseError(
                 f"cannot connect to database {self.name!r} ({self.redacted}): "
-                f"{ResourceError.from_os_error(exc, what='cannot read').message}"
+                f"{ResourceError.from_os_error(exc, self._file_named(), 'cannot read').message}"
             ) from None
         try:
             with conn.begin():
                 yield conn
         except sa.exc.DBAPIError as exc:
-            raise self._read_error(exc) from None
+            raise self.read_error(exc) from None
         finally:
             conn.close()
+
+    def _file_named(self) -> str | None:
+        """The file option of the URL that does not exist (drivers' OSErrors name none)."""
+        for option, value in self.url.query.items():
+            values = value if isinstance(value, tuple) else (value,)
+            for path in values:
+                if option.lower() in FILE_OPTIONS and not Path(path).exists():
+                    return f"{option} file {path}"
+        return None
 
     def warm_up(self) -> None:
         """Open the fast driver's shared handle on a background thread while the rule's tables
@@ -122,14 +131,14 @@ class Database:
             raise
         except BaseException as exc:  # connectorx reports errors as pyo3 PanicException
             if produced or is_timeout(exc) or not _driver_error(exc):
-                raise self._read_error(exc) from None
+                raise self.read_error(exc) from None
             log.event("fast_reader_fallback", logging.WARNING, message=scrub(reason(exc), self.url))
         try:
             yield from Dialect.stream(self.dialect, self.url, self.engine, query, batch_size, None)
         except sa.exc.DBAPIError as exc:
-            raise self._read_error(exc) from None
+            raise self.read_error(exc) from None
 
-    def _read_error(self, exc: BaseException) -> BaseException:
+    def read_error(self, exc: BaseException) -> BaseException:
         if not _driver_error(exc):
             return exc
         if is_timeout(exc):
@@ -183,6 +192,9 @@ def is_timeout(exc: BaseException) -> bool:
         "statement timeout" in text or "max_statement_time" in text or "max_execution_time" in text
     )
 
+
+# URL options that name files (TLS certificates and keys; PyMySQL's and libpq's spellings).
+FILE_OPTIONS = {"ssl_ca", "ssl_cert", "ssl_key", "sslrootcert", "sslcert", "sslkey", "sslcrl"}
 
 # A URL without a driver gets the one auditor ships with (SQLAlchemy would pick psycopg2/MySQLdb).
 DEFAULT_DRIVERS = {

@@ -146,3 +146,73 @@ def test_a_database_that_stays_down_fails_only_its_rules(database_factory, write
     result = auditor.run(auditor.load_config(write_config(data)))
     assert [r.status for r in result.rules] == ["error", "pass"]
     assert "'down'" in result.rules[0].error and result.exit_code == 3 and result.status == "error"
+
+
+def test_a_connection_killed_during_the_recheck_is_retried(
+    database_factory, write_config, monkeypatch
+):
+    """The recheck's look-ups are read again on a new snapshot, like a lost scan: one
+    `pg_terminate_backend` (or MariaDB `KILL`) there once failed the whole rule (0 findings)."""
+    from auditor.recheck import Lookups
+
+    for backend in ("postgresql", "mariadb"):
+        db = database_factory(backend)
+        _load(db, 20_000)
+        config = auditor.load_config(write_config(_reference_config(db.url), f"{backend}.yaml"))
+        undisturbed = auditor.run(config)
+        read, killed = Lookups._read, []
+
+        def killed_first(lookups, side, by, wanted, read=read, killed=killed, db=db):
+            if not killed:
+                conn = lookups._conn(side)
+                own = (
+                    "SELECT pg_backend_pid()"
+                    if db.backend == "postgresql"
+                    else "SELECT CONNECTION_ID()"
+                )
+                pid = int(conn.exec_driver_sql(own).scalar())
+                admin = sa.create_engine(db.url, isolation_level="AUTOCOMMIT")
+                with admin.connect() as other:
+                    if db.backend == "postgresql":
+                        other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                    else:
+                        other.execute(sa.text(f"KILL {pid}"))
+                admin.dispose()
+                killed.append(pid)
+            return read(lookups, side, by, wanted)
+
+        monkeypatch.setattr(Lookups, "_read", killed_first)
+        disturbed = auditor.run(config)
+        monkeypatch.undo()
+        assert killed, backend
+        assert disturbed.rules[0].error is None, disturbed.rules[0].error
+        assert disturbed.rules[0].counts == undisturbed.rules[0].counts
+        assert disturbed.rules[0].findings == undisturbed.rules[0].findings
+        assert undisturbed.rules[0].counts == {"orphan": 57}  # MOD(id, 1003) in {0, 1001, 1002}
+
+
+def test_driver_panics_stay_off_the_terminal(database_factory, write_config):
+    """connectorx reports a killed MariaDB connection as a Rust panic printed on fd 2 (with a
+    backtrace where RUST_BACKTRACE is set); the CLI keeps those lines off the terminal."""
+    import os
+    import subprocess
+    import sys
+
+    db = database_factory("mariadb")
+    _load(db, 300_000)
+    config = write_config(_reference_config(db.url))
+    stop, killed = threading.Event(), []
+    thread = threading.Thread(target=_killer, args=(db, stop, killed))
+    thread.start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "auditor", "run", str(config), "-q", "--batch-size", "500"],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "RUST_BACKTRACE": "1"},
+        )  # fmt: skip
+    finally:
+        stop.set()
+        thread.join()
+    assert killed, "the scan was never caught running"
+    assert result.returncode == 1, result.stderr  # retried, then findings as usual
+    assert "panicked" not in result.stderr and result.stderr == ""
