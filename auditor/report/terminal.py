@@ -102,12 +102,15 @@ def render_result(out: Console, result: AuditResult, files: list[str]) -> None:
 
 
 def _summary(result: AuditResult) -> Table:
+    """Rule, status, rows per side, findings per kind, time: at 80 columns a long rule name
+    folds and `kind count` / `side count` pairs wrap between name and number, so the table
+    keeps its right edge at 10M-row counts."""
     table = Table(title="Audit summary", title_justify="left", expand=False)
     widest = max((len(rule.name) for rule in result.rules), default=4)
-    table.add_column("Rule", overflow="fold", min_width=min(widest, 28))
+    table.add_column("Rule", overflow="fold", min_width=min(widest, 16))
     table.add_column("Status", no_wrap=True)
-    table.add_column("Rows", no_wrap=True)
-    table.add_column("Findings", no_wrap=True)
+    table.add_column("Rows", overflow="fold")
+    table.add_column("Findings", overflow="fold")
     table.add_column("Time", justify="right", no_wrap=True)
     for rule in result.rules:
         scanned = "\n".join(f"{side} {n:,}" for side, n in rule.rows_scanned.items()) or "-"
