@@ -169,3 +169,12 @@ def test_two_runs_in_one_second_write_two_reports(tmp_path):
     assert second["json"].endswith("nightly-20261203T031500Z-2.json")
     assert second["html"].endswith("nightly-20261203T031500Z-2.html")
     assert all(Path(p).stat().st_mode & 0o777 == 0o600 for p in [*first.values(), *second.values()])
+
+
+def test_report_flags_add_to_the_configs_formats(tmp_path):
+    catalog, reviews = _databases(tmp_path)
+    config = _config(tmp_path, catalog, reviews)
+    extra = tmp_path / "extra.json"
+    assert auditor("run", str(config), "-q", "--json", str(extra)).returncode == 0
+    dated = sorted(p.suffix for p in (tmp_path / "reports").iterdir())
+    assert dated == [".html", ".json"] and extra.exists()
