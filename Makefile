@@ -1,29 +1,37 @@
-# Two entry points: `make demo` and `make test`. Both build .venv on first use.
+# Two entry points: `make demo` and `make test`. Both build .venv on first use; the demo
+# installs only what auditor needs, the tests add the dev extras.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# -qq: pip's own notices (and warnings about a machine's pip config) stay out of the demo.
+PIP := $(BIN)/pip install -qq --disable-pip-version-check
 
 .PHONY: demo test lint bench clean
 
-$(BIN)/auditor: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) -e .
 	@touch $@
 
-demo: $(BIN)/auditor
-	$(BIN)/auditor demo --dir demo
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[dev]'
+	@touch $@ $(VENV)/.installed
 
-lint: $(BIN)/auditor
-	$(BIN)/ruff check auditor tests bench
-	$(BIN)/ruff format --check auditor tests bench
+demo: $(VENV)/.installed
+	@$(BIN)/auditor demo --dir demo
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check auditor tests bench scripts
+	$(BIN)/ruff format --check auditor tests bench scripts
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest -q
 
-bench: $(BIN)/auditor
-	$(BIN)/pip install -q -e '.[dev,bench]'
+bench: $(VENV)/.installed-dev
+	$(PIP) -e '.[dev,bench]'
 	$(BIN)/python bench/run.py --scale 1
 
 clean:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -37,9 +37,15 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
     help="Prove that data duplicated across separate databases is still consistent.",
 )
+
+
+def _flag(*names: str, **kwargs: Any) -> Any:
+    """An on/off option: no type after it in --help (typer 0.2x shows `<bool>`)."""
+    return typer.Option(*names, metavar="", **kwargs)
 
 
 class FailOn(StrEnum):
@@ -62,15 +68,17 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+        bool, _flag("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    debug: Annotated[bool, _flag("--debug", help="Show tracebacks for errors.")] = False,
 ) -> None:
     if debug:
         os.environ["AUDITOR_DEBUG"] = "1"  # the library prints tracebacks of what it catches
 
 
-ConfigArg = Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)]
+ConfigArg = Annotated[
+    Path, typer.Argument(metavar="CONFIG", help="The YAML config file.", show_default=False)
+]
 
 
 @app.command()
@@ -110,17 +118,17 @@ def run(
     batch_size: Annotated[
         int | None, typer.Option(min=1, metavar="N", help="Rows per batch.")
     ] = None,
-    show_pii: Annotated[bool, typer.Option("--show-pii", help="Print raw PII values.")] = False,
+    show_pii: Annotated[bool, _flag("--show-pii", help="Print raw PII values.")] = False,
     mask: Annotated[MaskMode | None, typer.Option(help="How PII values are masked.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No terminal report.")] = False,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    quiet: Annotated[bool, _flag("--quiet", "-q", help="No terminal report.")] = False,
+    no_progress: Annotated[bool, _flag("--no-progress", help="No progress bars.")] = False,
     no_recheck: Annotated[
-        bool, typer.Option("--no-recheck", help="Report candidates without re-reading them.")
+        bool, _flag("--no-recheck", help="Report candidates without re-reading them.")
     ] = False,
     log_file: Annotated[
         str | None, typer.Option("--log-file", metavar="PATH", help="Append a JSON-lines log here.")
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", help="JSON-lines log on stderr.")] = False,
+    verbose: Annotated[bool, _flag("--verbose", help="JSON-lines log on stderr.")] = False,
     baseline: Annotated[
         str | None,
         typer.Option(
@@ -131,7 +139,7 @@ def run(
     ] = None,
     fail_on_new: Annotated[
         bool,
-        typer.Option("--fail-on-new", help="Exit 1 only for findings new since --baseline."),
+        _flag("--fail-on-new", help="Exit 1 only for findings new since --baseline."),
     ] = False,
 ) -> None:
     """Run the audit described by CONFIG; exit 0 pass, 1 findings, 2 config, 3 database."""
@@ -274,7 +282,7 @@ def _terminal() -> ModuleType:
 @app.command()
 def demo(
     directory: Annotated[
-        Path, typer.Option("--dir", help="Where to build the demo databases.")
+        Path, typer.Option("--dir", metavar="DIR", help="Where to build the demo databases.")
     ] = Path("demo"),
 ) -> None:
     """Build four SQLite databases with seeded problems, write their config and audit them."""
@@ -294,8 +302,12 @@ def demo(
 
 @app.command()
 def diff(
-    old: Annotated[Path, typer.Argument(help="The earlier JSON report.", show_default=False)],
-    new: Annotated[Path, typer.Argument(help="The later JSON report.", show_default=False)],
+    old: Annotated[
+        Path, typer.Argument(metavar="OLD", help="The earlier JSON report.", show_default=False)
+    ],
+    new: Annotated[
+        Path, typer.Argument(metavar="NEW", help="The later JSON report.", show_default=False)
+    ],
     json_path: Annotated[
         str | None, typer.Option("--json", metavar="PATH", help="Write the diff as JSON.")
     ] = None,
@@ -303,7 +315,7 @@ def diff(
         FailOn, typer.Option(help="Lowest severity of a new finding that fails.")
     ] = FailOn.error,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No table; new failing findings on stderr.")
+        bool, _flag("--quiet", "-q", help="No table; new failing findings on stderr.")
     ] = False,
 ) -> None:
     """Findings new, resolved and persisting between two reports; exit 1 on new findings."""

@@ -254,6 +254,8 @@ def test_entry_leaves_with_mains_exit_code(monkeypatch, capsys, raised, code, st
 
     monkeypatch.setattr(cli, "main", fake_main)
     monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    # entry() moves file descriptor 2 away from the terminal: not in the test process
+    monkeypatch.setattr(cli, "_quiet_native_stderr", lambda: None)
     with pytest.raises(Left) as left:
         cli.entry()
     assert left.value.args == (code,)
