@@ -1,7 +1,7 @@
 """The README's command reference, generated from the CLI itself.
 
-`.venv/bin/python scripts/readme.py` rewrites the block between the `cli:start` and `cli:end` markers;
-tests/cli/test_readme.py fails when the README and the code disagree.
+`.venv/bin/python scripts/readme.py` rewrites the block between the `cli:start` and
+`cli:end` markers; tests/cli/test_readme.py fails when the README and the code disagree.
 """
 
 from __future__ import annotations
