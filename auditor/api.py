@@ -225,6 +225,8 @@ def _run_one(config: Config, rule, databases, options, progress, stop) -> RuleRe
     except Interrupted:
         return _skipped(rule, "interrupted")
     except AuditorError as exc:
+        if isinstance(exc, ConfigError) and exc.loc is not None:  # found by reading a side
+            exc = config.config_error(exc, "rules", config.rules.index(rule))
         return replace(_skipped(rule, "error"), error=exc.message, error_code=exc.exit_code)
     except OSError as exc:  # a file the run needs: operational (exit 3), not a bug
         error = ResourceError.from_os_error(exc, what="cannot read or write")

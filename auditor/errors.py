@@ -42,6 +42,8 @@ class DatabaseError(AuditorError):
 
     exit_code = 3
     retryable = False  # the connection was lost (killed, restarted): reading again may work
+    sqlstate: str | None = None  # the driver's SQLSTATE, where it tells one
+    reason: str | None = None  # the driver's own first line, password scrubbed
 
 
 class Interrupted(AuditorError):

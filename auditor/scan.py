@@ -25,7 +25,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from auditor.checks.base import as_text, canonical_key, number_text, partition_of, timestamp_text
-from auditor.errors import Interrupted, ResourceError
+from auditor.errors import DatabaseError, Interrupted, ResourceError
 from auditor.normalize import numpy_array
 from auditor.plan import DELETED, SidePlan
 
@@ -279,12 +279,15 @@ def prepared_batches(
 ) -> Iterator[pa.RecordBatch]:
     """One side, read in one read-only statement (one snapshot), as batches of `schema`."""
     repeated = side.repeated
-    for raw in prefetch(side.database.stream(side.sql(), batch_size), stop):
-        if stop.is_set():
-            raise Interrupted("interrupted while scanning")
-        if raw.num_rows:
-            progress(side.role, raw.num_rows)
-            yield prepare(raw, schema, key_types, repeated)
+    try:
+        for raw in prefetch(side.database.stream(side.sql(), batch_size), stop):
+            if stop.is_set():
+                raise Interrupted("interrupted while scanning")
+            if raw.num_rows:
+                progress(side.role, raw.num_rows)
+                yield prepare(raw, schema, key_types, repeated)
+    except DatabaseError as exc:
+        raise side.refused(exc) from None
 
 
 def scan_side(

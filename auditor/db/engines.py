@@ -148,6 +148,8 @@ class Database:
             )
         error = DatabaseError(f"cannot read {self.describe_failure(exc)}")
         error.retryable = is_connection_lost(exc)
+        error.sqlstate = sqlstate(exc)
+        error.reason = scrub(reason(exc), self.url)
         return error
 
 
@@ -184,6 +186,32 @@ def is_connection_lost(exc: BaseException) -> bool:
     """The connection died (killed, restarted, network): worth a retry, unlike a SQL error."""
     text = str(getattr(exc, "orig", None) or exc).lower()
     return not is_timeout(exc) and any(marker in text for marker in _LOST)
+
+
+# MariaDB/MySQL error numbers (PyMySQL reports no SQLSTATE) of mistakes in SQL text or data.
+_MYSQL_STATES = {1054: "42S22", 1064: "42000", 1305: "42000", 1292: "22007", 1366: "22007",
+                 1365: "22012", 1690: "22003", 1367: "22007"}  # fmt: skip
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error where the driver tells it: psycopg's attribute,
+    connectorx's `ERROR 1292 (22007)` text, PyMySQL's error number, SQLite's wording."""
+    orig = getattr(exc, "orig", None) or exc
+    state = getattr(orig, "sqlstate", None)
+    if isinstance(state, str) and state:
+        return state
+    text = str(orig)
+    found = re.search(r"ERROR \d+ \((\w{5})\)", text)
+    if found:
+        return found.group(1)
+    code = orig.args[0] if getattr(orig, "args", None) else None
+    if isinstance(code, int) and code in _MYSQL_STATES:
+        return _MYSQL_STATES[code]
+    if type(orig).__module__.split(".")[0] == "sqlite3" and (
+        "no such column" in text or "syntax error" in text or "no such function" in text
+    ):
+        return "42000"
+    return None
 
 
 def is_timeout(exc: BaseException) -> bool:

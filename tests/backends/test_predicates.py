@@ -96,3 +96,19 @@ def test_a_correct_predicate_passes_check(shop, tmp_path):
     assert checked.returncode == 0, checked.stderr
     ran = auditor("run", config, "-q", "--rule", "reviews-have-live-products")
     assert ran.returncode == 0, ran.stderr
+
+
+def test_a_predicate_that_fails_on_the_data_is_a_config_error(database_factory, tmp_path):
+    """Compiling with LIMIT 0 cannot see a cast that fails on a value: the scan does, and
+    that too is exit 2 naming the field, without the value the database quoted."""
+    shop = database_factory("postgresql")
+    shop.execute("CREATE TABLE products (id INTEGER PRIMARY KEY)")
+    shop.execute("CREATE TABLE reviews (id INTEGER PRIMARY KEY, product_id INTEGER, status TEXT)")
+    shop.execute("INSERT INTO reviews VALUES (10, 1, 'secret-status-value')")
+    config = _config(shop, tmp_path, from_extra='\n      where: "status::int > 0"')
+    assert auditor("check", config).returncode == 0  # nothing wrong with it as SQL
+    ran = auditor("run", config, "-q", "--json", str(tmp_path / "out.json"))
+    assert ran.returncode == 2, ran.stderr
+    assert "typo.yaml:15: rules[1].from.where: " in ran.stderr and "integer" in ran.stderr
+    report = (tmp_path / "out.json").read_text()
+    assert "secret-status-value" not in ran.stderr + report

@@ -59,9 +59,11 @@ def test_signal_mid_scan_writes_an_interrupted_report(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     _wait_for_scan(db, time.monotonic() + 30)
+    signalled = time.monotonic()
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
+    assert time.monotonic() - signalled < 2
     data = json.loads(report.read_text())
     assert data["status"] == "interrupted" and data["exit_code"] == 130
     assert [r["status"] for r in data["rules"]] == ["interrupted", "interrupted"]
