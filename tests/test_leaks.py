@@ -82,6 +82,45 @@ def test_passwords_never_appear(database_factory, write_config, tmp_path):
     assert password not in check.stdout + check.stderr
 
 
+def test_passwords_in_every_url_form_never_appear(
+    database_factory, write_config, tmp_path, monkeypatch
+):
+    """A password as a query option (`?password=`, psycopg and PyMySQL take it), and one
+    from the environment holding `@` and `:` (pasted into the URL as text, its tail became
+    the host and was printed, or the run died parsing a port)."""
+    import os
+
+    catalog, reviews = database_factory("postgresql"), database_factory("mariadb")
+    data = build_reference(catalog, reviews)
+    query_pw, env_pw = "Query-S3cr3t-pg", "Pa@ss:Hunter2word"
+    monkeypatch.setenv("REL_PW_AT", env_pw)
+    pg = sa.make_url(data["databases"]["catalog"]["url"])
+    data["databases"]["catalog"]["url"] = pg.render_as_string() + f"?password={query_pw}"
+    maria = sa.make_url(data["databases"]["reviews"]["url"])
+    maria_template = (
+        f"mysql+pymysql://nobody:${{REL_PW_AT}}@{maria.host}:{maria.port}/{maria.database}"
+    )
+    data["databases"]["down"] = {"url": maria_template}
+    data["rules"].append(
+        {
+            **data["rules"][0],
+            "name": "down",
+            "from": {"db": "down", "table": "reviews", "columns": ["product_id"]},
+        }
+    )
+    config = write_config(data)
+    text = _everything(tmp_path, str(config))
+    assert "'down'" in text and "Access denied" in text  # the env password was sent whole
+    for secret in (query_pw, env_pw, "Hunter2word", "ssHunter2word"):
+        assert secret not in text, secret
+    assert "password=***" in text
+    check = auditor("check", str(config))
+    assert check.returncode == 3 and not any(
+        s in check.stdout + check.stderr for s in (query_pw, "Hunter2word")
+    )
+    assert "internal error" not in check.stderr and os.environ["REL_PW_AT"] == env_pw
+
+
 def test_report_files_are_private(tmp_path):
     config = demo.build(tmp_path / "demo")
     data = yaml.safe_load(config.read_text())

@@ -20,6 +20,8 @@ from typing import Any, Union
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from auditor.config.model import Config, dotted
 from auditor.errors import ConfigError
@@ -105,7 +107,10 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path, loc: Loc, m
         ]
     value = loader.construct_object(node, deep=True)
     if isinstance(value, str):
-        return _interpolate(value, path, node.start_mark.line + 1, loc)
+        line = node.start_mark.line + 1
+        if len(loc) == 3 and loc[0] == "databases" and loc[2] == "url":
+            return _interpolate_url(value, path, line, loc)
+        return _interpolate(value, path, line, loc)
     return value
 
 
@@ -122,6 +127,45 @@ def _interpolate(value: str, path: Path, line: int, loc: Loc) -> str:
         )
 
     return _ENV.sub(replace, value)
+
+
+def _interpolate_url(value: str, path: Path, line: int, loc: Loc) -> str:
+    """`${VAR}` in a URL, each value put into the part of the URL it stands in and quoted
+    there: a password holding `@`, `:` or `/` stays the password (pasted in as text, the rest
+    of it became the host, and was printed). A URL that is one variable is taken as it is."""
+    if not _ENV.search(value) or _ENV.fullmatch(value):
+        return _interpolate(value, path, line, loc)
+    values: dict[str, str] = {}
+
+    def token(match: re.Match[str]) -> str:
+        name = f"auditorenv{len(values)}x"
+        values[name] = _interpolate(match.group(0), path, line, loc)
+        return name
+
+    template = _ENV.sub(token, value)
+    try:
+        url = make_url(template)
+    except (ArgumentError, ValueError):
+        return _interpolate(value, path, line, loc)  # reported with its line when opened
+
+    def filled(part: Any) -> Any:
+        if isinstance(part, tuple):
+            return tuple(filled(p) for p in part)
+        if not isinstance(part, str):
+            return part
+        for name, text in values.items():
+            part = part.replace(name, text)
+        return part
+
+    url = url.set(
+        drivername=filled(url.drivername),
+        username=filled(url.username),
+        password=filled(url.password),
+        host=filled(url.host),
+        database=filled(url.database),
+        query={k: filled(v) for k, v in url.query.items()},
+    )
+    return url.render_as_string(hide_password=False)
 
 
 def _merge_includes(path: Path, data: dict[str, Any], marks: _Marks) -> None:

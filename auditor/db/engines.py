@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -288,11 +289,29 @@ def ping(database: Database) -> None:
         conn.execute(sa.select(sa.literal(1))).scalar()
 
 
+# Query options that carry a secret (psycopg and libpq accept `?password=`, PyMySQL `passwd`).
+SECRET_OPTIONS = {"password", "passwd", "pwd", "sslpassword", "token", "auth_token", "secret"}
+
+
 def redact(url: URL | str) -> str:
+    """The URL as messages and reports show it: the password hidden, in the user part and in
+    every query option that carries one."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except ArgumentError:
         return "<invalid url>"
+    hidden = {k: ("***" if k.lower() in SECRET_OPTIONS else v) for k, v in parsed.query.items()}
+    shown = parsed.set(query=hidden).render_as_string(hide_password=True)
+    return shown.replace("%2A%2A%2A", "***")
+
+
+def secrets_of(url: URL) -> list[str]:
+    """Every secret the URL holds: its password and the values of secret query options."""
+    found = [str(url.password)] if url.password else []
+    for option, value in url.query.items():
+        if option.lower() in SECRET_OPTIONS:
+            found += list(value) if isinstance(value, tuple) else [value]
+    return [secret for secret in found if secret]
 
 
 def reason(exc: BaseException) -> str:
@@ -307,6 +326,8 @@ def reason(exc: BaseException) -> str:
 
 
 def scrub(text: str, url: URL) -> str:
-    if url.password:
-        text = text.replace(str(url.password), "***")
+    """A driver's message without the URL's secrets, as written or URL-quoted."""
+    for secret in secrets_of(url):
+        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+            text = text.replace(form, "***")
     return text
