@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -111,6 +112,9 @@ def run(
     markdown_path: Annotated[
         str | None, typer.Option("--markdown", metavar="PATH", help="Write Markdown.")
     ] = None,
+    csv_raw: Annotated[
+        bool, _flag("--csv-raw", help="CSV cells as they are (no ' before = + - @).")
+    ] = False,
     fail_on: Annotated[FailOn | None, typer.Option(help="Lowest severity that fails.")] = None,
     max_findings: Annotated[
         int | None, typer.Option(min=0, metavar="N", help="Findings kept per rule (0 = all).")
@@ -173,6 +177,7 @@ def run(
         progress=not no_progress,
         baseline=baseline,
         fail_on_new=fail_on_new,
+        csv_raw=csv_raw,
     )
     result, _ = audit.run()
     raise typer.Exit(result.exit_code)
@@ -197,6 +202,7 @@ class Audit:
     progress: bool = True
     baseline: str | None = None
     fail_on_new: bool = False
+    csv_raw: bool = False
 
     def run(self) -> tuple[AuditResult, list[str]]:
         """The result and the report files written. Quiet runs (cron's usual form) never
@@ -224,7 +230,7 @@ class Audit:
                 baseline=self.baseline,
                 fail_on_new=self.fail_on_new,
             )
-        written = _write_reports(result, cfg, self.targets)
+        written = _write_reports(result, cfg, self.targets, self.csv_raw)
         files = [path for path in written if path != "-"]
         if not self.quiet:
             terminal.render_result(out, result, files)
@@ -336,16 +342,23 @@ def _self_command() -> str:
     return f"{sys.executable} -m auditor"
 
 
-def _write_reports(result: AuditResult, cfg: Config, targets: list[tuple[str, str]]) -> list[str]:
+def _write_reports(
+    result: AuditResult, cfg: Config, targets: list[tuple[str, str]], csv_raw: bool = False
+) -> list[str]:
     """The config's `reports:` files (dated, never overwritten) and those the flags ask for:
     a flag adds a file, it does not replace the config's."""
+    renderers = dict(RENDERERS)
+    if csv_raw:
+        from auditor.report import csv
+
+        renderers["csv"] = functools.partial(csv.render, guard=False)
     directory = api.reports_directory(cfg)
     if directory is not None and cfg.reports is not None:
         when = dt.datetime.fromisoformat(result.started_at)
         dated = dated_paths(directory, str(cfg.path), list(cfg.reports.formats), when)
         targets = [*dated.items(), *targets]
     for fmt, path in targets:
-        write_text(path, RENDERERS[fmt](result))
+        write_text(path, renderers[fmt](result))
     return [path for _, path in targets]
 
 

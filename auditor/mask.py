@@ -49,7 +49,10 @@ def partial(value: str) -> str:
 
 
 def _word(word: str) -> str:
-    return word[0] + "***"
+    """First character and `***`; a first character that is not printable (an ESC, a bidi
+    override) is masked too, or it would reach a terminal."""
+    first = word[0]
+    return (first if first.isprintable() else "*") + "***"
 
 
 def _email(text: str) -> str:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 
+from auditor.report.safe import csv_cell
 from auditor.result import AuditResult
 
 COLUMNS = (
@@ -23,19 +24,24 @@ COLUMNS = (
 )
 
 
-def _cell(value: object) -> object:
+def _cell(value: object, guard: bool) -> object:
     if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return "" if value is None else value
+        value = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if value is None:
+        return ""
+    return csv_cell(value) if guard and isinstance(value, str) else value
 
 
-def render(result: AuditResult) -> str:
+def render(result: AuditResult, guard: bool = True) -> str:
+    """`guard`: a text cell that would start a formula gets a leading `'` (OWASP CSV
+    injection); `--csv-raw` turns it off for a consumer that is no spreadsheet."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # CRLF, as RFC 4180 has it: a value holding a bare \r or \n is then quoted too.
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     for rule in result.rules:
         for finding in rule.findings:
             suggested = finding.suggested or finding.suggested_key
             row = {**finding.__dict__, "suggested": suggested}
-            writer.writerow([_cell(row.get(column)) for column in COLUMNS])
+            writer.writerow([_cell(row.get(column), guard) for column in COLUMNS])
     return out.getvalue()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+from auditor.report.safe import printable
 from auditor.result import AuditResult, RuleResult, fails
 
 SAMPLE = 20
@@ -32,7 +33,7 @@ def render(result: AuditResult) -> str:
             time=f"{rule.duration_s:.3f}",
         )  # fmt: skip
         if rule.status == "error":
-            ET.SubElement(case, "error", message=rule.error or "error")
+            ET.SubElement(case, "error", message=printable(rule.error or "error"))
         elif rule.status == "fail" or (rule.status == "warn" and fails("warning", result.fail_on)):
             failure = ET.SubElement(case, "failure", message=_summary(rule))
             failure.text = _sample(rule)
@@ -51,7 +52,8 @@ def _summary(rule: RuleResult) -> str:
 
 
 def _sample(rule: RuleResult) -> str:
-    lines = [json.dumps(f.to_dict(), ensure_ascii=False) for f in rule.findings[:SAMPLE]]
+    # JSON escapes C0 controls; printable() the rest (C1, bidi), which XML 1.0 forbids or hides.
+    lines = [printable(json.dumps(f.to_dict(), ensure_ascii=False)) for f in rule.findings[:SAMPLE]]
     if rule.total > len(lines):
         lines.append(f"... {rule.total - len(lines)} more")
     return "\n".join(lines)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 
+from auditor.report.safe import markdown
 from auditor.result import AuditResult
 
 SAMPLE = 10
 
 
 def _md(value: object) -> str:
+    """Shown as text: markup, HTML and control characters from the data are escaped."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return markdown(str(text))
 
 
 def render(result: AuditResult) -> str:
@@ -27,7 +29,7 @@ def render(result: AuditResult) -> str:
     ]
     for rule in result.rules:
         counts = ", ".join(f"{k} {n:,}" for k, n in rule.counts.items()) or rule.error or "none"
-        lines.append(f"| {rule.name} | {rule.type} | {rule.status} | {_md(counts)} |")
+        lines.append(f"| {_md(rule.name)} | {rule.type} | {rule.status} | {_md(counts)} |")
     for rule in result.rules:
         if not rule.findings:
             continue
@@ -35,9 +37,11 @@ def render(result: AuditResult) -> str:
         for f in rule.findings[:SAMPLE]:
             details = []
             if f.field:
-                details.append(f"{f.field}: {f.source_value} ≠ {f.copy_value}")
+                source, copy = f.source_value or "(missing)", f.copy_value or "(missing)"
+                details.append(f"{f.field}: {source} ≠ {copy}")
             if f.suggested or f.suggested_key:
-                details.append(f"suggested {_md(f.suggested or f.suggested_key)}")
+                suggested = json.dumps(f.suggested or f.suggested_key, ensure_ascii=False)
+                details.append(f"suggested {suggested}")
             if f.note:
                 details.append(f.note)
             row = [f.kind, _md(f.key), _md(f.ref), _md("; ".join(details) or "-")]

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from auditor.report.safe import printable
 from auditor.result import AuditResult, Finding, RuleResult
 
 SAMPLE = 10
@@ -37,11 +37,13 @@ def console(stderr: bool = False, width: int | None = None, record: bool = False
 
 def error(message: str) -> None:
     """One line on stderr: what went wrong and, in the message, what to do about it."""
-    console(stderr=True).print(Text(f"auditor: error: {message}", style="bold red"), soft_wrap=True)
+    text = Text(f"auditor: error: {printable(message)}", style="bold red")
+    console(stderr=True).print(text, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    console(stderr=True).print(Text(f"auditor: warning: {message}", style="yellow"), soft_wrap=True)
+    text = Text(f"auditor: warning: {printable(message)}", style="yellow")
+    console(stderr=True).print(text, soft_wrap=True)
 
 
 def plain(text: str) -> None:
@@ -88,14 +90,14 @@ class ScanProgress:
 def header(out: Console, config_path: str, databases: dict[str, str]) -> None:
     out.print(Text.assemble(("auditor", "bold"), f"  config {config_path}"))
     for name, url in databases.items():
-        out.print(Text(f"  {name}: {url}", style="dim"))
+        out.print(Text(f"  {name}: {printable(url)}", style="dim"))
 
 
 def render_result(out: Console, result: AuditResult, files: list[str]) -> None:
     out.print(_summary(result))
     for rule in result.rules:
         if rule.error:
-            out.print(Text(f"{rule.name}: {rule.error}", style=STATUS_STYLE["error"]))
+            out.print(Text(f"{rule.name}: {printable(rule.error)}", style=STATUS_STYLE["error"]))
         if rule.findings:
             out.print(_sample(rule))
     out.print(_verdict(result, files))
@@ -133,7 +135,8 @@ def _sample(rule: RuleResult) -> Table:
     for column in ("Kind", "Key", "Ref", "Details"):
         table.add_column(column, overflow="fold")
     for finding in sample(rule.findings, SAMPLE):
-        table.add_row(finding.kind, _compact(finding.key), _compact(finding.ref), _details(finding))
+        cells = (finding.kind, _compact(finding.key), _compact(finding.ref), _details(finding))
+        table.add_row(*(Text(cell) for cell in cells))
     return table
 
 
@@ -152,11 +155,13 @@ def sample(findings: tuple[Finding, ...], n: int) -> list[Finding]:
 
 
 def _compact(value: dict[str, Any] | None) -> str:
+    """A key or ref as plain text (never markup), control characters escaped."""
     if not value:
         return "-"
     if len(value) == 1:
-        return escape(json.dumps(next(iter(value.values())), ensure_ascii=False))
-    return escape(", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in value.items()))
+        return printable(json.dumps(next(iter(value.values())), ensure_ascii=False))
+    pairs = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in value.items())
+    return printable(pairs)
 
 
 def _details(finding: Finding) -> str:
@@ -172,7 +177,7 @@ def _details(finding: Finding) -> str:
         parts.append(f"{finding.count} rows hold this key")
     if finding.note:
         parts.append(finding.note)
-    return escape("; ".join(parts)) or "-"
+    return printable("; ".join(parts)) or "-"
 
 
 def _verdict(result: AuditResult, files: list[str]) -> Text:
@@ -214,9 +219,9 @@ def render_diff(out: Console, diff: Any) -> None:
     for rule, counts in diff.rules.items():
         new = Text(f"{counts['new']:,}", style="bold red" if counts["new"] else "")
         resolved = Text(f"{counts['resolved']:,}", style="green" if counts["resolved"] else "")
-        table.add_row(Text(rule), new, resolved, f"{counts['persisting']:,}")
+        table.add_row(Text(printable(rule)), new, resolved, f"{counts['persisting']:,}")
     for rule in diff.unknown_rules:
-        table.add_row(Text(rule), Text("unknown", style="yellow"), "", "")
+        table.add_row(Text(printable(rule)), Text("unknown", style="yellow"), "", "")
     out.print(table)
     for finding in diff.new[:SAMPLE]:
         out.print(Text(f"new: {finding['rule']} {finding['kind']} {_compact(finding['key'])}"))
