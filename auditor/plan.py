@@ -9,7 +9,6 @@ primary key's index gives its smallest and largest key at once (read_key_range).
 from __future__ import annotations
 
 import contextlib
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -19,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from auditor.config.model import PiiRule, ReferenceRule, TableSide
-from auditor.db.engines import Database, reason, scrub
+from auditor.db.engines import Database
 from auditor.db.reflect import TableInfo, category, reflect_table, unsigned_64
 from auditor.errors import AuditorError, ConfigError, DatabaseError
 from auditor.normalize import Pipeline, compile_pipeline
@@ -153,7 +152,7 @@ class SidePlan:
             except sa.exc.DBAPIError as exc:
                 if exc.connection_invalidated:
                     raise
-                refusal = scrub(reason(exc), self.database.url)
+                refusal = self.database.reason(exc)
                 raise ConfigError(
                     f"{self.database.name} refused this {name} on {self.info.label}: {refusal}",
                     (self.role, name),
@@ -164,14 +163,13 @@ class SidePlan:
         about that field (SPEC §7): a data exception (SQLSTATE class 22, e.g. a cast of a
         value that is no number, which compiling with LIMIT 0 cannot find) or a mistake in
         SQL (class 42). The rest of the statement is auditor's own, built from reflected
-        columns. Quoted values leave the driver's message: they are data."""
+        columns. (The driver's message has no data value in it: see engines.without_values.)"""
         fields = [n for n, p in (("where", self.where), ("soft_delete", self.soft_delete)) if p]
         if not fields or (error.sqlstate or "")[:2] not in ("22", "42"):
             return error
-        reason = re.sub(r"\"[^\"]*\"|'[^']*'", "(a value)", error.reason or "")
         return ConfigError(
             f"{self.database.name} failed reading {self.info.label} with this "
-            f"{' or '.join(fields)}: {reason}",
+            f"{' or '.join(fields)}: {error.reason}",
             (self.role, fields[0]) if len(fields) == 1 else (self.role,),
         )
 

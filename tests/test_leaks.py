@@ -128,3 +128,25 @@ def test_report_files_are_private(tmp_path):
     auditor("run", str(config), "-q")
     files = list((config.parent / "reports").iterdir())
     assert files and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+
+
+def test_a_value_a_driver_quotes_in_its_error_never_appears(database_factory, tmp_path):
+    """`where: "email::int > 0"` fails on the first email: PostgreSQL's message quotes it."""
+    db = database_factory("postgresql")
+    db.execute("CREATE TABLE products (id INTEGER PRIMARY KEY)")
+    db.execute("CREATE TABLE reviews (id INTEGER PRIMARY KEY, product_id INTEGER, email TEXT)")
+    db.execute("INSERT INTO reviews VALUES (1, 1, 'user1@example.com')")
+    config = tmp_path / "cast.yaml"
+    config.write_text(
+        f"""version: 1
+databases: {{db: {{url: "{db.url}"}}}}
+rules:
+  - name: r
+    type: reference
+    from: {{db: db, table: reviews, columns: [product_id], where: "email::int > 0"}}
+    to: {{db: db, table: products, columns: [id]}}
+"""
+    )
+    text = _everything(tmp_path, str(config))
+    assert "integer" in text and "rules[0].from.where" in text
+    assert "user1@example.com" not in text

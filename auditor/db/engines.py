@@ -50,8 +50,17 @@ class Database:
     def redacted(self) -> str:
         return redact(self.url)
 
-    def describe_failure(self, exc: BaseException) -> str:
-        return f"database {self.name!r} ({self.redacted}): {scrub(reason(exc), self.url)}"
+    def describe_failure(self, exc: BaseException, statement: str = "") -> str:
+        return f"database {self.name!r} ({self.redacted}): {self.reason(exc, statement)}"
+
+    def reason(self, exc: BaseException, statement: str = "") -> str:
+        """The driver's first line, safe to show: the URL's secrets scrubbed, and every quoted
+        value that is not in the statement or the URL (a data value) replaced."""
+        known = " ".join(
+            [statement, str(getattr(exc, "statement", "") or "")]
+            + [str(p) for p in (self.url.username, self.url.host, self.url.database) if p]
+        )
+        return without_values(scrub(reason(exc), self.url), known)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[Connection]:
@@ -132,14 +141,14 @@ class Database:
             raise
         except BaseException as exc:  # connectorx reports errors as pyo3 PanicException
             if produced or is_timeout(exc) or not _driver_error(exc):
-                raise self.read_error(exc) from None
-            log.event("fast_reader_fallback", logging.WARNING, message=scrub(reason(exc), self.url))
+                raise self.read_error(exc, query) from None
+            log.event("fast_reader_fallback", logging.WARNING, message=self.reason(exc, query))
         try:
             yield from Dialect.stream(self.dialect, self.url, self.engine, query, batch_size, None)
         except sa.exc.DBAPIError as exc:
-            raise self.read_error(exc) from None
+            raise self.read_error(exc, query) from None
 
-    def read_error(self, exc: BaseException) -> BaseException:
+    def read_error(self, exc: BaseException, statement: str = "") -> BaseException:
         if not _driver_error(exc):
             return exc
         if is_timeout(exc):
@@ -147,10 +156,10 @@ class Database:
                 f"statement timeout ({self.timeout_s} s) exceeded reading database "
                 f"{self.name!r} ({self.redacted}); raise settings.statement_timeout_s"
             )
-        error = DatabaseError(f"cannot read {self.describe_failure(exc)}")
+        error = DatabaseError(f"cannot read {self.describe_failure(exc, statement)}")
         error.retryable = is_connection_lost(exc)
         error.sqlstate = sqlstate(exc)
-        error.reason = scrub(reason(exc), self.url)
+        error.reason = self.reason(exc, statement)
         return error
 
 
@@ -317,12 +326,31 @@ def secrets_of(url: URL) -> list[str]:
 def reason(exc: BaseException) -> str:
     """The driver's own first line, without SQLAlchemy's or connectorx's boilerplate."""
     orig = getattr(exc, "orig", None) or exc
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        return f"{args[1].strip()} (error {args[0]})"  # PyMySQL: (number, message)
     text = str(orig).strip()
     found = re.search(r"ERROR \d+ \(\w+\): ([^}]*)", text)  # connectorx wraps MySQL errors
     if found:
         return found.group(1).strip()
     lines = text.splitlines()
     return lines[0] if lines else type(orig).__name__
+
+
+_QUOTED = re.compile(r"\"([^\"]*)\"|'([^']*)'")
+
+
+def without_values(text: str, known: str) -> str:
+    """`text` with each quoted string that `known` (the statement, the URL's names) does not
+    hold replaced by `(a value)`: drivers quote the value that failed a cast or a constraint,
+    and that value is data. Identifiers they quote (`column "x" does not exist`) stay."""
+
+    def replace(match: re.Match[str]) -> str:
+        inner = match.group(1) if match.group(1) is not None else match.group(2)
+        named = inner and re.search(rf"(?<!\w){re.escape(inner)}(?!\w)", known)
+        return match.group(0) if named else "(a value)"
+
+    return _QUOTED.sub(replace, text)
 
 
 def scrub(text: str, url: URL) -> str:
