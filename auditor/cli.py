@@ -31,6 +31,7 @@ from auditor.engine import RunOptions
 from auditor.errors import AuditorError, ConfigError
 from auditor.mask import Masker
 from auditor.report import RENDERERS
+from auditor.report import csv as csv_report
 from auditor.report.files import dated_paths, write_text
 from auditor.result import AuditResult
 
@@ -148,7 +149,7 @@ def run(
 ) -> None:
     """Run the audit described by CONFIG; exit 0 pass, 1 findings, 2 config, 3 database."""
     if fail_on_new and baseline is None:
-        raise AuditorUsage("--fail-on-new needs --baseline PATH|last")
+        raise ConfigError("--fail-on-new needs --baseline PATH|last")
     log.configure(log_file, verbose)
     cfg = load_config(config)
     settings = cfg.settings
@@ -181,10 +182,6 @@ def run(
     )
     result, _ = audit.run()
     raise typer.Exit(result.exit_code)
-
-
-class AuditorUsage(ConfigError):
-    """A flag combination that cannot work (exit 2)."""
 
 
 @dataclass
@@ -349,9 +346,7 @@ def _write_reports(
     a flag adds a file, it does not replace the config's."""
     renderers = dict(RENDERERS)
     if csv_raw:
-        from auditor.report import csv
-
-        renderers["csv"] = functools.partial(csv.render, guard=False)
+        renderers["csv"] = functools.partial(csv_report.render, guard=False)
     directory = api.reports_directory(cfg)
     if directory is not None and cfg.reports is not None:
         when = dt.datetime.fromisoformat(result.started_at)

@@ -79,7 +79,7 @@ class Lookups:
         try:
             return self._read(side, by, wanted)
         except sa.exc.DBAPIError as exc:
-            raise side.database.read_error(exc, str(exc.statement or "")) from None
+            raise side.database.read_error(exc) from None  # its statement is in exc
 
     def _read(self, side: SidePlan, by: str, wanted: list[tuple]) -> pa.Table:
         columns = side.labels if by == "labels" else side.compare
