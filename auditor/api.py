@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from auditor import __version__, log, memory
 from auditor.concurrency import retrying
 from auditor.config.model import Config
@@ -57,6 +59,7 @@ class CheckResult:
     config_path: str
     databases: dict[str, str]
     rules: tuple[RuleCheck, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = ()  # about the databases: a login that could write
 
 
 def _selected(config: Config, names: Iterable[str] | None):
@@ -86,8 +89,11 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
         for database in databases.values():
             ping(database)
         checks = []
+        audited: dict[str, dict[str, sa.Table]] = {}
         for rule in _selected(config, rules):
             plan = _plan(config, rule, databases, check=True)
+            for side in plan.sides:
+                audited.setdefault(side.database.name, {})[side.info.label] = side.info.table
             lookups = [(plan.left, plan.left.labels), (plan.right, plan.right.compare)]
             if plan.aliases:
                 lookups.append((plan.aliases, plan.aliases.compare))
@@ -101,9 +107,32 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
                 for side, columns in lookups
             )
             checks.append(RuleCheck(rule.name, rule.type, plan.key_types, sides))
-        return CheckResult(str(config.path), _redacted(databases), tuple(checks))
+        warnings = tuple(
+            warning
+            for name, tables in audited.items()
+            if (warning := _write_warning(databases[name], list(tables.values())))
+        )
+        return CheckResult(str(config.path), _redacted(databases), tuple(checks), warnings)
     finally:
         _dispose(databases)
+
+
+def _write_warning(database: Database, tables: list[sa.Table]) -> str | None:
+    """A warning when the database's login could write to what it audits (SPEC: auditor never
+    writes; a read-only login is what guarantees it), or None, also when that is unknown."""
+    try:
+        with database.snapshot() as conn:
+            access = database.dialect.write_access(conn, tables)
+    except DatabaseError:
+        return None
+    if access is None:
+        return None
+    login = database.url.username or "this login"
+    return (
+        f"database {database.name!r}: {login} {access}; auditor opens read-only transactions "
+        "and refuses predicates that could write, but a login that can only read makes it "
+        f"certain: {database.dialect.read_only_login(database.url)}"
+    )
 
 
 def run(

@@ -9,6 +9,7 @@ primary key's index gives its smallest and largest key at once (read_key_range).
 from __future__ import annotations
 
 import contextlib
+import copy
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,8 +18,9 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from auditor import predicates
 from auditor.config.model import PiiRule, ReferenceRule, TableSide
-from auditor.db.engines import Database
+from auditor.db.engines import Database, is_timeout
 from auditor.db.reflect import TableInfo, category, reflect_table, unsigned_64
 from auditor.errors import AuditorError, ConfigError, DatabaseError
 from auditor.normalize import Pipeline, compile_pipeline
@@ -102,11 +104,11 @@ class SidePlan:
         repeated = self.repeated
         exprs = [self._expr(c).label(n) for n, c in self._outputs() if n not in repeated]
         if self.soft_delete:
-            flag = sa.case((sa.text(f"({self.soft_delete})"), 1), else_=0)
+            flag = sa.case((sa.literal_column(f"({self.soft_delete})"), 1), else_=0)
             exprs.append(flag.label(DELETED))
         query = sa.select(*exprs).select_from(self.info.table)
         if self.where and filtered:
-            query = query.where(sa.text(f"({self.where})"))
+            query = query.where(sa.literal_column(f"({self.where})"))
         return query
 
     def sample_row_bytes(self, conn: Connection) -> int | None:
@@ -143,15 +145,15 @@ class SidePlan:
             if predicate is None:
                 continue
             if name == "soft_delete":
-                probe = sa.select(sa.case((sa.text(f"({predicate})"), 1), else_=0))
+                probe = sa.select(sa.case((sa.literal_column(f"({predicate})"), 1), else_=0))
             else:
-                probe = sa.select(sa.literal(1)).where(sa.text(f"({predicate})"))
+                probe = sa.select(sa.literal(1)).where(sa.literal_column(f"({predicate})"))
             try:
                 with conn.begin_nested():  # a refusal must not end the snapshot's transaction
                     conn.execute(probe.select_from(table).limit(0)).fetchall()
             except sa.exc.DBAPIError as exc:
-                if exc.connection_invalidated:
-                    raise
+                if exc.connection_invalidated or is_timeout(exc):
+                    raise  # about the database, not the predicate
                 refusal = self.database.reason(exc)
                 raise ConfigError(
                     f"{self.database.name} refused this {name} on {self.info.label}: {refusal}",
@@ -174,7 +176,12 @@ class SidePlan:
         )
 
     def sql(self) -> str:
-        dialect = self.database.engine.dialect
+        """The scan query as text for the fast drivers, which run it as it is: without the
+        `%%` a pyformat driver needs for each `%` (a `where` of `code = '50%'` would match
+        '50%%'; a table named `t%` would not be found)."""
+        dialect = copy.copy(self.database.engine.dialect)
+        dialect.paramstyle, dialect.positional = "named", False
+        dialect.identifier_preparer = dialect.preparer(dialect)
         return str(self.select().compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
     def lookup_index_hint(self, columns: tuple[sa.Column, ...]) -> str | None:
@@ -288,6 +295,15 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
         names = [f.source if side == "source" else f.copy_ for f in rule.fields]  # type: ignore[union-attr]
         return tuple(_column(info, n, ("fields", i, side)) for i, n in enumerate(names))
 
+    def predicate(text: str | None, *loc: str) -> str | None:
+        if text is None:
+            return None
+        names = [c.name for c in info.table.c]
+        try:
+            return predicates.checked(text, database.engine.dialect.name, info.table.name, names)
+        except ConfigError as exc:
+            raise exc.at(*loc) from None
+
     if isinstance(rule, ReferenceRule):
         if role == "from":
             key = rule.from_.key
@@ -298,7 +314,7 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
                 info,
                 cols(rule.from_.columns, "from", "columns"),
                 labels=labels,
-                where=rule.from_.where,
+                where=predicate(rule.from_.where, "from", "where"),
             )
         if role == "to":
             return SidePlan(
@@ -306,8 +322,8 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
                 database,
                 info,
                 cols(rule.to.columns, "to", "columns"),
-                where=rule.to.where,
-                soft_delete=rule.to.soft_delete,
+                where=predicate(rule.to.where, "to", "where"),
+                soft_delete=predicate(rule.to.soft_delete, "to", "soft_delete"),
             )
         assert rule.aliases is not None
         return SidePlan(
@@ -316,7 +332,7 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
             info,
             cols(rule.aliases.old, "aliases", "old"),
             values=cols(rule.aliases.new, "aliases", "new"),
-            where=rule.aliases.where,
+            where=predicate(rule.aliases.where, "aliases", "where"),
         )
     if role == "source":
         return SidePlan(
@@ -325,7 +341,7 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
             info,
             cols(rule.source.key, "source", "key"),
             values=fields("source"),
-            where=rule.source.where,
+            where=predicate(rule.source.where, "source", "where"),
         )
     row_key = rule.copy_.row_key
     labels = cols(row_key, "copy", "row_key") if row_key else cols(_primary_key(info, role), role)
@@ -336,7 +352,7 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
         cols(rule.copy_.key, "copy", "key"),
         labels=labels,
         values=fields("copy"),
-        where=rule.copy_.where,
+        where=predicate(rule.copy_.where, "copy", "where"),
     )
 
 

@@ -47,6 +47,16 @@ class Dialect:
     def estimate_rows(self, conn: Connection, table: sa.Table) -> int | None:
         return None
 
+    def write_access(self, conn: Connection, tables: list[sa.Table]) -> str | None:
+        """What this login could change, in words ("is a superuser", "may write to t"), or
+        None. auditor never writes and checks its predicates; a read-only login is what makes
+        that a guarantee (`check` warns)."""
+        return None
+
+    def read_only_login(self, url: URL) -> str:
+        """How to make a login that can only read, for the warning."""
+        return "connect as a login granted SELECT only"
+
     def open_reader(self, url: URL, timeout_s: int | None) -> Any:
         """A handle the fast driver's streams share (see Database.warm_up), or None."""
         return None
@@ -143,6 +153,27 @@ class PostgreSQL(Dialect):
             else (0 if tuples == 0 else None)
         )
 
+    def write_access(self, conn: Connection, tables: list[sa.Table]) -> str | None:
+        superuser = "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        if conn.exec_driver_sql(superuser).scalar():
+            return "is a superuser"
+        query = sa.text(
+            "SELECT has_table_privilege(to_regclass(:name), 'INSERT, UPDATE, DELETE, TRUNCATE')"
+        )
+        writable = [
+            table.name
+            for table in tables
+            if conn.execute(query, {"name": _quoted_regclass(conn, table)}).scalar()
+        ]
+        return f"may write to {', '.join(writable)}" if writable else None
+
+    def read_only_login(self, url: URL) -> str:
+        return (
+            "CREATE ROLE auditor_ro LOGIN PASSWORD '...'; "
+            f"GRANT CONNECT ON DATABASE {url.database} TO auditor_ro; "
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO auditor_ro"
+        )
+
     def open_reader(self, url: URL, timeout_s: int | None) -> Any:
         """An ADBC database handle with one idle connection: opening the first connection
         loads the server's type catalogue (about 80 ms here) into the handle, and every later
@@ -193,6 +224,39 @@ class MySQL(Dialect):
         )
         value = conn.execute(sql, {"schema": table.schema, "name": table.name}).scalar()
         return None if value is None else int(value)
+
+    def write_access(self, conn: Connection, tables: list[sa.Table]) -> str | None:
+        """From the grants information_schema shows this login (global, database, table);
+        grants through a role are not followed."""
+        user, _, host = str(conn.exec_driver_sql("SELECT CURRENT_USER()").scalar()).rpartition("@")
+        grantee = f"'{user}'@'{host}'"
+        grants = sa.text(
+            "SELECT privilege_type FROM information_schema.user_privileges WHERE grantee = :g"
+        )
+        granted = {row[0] for row in conn.execute(grants, {"g": grantee})}
+        if "SUPER" in granted:
+            return "has the SUPER privilege"
+        writes = {"INSERT", "UPDATE", "DELETE", "DROP", "ALTER"}
+        if granted & writes:
+            return f"may write to every table ({', '.join(sorted(granted & writes))})"
+        scoped = sa.text(
+            "SELECT table_name, privilege_type FROM information_schema.table_privileges "
+            "WHERE grantee = :g AND table_schema = COALESCE(:schema, DATABASE()) "
+            "UNION SELECT NULL, privilege_type FROM information_schema.schema_privileges "
+            "WHERE grantee = :g AND table_schema = COALESCE(:schema, DATABASE())"
+        )
+        writable: set[str] = set()
+        for table in tables:
+            rows = conn.execute(scoped, {"g": grantee, "schema": table.schema})
+            if any(kind in writes and name in (None, table.name) for name, kind in rows):
+                writable.add(table.name)
+        return f"may write to {', '.join(sorted(writable))}" if writable else None
+
+    def read_only_login(self, url: URL) -> str:
+        return (
+            "CREATE USER 'auditor_ro'@'%' IDENTIFIED BY '...'; "
+            f"GRANT SELECT ON {url.database or '<database>'}.* TO 'auditor_ro'@'%'"
+        )
 
     def stream(self, url, engine, query, batch_size, timeout_s, reader=None):
         import connectorx as cx

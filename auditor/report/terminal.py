@@ -209,6 +209,8 @@ def render_check(out: Console, check: Any) -> None:
         out.print(table)
         for warning in rule.warnings:
             out.print(Text(f"warning: {warning}", style="yellow"))
+    for warning in check.warnings:
+        out.print(Text(f"warning: {warning}", style="yellow"))
     out.print(Text(f"OK: {len(check.rules)} rules checked; no data rows were read", "bold green"))
 
 

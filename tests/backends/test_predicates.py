@@ -112,3 +112,104 @@ def test_a_predicate_that_fails_on_the_data_is_a_config_error(database_factory, 
     assert "typo.yaml:15: rules[1].from.where: " in ran.stderr and "integer" in ran.stderr
     report = (tmp_path / "out.json").read_text()
     assert "secret-status-value" not in ran.stderr + report
+
+
+# Issue 18: as a privileged login, these ran (or were stopped only by the driver) before
+# predicates were parsed and checked against an allowlist. Each is now refused by `check` and
+# `run` alike, with file:line, and the database is as it was.
+ATTACKS = {
+    "postgresql": [
+        ("lo_import('/etc/hostname') > 0", "lo_import()"),
+        (
+            "(SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'victim') >= 0",
+            "a subquery",
+        ),
+        ("1=1 /* ' */) ; DELETE FROM reviews WHERE (id=10 /* ' */", "not a SQL predicate"),
+        ("nextval('canary') > 0", "nextval()"),
+    ],
+    "mariadb": [
+        (r"status <> '\'' OR 1=1) ; DELETE FROM reviews WHERE (1=1 OR status <> '\''", "not a SQL"),
+        ("NEXTVAL(canary) > 0", "nextval()"),
+        ("status = 'ok' /*!99999 OR NEXTVAL(canary) > 0 */", None),  # allowed: comment dropped
+    ],
+}
+
+
+def _state(database) -> dict:
+    """What the attacks would change: rows, the sequence, large objects, the victim."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database.url)
+    with engine.connect() as conn:
+        state = {"reviews": conn.exec_driver_sql("SELECT count(*) FROM reviews").scalar()}
+        if database.backend == "postgresql":
+            state["canary"] = conn.exec_driver_sql("SELECT last_value FROM canary").scalar()
+            state["large objects"] = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_largeobject_metadata"
+            ).scalar()
+        else:
+            state["canary"] = conn.exec_driver_sql("SELECT LASTVAL(canary)").scalar()
+    engine.dispose()
+    return state
+
+
+@pytest.mark.parametrize("backend", sorted(ATTACKS))
+def test_a_predicate_that_writes_or_reaches_out_is_refused_and_changes_nothing(
+    backend, database_factory, tmp_path
+):
+    import sqlalchemy as sa
+
+    shop = database_factory(backend)
+    shop.execute("CREATE TABLE products (id INTEGER PRIMARY KEY)")
+    shop.execute("CREATE TABLE reviews (id INTEGER PRIMARY KEY, product_id INTEGER, status TEXT)")
+    shop.execute("INSERT INTO reviews VALUES (10, 1, 'ok')")
+    shop.execute("CREATE SEQUENCE canary")
+    victim = sa.create_engine(
+        shop.url,
+        connect_args={"application_name": "victim"} if backend == "postgresql" else {},
+    )
+    with victim.connect() as held:
+        before = _state(shop)
+        for predicate, named in ATTACKS[backend]:
+            config = _config(shop, tmp_path, from_extra=f"\n      where: {json.dumps(predicate)}")
+            for command in (["check", config], ["run", config, "-q"]):
+                done = auditor(*command)
+                if named is None:
+                    assert done.returncode in (0, 1), done.stderr
+                    continue
+                assert done.returncode == 2, (predicate, done.stderr)
+                assert "typo.yaml:15: rules[1].from.where: " in done.stderr, done.stderr
+                assert named in done.stderr, done.stderr
+        assert held.exec_driver_sql("SELECT 1").scalar() == 1  # the victim lives
+    victim.dispose()
+    assert _state(shop) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_allowed_predicates_run_as_written_on_every_backend(backend, database_factory, tmp_path):
+    """Literals reach the fast drivers as written: a `%` in one was doubled for the pyformat
+    drivers and then compared as `%%` by ADBC and connectorx."""
+    shop = database_factory(backend)
+    shop.execute("CREATE TABLE products (id INTEGER PRIMARY KEY, is_deleted INTEGER)")
+    shop.execute(
+        "CREATE TABLE reviews (id INTEGER PRIMARY KEY, product_id INTEGER, status VARCHAR(10))"
+    )
+    shop.execute("INSERT INTO products VALUES (1, 0), (2, 1)")
+    shop.execute(
+        "INSERT INTO reviews VALUES (10, 1, 'ok'), (11, 7, '50%'), (12, 8, ' \\:x'), "
+        "(13, 2, 'OK'), (14, 9, 'it''s')"
+    )
+    where = "status NOT IN ('50%', ' :x', 'it''s') AND lower(coalesce(status, '')) LIKE 'o%'"
+    config = _config(
+        shop,
+        tmp_path,
+        from_extra=f"\n      where: {json.dumps(where)}",
+        to_extra='\n      soft_delete: "is_deleted = 1 AND id BETWEEN 1 AND 100"',
+    )
+    assert auditor("check", config).returncode == 0
+    out = tmp_path / "out.json"
+    ran = auditor("run", config, "-q", "--rule", "reviews-have-live-products", "--json", str(out))
+    assert ran.returncode == 1, ran.stderr
+    (rule,) = json.loads(out.read_text())["rules"]
+    assert rule["counts"] == {"soft_deleted": 1}  # review 13; 11, 12 and 14 filtered out

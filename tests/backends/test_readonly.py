@@ -86,6 +86,7 @@ def test_audit_as_a_select_only_read_only_user(pair, write_config):
     finally:
         _drop_role(catalog.backend, pair, role)
     assert len(checked.rules) == len(config.rules) == 9
+    assert checked.warnings == ()  # nothing to warn about a login that can only read
     assert {r.type for r in result.rules} == {"reference", "pii"}
     assert [r.error for r in result.rules] == [None] * len(result.rules)
     assert [r.counts for r in result.rules] == [r.counts for r in baseline.rules]
@@ -108,3 +109,34 @@ def test_a_writing_where_fragment_fails_and_writes_nothing(pair, write_config):
     assert result.exit_code in (2, 3) and result.rules[0].status == "error"
     assert result.rules[0].error
     assert _counts(reviews) == before
+
+
+def test_check_warns_when_the_login_could_write(database_factory, write_config):
+    """As a superuser, or as a login granted a write on one audited table, `check` says so
+    and how to make a SELECT-only login; SQLite is opened read-only and gets no warning."""
+    for backend in ("postgresql", "mariadb"):
+        shop = database_factory(backend)
+        data = build_reference(shop, shop)
+        admin = auditor.check(auditor.load_config(write_config(data, f"{backend}.yaml")))
+        assert len(admin.warnings) == 2  # one per configured database
+        for warning in admin.warnings:
+            assert ("is a superuser" if backend == "postgresql" else "SUPER") in warning
+            assert "GRANT SELECT ON" in warning
+        role = f"auditor_w_{uuid.uuid4().hex[:8]}"
+        _create_role(backend, shop, role)
+        try:
+            url = _grant_read_only(shop, role)
+            table = sa.make_url(shop.url).database + ".products"
+            on = "products" if backend == "postgresql" else table
+            host = "" if backend == "postgresql" else "@'127.0.0.1'"
+            grantee = role if backend == "postgresql" else f"'{role}'"
+            shop.execute(f"GRANT UPDATE ON {on} TO {grantee}{host}")
+            data["databases"] = {name: {"url": url} for name in data["databases"]}
+            writer = auditor.check(auditor.load_config(write_config(data, f"{backend}-w.yaml")))
+        finally:
+            _drop_role(backend, [shop], role)
+        assert len(writer.warnings) == 1
+        assert f"{role} may write to products" in writer.warnings[0], writer.warnings
+    sqlite = database_factory("sqlite")
+    config = auditor.load_config(write_config(build_reference(sqlite, sqlite), "lite.yaml"))
+    assert auditor.check(config).warnings == ()

@@ -164,7 +164,7 @@ def test_error_in_included_file_names_that_file(tmp_path):
         (lambda t: t.split("rules:\n")[0] + "rules: {a: 1}\n", "rules: Input should be a valid list"),
         (lambda t: t.replace("mask: partial", "mask: full"), "settings.mask"),
         (lambda t: t.split("    fields:\n")[0] + "    missing_source: report\n", "rules[1].fields: field required"),
-        (lambda t: t.replace("where: \"status <> 'spam'\"", "where: \"1=1; DELETE FROM reviews\""), "one SQL predicate"),
+        (lambda t: t.replace("where: \"status <> 'spam'\"", "where: \" \""), "must not be empty"),
         (lambda t: t.replace("{phone: {region: US}}", "{regex: {pattern: '(['}}"), "regex pattern"),
         (lambda t: t.replace("key_type: auto", "key_type: number"), "key_type"),
     ],
@@ -173,7 +173,7 @@ def test_error_in_included_file_names_that_file(tmp_path):
         "reference-without-to", "misspelt-to", "undefined-db", "unknown-normaliser", "unset-env",
         "duplicate-rule-names", "negative-batch-size", "alias-width", "column-count",
         "bad-rule-name", "rules-not-a-list", "unknown-mask", "pii-without-fields",
-        "where-with-second-statement", "bad-regex", "unknown-key-type",
+        "empty-where", "bad-regex", "unknown-key-type",
     ],
 )  # fmt: skip
 def test_bad_config_is_one_line_with_file_and_line(tmp_path, mutate, expected):
