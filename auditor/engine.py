@@ -13,7 +13,6 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -36,8 +35,8 @@ from auditor.scan import (
     prepared_batches,
     scan_side,
     side_schema,
-    spill_directory,
 )
+from auditor.scratch import Scratch, scratch
 from auditor.suggest import suggest_keys
 
 CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up statements
@@ -147,11 +146,11 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
     rule = plan.rule
     collector = Collector(options.max_findings)
     rows: dict[str, int] = {}
-    with spill_directory() as tmp, contextlib.ExitStack() as stack:
+    with scratch() as space, contextlib.ExitStack() as stack:
         right = _held_right_side(plan, options, progress, stop, rows)
         if right is None:
-            left, right = _scan(plan, options, progress, stop, Path(tmp), rows)
-            pairs = _partition_pairs(left, right, _rows_per_partition(options, plan), Path(tmp))
+            left, right = _scan(plan, options, progress, stop, space, rows)
+            pairs = _partition_pairs(left, right, _rows_per_partition(options, plan))
             log.event("scan_done", rule=rule.name, rows=sum(rows.values()),
                       duration_s=round(time.monotonic() - started, 3))  # fmt: skip
         else:
@@ -240,7 +239,7 @@ def _batch_rows(side: SidePlan, options: RunOptions) -> int:
     return min(options.batch_size, max(256, BATCH_BYTES // width)) if width else options.batch_size
 
 
-def _partition_pairs(left: Spill, right: Spill, rows_per_partition: int, tmp: Path, depth: int = 0):
+def _partition_pairs(left: Spill, right: Spill, rows_per_partition: int, depth: int = 0):
     """Matching partitions of both sides; one that came out too big is split again first."""
     for part in range(left.partitions):
         size = int(left.counts[part] + right.counts[part])
@@ -248,9 +247,9 @@ def _partition_pairs(left: Spill, right: Spill, rows_per_partition: int, tmp: Pa
         if (size > 4 * rows_per_partition or weight > 4 * PARTITION_BYTES) and depth < 3:
             wanted = max(size / rows_per_partition, weight / PARTITION_BYTES)
             finer = min(MAX_PARTITIONS, max(2, math.ceil(wanted)))
-            sub_left, sub_right = left.split(part, finer, tmp), right.split(part, finer, tmp)
+            sub_left, sub_right = left.split(part, finer), right.split(part, finer)
             left.drop(part)
-            yield from _partition_pairs(sub_left, sub_right, rows_per_partition, tmp, depth + 1)
+            yield from _partition_pairs(sub_left, sub_right, rows_per_partition, depth + 1)
         else:
             # Read on the compare worker: two partitions are read at once, not one by one here.
             yield _reader(left, part, drop=True), _reader(right, part, drop=False)
@@ -374,13 +373,13 @@ def _read_side(plan, side: SidePlan, spill: Spill, options, progress, stop, rows
     retrying(attempt, plan.rule.name, "scan_retry", stop, reset=spill.reset)
 
 
-def _scan(plan, options, progress, stop, tmp: Path, rows: dict[str, int]) -> tuple[Spill, Spill]:
+def _scan(plan, options, progress, stop, space: Scratch, rows) -> tuple[Spill, Spill]:
     """Read both sides at once (one thread and one connection each)."""
     estimates = (plan.left.info.estimated_rows, plan.right.info.estimated_rows)
     partitions = partition_count(*estimates, rows_per_partition=_rows_per_partition(options, plan))
     key_range = plan.partition_range
     spills = [
-        Spill(side_schema(side, plan.key_types), partitions, tmp, key_range=key_range)
+        Spill(side_schema(side, plan.key_types), partitions, space, key_range=key_range)
         for side in (plan.left, plan.right)
     ]
 

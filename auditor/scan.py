@@ -15,10 +15,8 @@ from __future__ import annotations
 import contextlib
 import math
 import queue
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +26,7 @@ from auditor.checks.base import as_text, canonical_key, number_text, partition_o
 from auditor.errors import DatabaseError, Interrupted, ResourceError
 from auditor.normalize import numpy_array
 from auditor.plan import DELETED, SidePlan
+from auditor.scratch import Scratch, ScratchFile
 
 Progress = Callable[[str, int], None]
 ROWS_PER_PARTITION = 250_000
@@ -145,7 +144,7 @@ class Spill:
         self,
         schema: pa.Schema,
         partitions: int,
-        directory: Path | None,
+        scratch: Scratch | None,
         seed: int = 0,
         key_range: tuple[int, int] | None = None,
     ) -> None:
@@ -157,7 +156,8 @@ class Spill:
         self.counts = np.zeros(partitions, dtype=np.int64)
         self.sizes = np.zeros(partitions, dtype=np.float64)  # bytes, each batch's share by rows
         self._memory: list[list[pa.RecordBatch]] = [[] for _ in range(partitions)]
-        self._dir = directory
+        self._scratch = scratch
+        self._files: dict[int, ScratchFile] = {}
         self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
         self._sinks: list[pa.NativeFile] = []
 
@@ -174,13 +174,12 @@ class Spill:
         try:
             yield
         except OSError as exc:
-            raise ResourceError.from_os_error(
-                exc, self._dir, "cannot write temp files in"
-            ) from None
+            where = self._scratch.directory if self._scratch else None
+            raise ResourceError.from_os_error(exc, where, "cannot write temp files in") from None
 
     def _add(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
-        if self.partitions == 1 or self._dir is None:
+        if self.partitions == 1 or self._scratch is None:
             self.counts[0] += batch.num_rows
             self.sizes[0] += batch.nbytes
             self._memory[0].append(batch)
@@ -202,7 +201,8 @@ class Spill:
 
     def _writer(self, part: int) -> pa.ipc.RecordBatchStreamWriter:
         if part not in self._writers:
-            assert self._dir is not None
+            assert self._scratch is not None
+            self._files[part] = self._scratch.file()
             # Buffered: unbuffered, every column buffer of every slice was its own write()
             # (75k system calls for 400 MB; buffered writes took 40-60% less time). 2 MB in
             # all: W3's peak RSS was 282 MB with 1 MB, 290 MB with 4 MB, 268 MB unbuffered.
@@ -224,20 +224,18 @@ class Spill:
         """Forget everything added: the side is read again from the start."""
         self.finish()
         for part in list(self._writers):
-            Path(self._path(part)).unlink(missing_ok=True)
-        self._writers.clear()
+            self.drop(part)
         self._memory = [[] for _ in range(self.partitions)]
         self.counts[:] = 0
         self.sizes[:] = 0
         self.rows = 0
 
     def _path(self, part: int) -> str:
-        assert self._dir is not None
-        return str(self._dir / f"{id(self)}-{part}.arrow")
+        return self._files[part].path
 
     def batches(self, part: int) -> Iterator[pa.RecordBatch]:
         """One partition batch by batch, so it can be split without loading it."""
-        if self.partitions == 1 or self._dir is None:
+        if self.partitions == 1 or self._scratch is None:
             yield from self._memory[0]
         elif part in self._writers:
             # Memory-mapped: batches point into the page cache instead of being copied. The
@@ -255,9 +253,9 @@ class Spill:
         table = pa.Table.from_batches(list(self.batches(part)), schema=self.schema)
         return table.combine_chunks()
 
-    def split(self, part: int, partitions: int, directory: Path) -> Spill:
+    def split(self, part: int, partitions: int) -> Spill:
         """Divide one partition into `partitions` more with an independent hash."""
-        finer = Spill(self.schema, partitions, directory, seed=self.seed + 1)
+        finer = Spill(self.schema, partitions, self._scratch, seed=self.seed + 1)
         for batch in self.batches(part):
             finer.add(batch)
         finer.finish()
@@ -265,8 +263,9 @@ class Spill:
 
     def drop(self, part: int) -> None:
         """Delete a partition that was read: it reads back empty."""
-        if self._writers.pop(part, None) is not None and self._dir is not None:
-            Path(self._path(part)).unlink(missing_ok=True)
+        self._writers.pop(part, None)
+        if part in self._files:
+            self._files.pop(part).close()
 
 
 def prepared_batches(
@@ -354,11 +353,3 @@ def prefetch(batches: Iterator[pa.RecordBatch], stop: threading.Event, depth: in
     finally:
         consumer_gone.set()
         reader.join(timeout=10)  # at most one more batch; a hung driver is left to the OS
-
-
-def spill_directory() -> tempfile.TemporaryDirectory[str]:
-    try:
-        return tempfile.TemporaryDirectory(prefix="auditor-")
-    except OSError as exc:
-        where = tempfile.gettempdir()
-        raise ResourceError.from_os_error(exc, where, "cannot create a temp directory in") from None

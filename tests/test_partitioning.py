@@ -3,6 +3,7 @@ key range, or the referenced side held in memory while the referencing side stre
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -336,14 +337,18 @@ def test_spilled_partitions_hold_their_own_keys(tmp_path):
 
     from auditor.checks.base import partition_of
     from auditor.scan import Spill
+    from auditor.scratch import Scratch
 
     schema = pa.schema([("c0", pa.int64()), ("v0", pa.string())])
-    spill = Spill(schema, 8, tmp_path)
+    space = Scratch(str(tmp_path))
+    descriptors = len(os.listdir("/proc/self/fd"))
+    spill = Spill(schema, 8, space)
     for start in range(0, 3000, 1000):
         keys = list(range(start, start + 1000))
         spill.add(pa.record_batch([pa.array(keys), pa.array([f"v{k}" for k in keys])], schema))
     spill.finish()
-    assert len(list(tmp_path.iterdir())) == 8
+    assert list(space.directory.iterdir()) == []  # the files have no names (scratch.py)
+    assert len(os.listdir("/proc/self/fd")) == descriptors + 8
     seen = []
     for part in range(8):
         table = spill.read(part)
@@ -356,7 +361,9 @@ def test_spilled_partitions_hold_their_own_keys(tmp_path):
     spill.drop(3)
     assert spill.read(3).num_rows == 0
     spill.reset()
-    assert list(tmp_path.iterdir()) == [] and spill.rows == 0
+    assert spill.rows == 0 and len(os.listdir("/proc/self/fd")) == descriptors
+    space.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_integer_keyed_side_is_held_longer_when_the_other_is_much_bigger():
