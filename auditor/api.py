@@ -186,6 +186,7 @@ def run(
                 duration_s=round(result.duration_s, 3),
                 counts=result.counts,
                 **({"message": result.error} if result.error else {}),
+                **_said(result),
             )
             results.append(result)
     finally:
@@ -256,7 +257,13 @@ def _run_one(config: Config, rule, databases, options, progress, stop) -> RuleRe
     except AuditorError as exc:
         if isinstance(exc, ConfigError) and exc.loc is not None:  # found by reading a side
             exc = config.config_error(exc, "rules", config.rules.index(rule))
-        return replace(_skipped(rule, "error"), error=exc.message, error_code=exc.exit_code)
+        return replace(
+            _skipped(rule, "error"),
+            error=exc.message,
+            error_code=exc.exit_code,
+            sqlstate=exc.sqlstate,
+            errno=exc.errno,
+        )
     except OSError as exc:  # a file the run needs: operational (exit 3), not a bug
         error = ResourceError.from_os_error(exc, what="cannot read or write")
         return replace(_skipped(rule, "error"), error=error.message, error_code=error.exit_code)
@@ -265,6 +272,12 @@ def _run_one(config: Config, rule, databases, options, progress, stop) -> RuleRe
         # The exception's text may quote a data value: only its type leaves without --debug.
         message = f"internal error: {type(exc).__name__} (rerun with --debug for details)"
         return replace(_skipped(rule, "error"), error=message, error_code=4)
+
+
+def _said(error: AuditorError | RuleResult) -> dict[str, Any]:
+    """The SQLSTATE and error number of a database's error, as log fields, where known."""
+    fields = {"sqlstate": error.sqlstate, "errno": error.errno}
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _plan_retrying(

@@ -70,7 +70,8 @@ def retrying(
         except DatabaseError as exc:
             if not exc.retryable or pause is None or stop.is_set():
                 raise
-            log.event(event, logging.WARNING, exc.message, rule=rule)
+            said = {"sqlstate": exc.sqlstate, "errno": exc.errno}
+            log.event(event, logging.WARNING, exc.message, rule=rule, **said)
             if reset is not None:
                 reset()
             if stop.wait(pause):

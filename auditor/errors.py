@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+E = TypeVar("E", bound="AuditorError")
+
 
 class AuditorError(Exception):
     """Base of every error auditor raises on purpose. `exit_code` follows SPEC §7."""
 
     exit_code = 1
+    # What the database said, for the log (never a value): its SQLSTATE and, on MySQL/MariaDB,
+    # its error number. Set on errors that a driver error caused.
+    sqlstate: str | None = None
+    errno: int | None = None
 
     def __init__(self, message: str) -> None:
         # Always one line: a value or a key from the input may hold line breaks.
@@ -16,6 +24,11 @@ class AuditorError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def carried(self, successor: E) -> E:
+        """`successor`, which replaces this error, with what the database said."""
+        successor.sqlstate, successor.errno = self.sqlstate, self.errno
+        return successor
 
 
 class ConfigError(AuditorError):
@@ -34,7 +47,7 @@ class ConfigError(AuditorError):
 
     def at(self, *loc: str | int) -> ConfigError:
         """This error about `loc`, unless it already names a field."""
-        return self if self.loc is not None else ConfigError(self.message, loc)
+        return self if self.loc is not None else self.carried(ConfigError(self.message, loc))
 
 
 class DatabaseError(AuditorError):
@@ -42,7 +55,6 @@ class DatabaseError(AuditorError):
 
     exit_code = 3
     retryable = False  # the connection was lost (killed, restarted): reading again may work
-    sqlstate: str | None = None  # the driver's SQLSTATE, where it tells one
     reason: str | None = None  # the driver's own first line, password scrubbed
 
 

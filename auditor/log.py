@@ -17,7 +17,7 @@ logger = logging.getLogger("auditor")
 # Without it, records reach Python's last-resort handler, which printed every error and
 # warning as a bare line on stderr beside the CLI's own one-line message.
 logger.addHandler(logging.NullHandler())
-FIELDS = ("rule", "event", "rows", "duration_s", "counts", "status")
+FIELDS = ("rule", "event", "rows", "duration_s", "counts", "status", "sqlstate", "errno")
 
 
 def event(name: str, level: int = logging.INFO, message: str | None = None, **fields: Any) -> None:

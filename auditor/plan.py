@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from auditor import predicates
 from auditor.config.model import PiiRule, ReferenceRule, TableSide
-from auditor.db.engines import Database, is_timeout
+from auditor.db.engines import Database, error_number, is_timeout, sqlstate
 from auditor.db.reflect import TableInfo, category, reflect_table, unsigned_64
 from auditor.errors import AuditorError, ConfigError, DatabaseError
 from auditor.normalize import Pipeline, compile_pipeline
@@ -154,11 +154,13 @@ class SidePlan:
             except sa.exc.DBAPIError as exc:
                 if exc.connection_invalidated or is_timeout(exc):
                     raise  # about the database, not the predicate
-                refusal = self.database.reason(exc)
-                raise ConfigError(
-                    f"{self.database.name} refused this {name} on {self.info.label}: {refusal}",
+                refusal = ConfigError(
+                    f"{self.database.name} refused this {name} on {self.info.label}: "
+                    f"{self.database.reason(exc)}",
                     (self.role, name),
-                ) from None
+                )
+                refusal.sqlstate, refusal.errno = sqlstate(exc), error_number(exc)
+                raise refusal from None
 
     def refused(self, error: DatabaseError) -> AuditorError:
         """A failed read that this side's `where`/`soft_delete` caused is a config error
@@ -169,10 +171,12 @@ class SidePlan:
         fields = [n for n, p in (("where", self.where), ("soft_delete", self.soft_delete)) if p]
         if not fields or (error.sqlstate or "")[:2] not in ("22", "42"):
             return error
-        return ConfigError(
-            f"{self.database.name} failed reading {self.info.label} with this "
-            f"{' or '.join(fields)}: {error.reason}",
-            (self.role, fields[0]) if len(fields) == 1 else (self.role,),
+        return error.carried(
+            ConfigError(
+                f"{self.database.name} failed reading {self.info.label} with this "
+                f"{' or '.join(fields)}: {error.reason}",
+                (self.role, fields[0]) if len(fields) == 1 else (self.role,),
+            )
         )
 
     def sql(self) -> str:

@@ -129,6 +129,8 @@ class RuleResult:
     findings_truncated: bool = False
     description: str | None = None
     error_code: int | None = None  # exit code of the error that stopped this rule
+    sqlstate: str | None = None  # what the database said about that error: for the log only
+    errno: int | None = None
 
     @property
     def total(self) -> int:

@@ -193,7 +193,7 @@ class Config(Model):
     def config_error(self, error: ConfigError, *within: str | int) -> ConfigError:
         """`error` (from planning, whose `loc` is relative to `within`) with file:line."""
         loc = (*within, *(error.loc or ()))
-        return ConfigError(f"{self.locate(loc)}: {error.message}")
+        return error.carried(ConfigError(f"{self.locate(loc)}: {error.message}"))
 
     def rule(self, name: str) -> ReferenceRule | PiiRule:
         for rule in self.rules:

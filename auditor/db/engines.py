@@ -152,14 +152,15 @@ class Database:
         if not _driver_error(exc):
             return exc
         if is_timeout(exc):
-            return DatabaseError(
+            error = DatabaseError(
                 f"statement timeout ({self.timeout_s} s) exceeded reading database "
                 f"{self.name!r} ({self.redacted}); raise settings.statement_timeout_s"
             )
-        error = DatabaseError(f"cannot read {self.describe_failure(exc, statement)}")
-        error.retryable = is_connection_lost(exc)
-        error.sqlstate = sqlstate(exc)
-        error.reason = self.reason(exc, statement)
+        else:
+            error = DatabaseError(f"cannot read {self.describe_failure(exc, statement)}")
+            error.retryable = is_connection_lost(exc)
+            error.reason = self.reason(exc, statement)
+        error.sqlstate, error.errno = sqlstate(exc), error_number(exc)
         return error
 
 
@@ -222,6 +223,16 @@ def sqlstate(exc: BaseException) -> str | None:
     ):
         return "42000"
     return None
+
+
+def error_number(exc: BaseException) -> int | None:
+    """MySQL/MariaDB's error number (PyMySQL's first argument, connectorx's `ERROR 1146`)."""
+    orig = getattr(exc, "orig", None) or exc
+    code = orig.args[0] if getattr(orig, "args", None) else None
+    if isinstance(code, int):
+        return code
+    found = re.search(r"ERROR (\d+) \(\w{5}\)", str(orig))
+    return int(found.group(1)) if found else None
 
 
 def is_timeout(exc: BaseException) -> bool:

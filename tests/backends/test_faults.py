@@ -138,6 +138,11 @@ def test_statement_timeout_is_enforced_and_named(database_factory, write_config)
         assert elapsed < 10
         slow, fast = result.rules
         assert slow.status == "error" and "statement timeout (1 s)" in slow.error, slow.error
+        # What the server said, for the log: query_canceled, or MariaDB's error 1969.
+        if backend == "postgresql":
+            assert (slow.sqlstate, slow.errno) == ("57014", None)
+        else:
+            assert slow.errno == 1969
         assert fast.status == "pass" and fast.error is None
         assert result.exit_code == 3
 

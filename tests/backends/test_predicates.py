@@ -74,7 +74,8 @@ def test_a_mistake_the_database_finds_is_exit_2_with_file_line(shop, tmp_path, c
     assert expected in checked.stderr and word in checked.stderr, checked.stderr
     assert checked.stderr.count("\n") == 1 and "Traceback" not in checked.stderr
 
-    ran = auditor("run", config, "-q", "--json", str(tmp_path / "out.json"))
+    log = tmp_path / "audit.log"
+    ran = auditor("run", config, "-q", "--json", str(tmp_path / "out.json"), "--log-file", str(log))
     assert ran.returncode == 2, ran.stderr
     assert expected in ran.stderr and "reviews-have-live-products" in ran.stderr
     assert "reached" not in ran.stderr and "INVALID_ARGUMENT" not in ran.stderr
@@ -107,11 +108,16 @@ def test_a_predicate_that_fails_on_the_data_is_a_config_error(database_factory, 
     shop.execute("INSERT INTO reviews VALUES (10, 1, 'secret-status-value')")
     config = _config(shop, tmp_path, from_extra='\n      where: "status::int > 0"')
     assert auditor("check", config).returncode == 0  # nothing wrong with it as SQL
-    ran = auditor("run", config, "-q", "--json", str(tmp_path / "out.json"))
+    log = tmp_path / "audit.log"
+    ran = auditor("run", config, "-q", "--json", str(tmp_path / "out.json"), "--log-file", str(log))
     assert ran.returncode == 2, ran.stderr
     assert "typo.yaml:15: rules[1].from.where: " in ran.stderr and "integer" in ran.stderr
     report = (tmp_path / "out.json").read_text()
-    assert "secret-status-value" not in ran.stderr + report
+    assert "secret-status-value" not in ran.stderr + report + log.read_text()
+    # The log keeps what the database said (SQLSTATE 22P02: invalid text representation) and
+    # the rule, for whoever reads it later.
+    (error,) = [json.loads(line) for line in log.read_text().splitlines() if "rule_error" in line]
+    assert error["rule"] == "reviews-have-live-products" and error["sqlstate"] == "22P02"
 
 
 # Issue 18: as a privileged login, these ran (or were stopped only by the driver) before
