@@ -24,7 +24,14 @@ from auditor.engine import RunOptions, run_rule
 from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted, ResourceError
 from auditor.mask import Masker
 from auditor.plan import RulePlan, build_plan
-from auditor.report.diff import ReportDiff, diff_reports, last_baseline, load_report
+from auditor.report.diff import (
+    ReportDiff,
+    Rules,
+    diff_reports,
+    last_baseline,
+    load_report,
+    of_result,
+)
 from auditor.result import AuditResult, RuleResult, fails
 
 Progress = Callable[[str, str, int, int | None], None]
@@ -209,7 +216,7 @@ def run(
     if earlier is None:
         return audit
     path, report = earlier
-    compared = diff_reports(report, audit.to_dict())
+    compared = diff_reports(report, of_result(audit).rules)
     if fail_on_new and status in ("pass", "fail"):
         exit_code = compared.exit_code(fail_on)
     return replace(audit, baseline=path, diff=compared, exit_code=exit_code)
@@ -225,13 +232,13 @@ def reports_directory(config: Config) -> Path | None:
 
 def _baseline(
     config: Config, baseline: str | None, rule_names: list[str]
-) -> tuple[str | None, dict[str, Any] | None] | None:
-    """(path, report) to diff the run against, read before the run so that a bad path fails
+) -> tuple[str | None, Rules | None] | None:
+    """(path, report's rules) to diff the run against, read before the run so that a bad path fails
     at once; (None, None) is the empty baseline of a first night; None: no baseline asked."""
     if baseline is None:
         return None
     if baseline != "last":
-        return baseline, load_report(baseline)
+        return baseline, load_report(baseline).rules
     directory = reports_directory(config)
     if directory is None:
         raise ConfigError(
@@ -317,7 +324,7 @@ def _now() -> str:
 
 def diff(old_path: str, new_path: str) -> ReportDiff:
     """Findings new, resolved and persisting between two JSON reports."""
-    return diff_reports(load_report(old_path), load_report(new_path))
+    return diff_reports(load_report(old_path).rules, load_report(new_path).rules)
 
 
 __all__ = ["CheckResult", "RunOptions", "check", "diff", "run"]

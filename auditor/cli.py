@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import json
 import logging
 import os
 import signal
@@ -30,9 +29,10 @@ from auditor.db.engines import redact
 from auditor.engine import RunOptions
 from auditor.errors import AuditorError, ConfigError
 from auditor.mask import Masker
-from auditor.report import RENDERERS
+from auditor.report import WRITERS
 from auditor.report import csv as csv_report
-from auditor.report.files import dated_paths, write_text
+from auditor.report import json as json_report
+from auditor.report.files import dated_paths, write_report
 from auditor.result import AuditResult
 
 app = typer.Typer(
@@ -324,7 +324,7 @@ def diff(
     """Findings new, resolved and persisting between two reports; exit 1 on new findings."""
     result = api.diff(str(old), str(new))
     if json_path:
-        write_text(json_path, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        write_report(json_path, functools.partial(json_report.write_diff, result))
     _say_diff(result, fail_on.value, quiet or json_path == "-", str(old), [])
     raise typer.Exit(result.exit_code(fail_on.value))
 
@@ -344,16 +344,16 @@ def _write_reports(
 ) -> list[str]:
     """The config's `reports:` files (dated, never overwritten) and those the flags ask for:
     a flag adds a file, it does not replace the config's."""
-    renderers = dict(RENDERERS)
+    writers = dict(WRITERS)
     if csv_raw:
-        renderers["csv"] = functools.partial(csv_report.render, guard=False)
+        writers["csv"] = functools.partial(csv_report.write, guard=False)
     directory = api.reports_directory(cfg)
     if directory is not None and cfg.reports is not None:
         when = dt.datetime.fromisoformat(result.started_at)
         dated = dated_paths(directory, str(cfg.path), list(cfg.reports.formats), when)
         targets = [*dated.items(), *targets]
     for fmt, path in targets:
-        write_text(path, renderers[fmt](result))
+        write_report(path, functools.partial(writers[fmt], result))
     return [path for _, path in targets]
 
 

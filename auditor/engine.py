@@ -24,6 +24,7 @@ from auditor.checks.reference import KeyIndex, check_references, duplicates, gro
 from auditor.concurrency import RETRY_PAUSES_S, CancelToken, retrying
 from auditor.config.model import PiiRule, ReferenceRule, Settings
 from auditor.errors import DatabaseError
+from auditor.findings import FindingLog
 from auditor.mask import Masker
 from auditor.plan import RulePlan, SidePlan, display
 from auditor.recheck import Lookups, label_tuples, tuples
@@ -84,34 +85,32 @@ class RunOptions:
 
 @dataclass
 class Collector:
-    """Exact counts of every finding, and the first `cap` findings themselves."""
+    """Exact counts of every finding, and the first `cap` findings themselves (a FindingLog:
+    in flat memory however many)."""
 
     cap: int
     counts: Counter[str] = field(default_factory=Counter)
-    findings: list[Finding] = field(default_factory=list)
-    labels: dict[int, tuple] = field(default_factory=dict)
+    log: FindingLog = field(default_factory=FindingLog)
 
     def add(self, finding: Finding, labels: tuple | None = None) -> None:
         self.counts[finding.kind] += 1
-        if self.cap == 0 or len(self.findings) < self.cap:
-            if labels is not None:
-                self.labels[len(self.findings)] = labels
-            self.findings.append(finding)
+        if self.cap == 0 or self.log.count < self.cap:
+            self.log.add(finding, labels)
 
     def room(self, wanted: int) -> int:
         """How many of `wanted` more findings will still be listed."""
-        return wanted if self.cap == 0 else max(0, min(wanted, self.cap - len(self.findings)))
+        return wanted if self.cap == 0 else max(0, min(wanted, self.cap - self.log.count))
 
     def add_lazy(self, kind: str, build: Callable[[], tuple[Finding, tuple | None]]) -> None:
         """Count a finding; build it (masking, display values) only if it will be listed."""
-        if self.cap == 0 or len(self.findings) < self.cap:
+        if self.cap == 0 or self.log.count < self.cap:
             self.add(*build())
         else:
             self.counts[kind] += 1
 
     @property
     def truncated(self) -> bool:
-        return sum(self.counts.values()) > len(self.findings)
+        return sum(self.counts.values()) > self.log.count
 
 
 def run_rule(plan: RulePlan, options: RunOptions, progress: Progress, stop: threading.Event):
@@ -199,11 +198,11 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
                     confirming.popleft().result()
         compared = time.monotonic()
         log.event("compare_done", rule=rule.name, duration_s=round(compared - started, 3))
+        suggested = None
         if isinstance(rule, PiiRule) and rule.suggest_keys and not stop.is_set():
-            suggest_keys(plan, lookups, right, collector)
+            suggested = suggest_keys(plan, lookups, right, collector.log.labelled())
             log.event("suggest_done", rule=rule.name,
                       duration_s=round(time.monotonic() - compared, 3))  # fmt: skip
-    findings = sorted(collector.findings, key=_order)
     return RuleResult(
         name=rule.name,
         type=rule.type,
@@ -213,15 +212,9 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
         rows_scanned=rows,
         duration_s=time.monotonic() - started,
         counts=dict(sorted(collector.counts.items())),
-        findings=tuple(findings),
+        findings=collector.log.findings(suggested),
         findings_truncated=collector.truncated,
     )
-
-
-def _order(finding: Finding) -> tuple:
-    """Kind, then key in natural order (numbers as numbers), then field."""
-    key = [(0, v, "") if isinstance(v, int) else (1, 0, str(v)) for v in finding.key.values()]
-    return (finding.kind, key, finding.field or "")
 
 
 def _rows_per_partition(options: RunOptions, plan: RulePlan) -> int:

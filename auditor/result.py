@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -125,7 +126,7 @@ class RuleResult:
     rows_scanned: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
-    findings: tuple[Finding, ...] = ()
+    findings: Sequence[Finding] = ()  # a tuple, or SpilledFindings read from disk
     findings_truncated: bool = False
     description: str | None = None
     error_code: int | None = None  # exit code of the error that stopped this rule
@@ -136,7 +137,8 @@ class RuleResult:
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, findings: Any = None) -> dict[str, Any]:
+        """`findings` stands in for the list when given (the JSON writer streams them)."""
         return {
             "name": self.name,
             "type": self.type,
@@ -147,7 +149,7 @@ class RuleResult:
             "rows_scanned": dict(self.rows_scanned),
             "duration_s": round(self.duration_s, 3),
             "counts": dict(self.counts),
-            "findings": [f.to_dict() for f in self.findings],
+            "findings": [f.to_dict() for f in self.findings] if findings is None else findings,
             "findings_truncated": self.findings_truncated,
         }
 
@@ -192,7 +194,11 @@ class AuditResult:
         end = dt.datetime.fromisoformat(self.finished_at)
         return (end - start).total_seconds()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(
+        self, findings: list[Any] | None = None, diff: tuple[Any, Any] | None = None
+    ) -> dict[str, Any]:
+        """`findings` (one per rule) and `diff` (new, resolved) stand in for those lists
+        when given: the JSON writer streams them."""
         data = {
             "schema_version": 1,
             "run_id": self.run_id,
@@ -204,9 +210,12 @@ class AuditResult:
             "status": self.status,
             "exit_code": self.exit_code,
             "fail_on": self.fail_on,
-            "rules": [r.to_dict() for r in self.rules],
+            "rules": [
+                r.to_dict(None if findings is None else findings[i])
+                for i, r in enumerate(self.rules)
+            ],
             "totals": self.totals,
         }
         if self.diff is not None:
-            data |= {"baseline": self.baseline, "diff": self.diff.to_dict()}
+            data |= {"baseline": self.baseline, "diff": self.diff.to_dict(*(diff or ()))}
         return data

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,37 +36,34 @@ except ImportError:  # Windows: no advisory locks, no stale clean-up
 
 
 class ScratchFile:
-    """One anonymous file: `path` opens it (for pyarrow) until `close()`."""
+    """One anonymous file: `path` opens it (for pyarrow) until `close()`, or until nothing
+    refers to it any more."""
 
     def __init__(self, directory: Path) -> None:
-        self._fd: int | None = None
-        self._name: str | None = None
+        fd: int | None = None
+        name: str | None = None
         if _PROC_FD.is_dir():
             try:
-                self._fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
+                fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
             except (AttributeError, OSError):  # no O_TMPFILE here, or not on this file system
-                fd, name = tempfile.mkstemp(dir=directory, suffix=".arrow")
-                os.unlink(name)
-                self._fd = fd
+                fd, unlinked = tempfile.mkstemp(dir=directory, suffix=".arrow")
+                os.unlink(unlinked)
         else:
-            fd, self._name = tempfile.mkstemp(dir=directory, suffix=".arrow")
-            os.close(fd)
-
-    @property
-    def path(self) -> str:
-        if self._fd is not None:
-            return str(_PROC_FD / str(self._fd))
-        assert self._name is not None, "closed"
-        return self._name
+            kept, name = tempfile.mkstemp(dir=directory, suffix=".arrow")
+            os.close(kept)
+        self.path = str(_PROC_FD / str(fd)) if fd is not None else str(name)
+        self._release = weakref.finalize(self, _release, fd, name)
 
     def close(self) -> None:
         """Free the file. A memory map of it stays readable until it is dropped."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if self._name is not None:
-            Path(self._name).unlink(missing_ok=True)
-            self._name = None
+        self._release()
+
+
+def _release(fd: int | None, name: str | None) -> None:
+    if fd is not None:
+        os.close(fd)
+    if name is not None:
+        Path(name).unlink(missing_ok=True)
 
 
 class Scratch:
@@ -81,18 +79,18 @@ class Scratch:
                 exc, root, "cannot create a temp directory in"
             ) from None
         self._lock = _hold_lock(self.directory)
-        self._files: list[ScratchFile] = []
+        self._files: weakref.WeakSet[ScratchFile] = weakref.WeakSet()
         self._guard = threading.Lock()
 
     def file(self) -> ScratchFile:
         created = ScratchFile(self.directory)
         with self._guard:
-            self._files.append(created)
+            self._files.add(created)
         return created
 
     def close(self) -> None:
         with self._guard:
-            files, self._files = self._files, []
+            files, self._files = list(self._files), weakref.WeakSet()
         for scratch_file in files:
             scratch_file.close()
         shutil.rmtree(self.directory, ignore_errors=True)

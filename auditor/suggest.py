@@ -1,42 +1,54 @@
 """Wrong-entity detection: for a copy whose PII mismatches its source row, name the source
 row whose normalised PII the copy does match (`suggested_key`), e.g. ids swapped by a migration.
 
-It stays streaming: the fingerprints of the listed mismatches are kept (at most
-`max_findings`), and the spilled source side is read once more, batch by batch, narrowed by the
-first field that needs no phone parsing, two partitions at a time.
+It stays streaming: the fingerprints of SUGGEST_CHUNK listed mismatches at a time are kept, and
+the spilled source side is read once more per chunk, batch by batch, narrowed by the first
+field that needs no phone parsing, two partitions at a time.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from auditor.checks.base import normalise
 from auditor.config.model import PiiRule
+from auditor.findings import Suggestions
 from auditor.plan import RulePlan, display
 from auditor.recheck import Lookups, label_tuples
 from auditor.scan import Spill
 
-if TYPE_CHECKING:
-    from auditor.engine import Collector
-
 SCAN_THREADS = 2  # the machine's cores, as engine.COMPARE_WORKERS
+# Mismatches whose copies are looked up and matched per pass over the spilled source.
+SUGGEST_CHUNK = 100_000
 
 
-def suggest_keys(plan: RulePlan, lookups: Lookups, source: Spill, collector: Collector) -> None:
-    """For reported mismatches, name the one source row whose PII matches the copy."""
-    if not collector.labels:
-        return
-    copies = lookups.fetch(plan.left, "labels", list(collector.labels.values()))
+def suggest_keys(
+    plan: RulePlan, lookups: Lookups, source: Spill, labelled: Iterable[tuple]
+) -> Suggestions:
+    """For reported mismatches (the labels of their copy rows), the one source row whose PII
+    matches the copy, by copy labels. SUGGEST_CHUNK mismatches at a time: each chunk reads the
+    spilled source once more, so memory stays flat however many mismatches are listed."""
+    suggested: Suggestions = {}
+    labels = iter(labelled)
+    while chunk := list(itertools.islice(labels, SUGGEST_CHUNK)):
+        suggested.update(_suggest_chunk(plan, lookups, source, chunk))
+    return suggested
+
+
+def _suggest_chunk(
+    plan: RulePlan, lookups: Lookups, source: Spill, labelled: list[tuple]
+) -> Suggestions:
+    copies = lookups.fetch(plan.left, "labels", labelled)
     fingerprints = _fingerprints(plan, copies)
     anchor = _anchor_field(plan)
     wanted = {fp[anchor] for fp in fingerprints.values() if fp[anchor] is not None}
     if not wanted:
-        return
+        return {}
     matches: dict[tuple, set[tuple]] = {labels: set() for labels in fingerprints}
     by_anchor: dict[str, list[tuple]] = {}
     for labels, fingerprint in fingerprints.items():
@@ -70,13 +82,13 @@ def suggest_keys(plan: RulePlan, lookups: Lookups, source: Spill, collector: Col
                     fingerprint = fingerprints[labels]
                     if all(f is None or f == v for f, v in zip(fingerprint, values, strict=True)):
                         matches[labels].add(key)
-    for index, labels in collector.labels.items():
-        found = matches.get(labels, set())
+    suggested: Suggestions = {}
+    for labels, found in matches.items():
         if len(found) == 1:
             (key,) = found
             texts = {f"k{i}": part for i, part in enumerate(key)}
-            suggested = display(plan.right.compare, texts, "k")
-            collector.findings[index] = replace(collector.findings[index], suggested_key=suggested)
+            suggested[labels] = display(plan.right.compare, texts, "k")
+    return suggested
 
 
 def _fingerprints(plan: RulePlan, copies: pa.Table) -> dict[tuple, tuple]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import TextIO
 
 from auditor.report.safe import csv_cell
 from auditor.result import AuditResult
@@ -33,9 +34,14 @@ def _cell(value: object, guard: bool) -> object:
 
 
 def render(result: AuditResult, guard: bool = True) -> str:
+    out = io.StringIO()
+    write(result, out, guard)
+    return out.getvalue()
+
+
+def write(result: AuditResult, out: TextIO, guard: bool = True) -> None:
     """`guard`: a text cell that would start a formula gets a leading `'` (OWASP CSV
     injection); `--csv-raw` turns it off for a consumer that is no spreadsheet."""
-    out = io.StringIO()
     # CRLF, as RFC 4180 has it: a value holding a bare \r or \n is then quoted too.
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
@@ -44,4 +50,3 @@ def render(result: AuditResult, guard: bool = True) -> str:
             suggested = finding.suggested or finding.suggested_key
             row = {**finding.__dict__, "suggested": suggested}
             writer.writerow([_cell(row.get(column), guard) for column in COLUMNS])
-    return out.getvalue()

@@ -6,17 +6,20 @@ import contextlib
 import datetime as dt
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from auditor.errors import ResourceError
 
 EXTENSIONS = {"json": "json", "html": "html", "csv": "csv", "junit": "xml", "markdown": "md"}
 
 
-def write_text(path: str, text: str) -> None:
-    """Write a report; `-` is stdout. Files are created 0600: reports can name people."""
+def write_report(path: str, write: Callable[[TextIO], object]) -> None:
+    """Write a report with `write(file)`; `-` is stdout. Files are created 0600: reports can
+    name people."""
     if path == "-":
-        sys.stdout.write(text)
+        write(sys.stdout)
         sys.stdout.flush()
         return
     target = Path(path)
@@ -25,9 +28,14 @@ def write_text(path: str, text: str) -> None:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+            write(handle)
     except OSError as exc:
         raise ResourceError.from_os_error(exc, target, "cannot write report") from None
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a report held as one string (see write_report)."""
+    write_report(path, lambda handle: handle.write(text))
 
 
 def dated_paths(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -140,18 +140,25 @@ def _sample(rule: RuleResult) -> Table:
     return table
 
 
-def sample(findings: tuple[Finding, ...], n: int) -> list[Finding]:
-    """Up to n findings, taking kinds in turn so that every kind shows."""
-    by_kind: dict[str, list[Finding]] = {}
-    for finding in findings:
-        by_kind.setdefault(finding.kind, []).append(finding)
-    picked: list[Finding] = []
-    queues = list(by_kind.values())
-    while len(picked) < n and any(queues):
-        for queue in queues:
-            if queue and len(picked) < n:
-                picked.append(queue.pop(0))
-    return sorted(picked, key=findings.index)
+def sample(findings: Sequence[Finding], n: int) -> list[Finding]:
+    """Up to n findings, taking kinds in turn so that every kind shows; one pass, holding at
+    most n of each kind (a rule may list millions)."""
+    by_kind: dict[str, list[tuple[int, Finding]]] = {}
+    for position, finding in enumerate(findings):
+        first = by_kind.setdefault(finding.kind, [])
+        if len(first) < n:
+            first.append((position, finding))
+    picked: list[tuple[int, Finding]] = []
+    queues = [iter(first) for first in by_kind.values()]
+    while len(picked) < n and queues:
+        for queue in list(queues):
+            if len(picked) < n:
+                item = next(queue, None)
+                if item is None:
+                    queues.remove(queue)
+                else:
+                    picked.append(item)
+    return [finding for _, finding in sorted(picked, key=lambda item: item[0])]
 
 
 def _compact(value: dict[str, Any] | None) -> str:
@@ -233,12 +240,10 @@ def render_diff(out: Console, diff: Any) -> None:
     out.print(Text(summary, style="bold"))
 
 
-def new_findings_line(failing: list[dict[str, Any]], since: str | None, files: list[str]) -> str:
+def new_findings_line(failing: dict[str, int], since: str | None, files: list[str]) -> str:
     """One line for cron's mail: how many new findings, per rule, and where to read them."""
-    per_rule: dict[str, int] = {}
-    for finding in failing:
-        per_rule[finding["rule"]] = per_rule.get(finding["rule"], 0) + 1
-    rules = ", ".join(f"{name} {n:,}" for name, n in per_rule.items())
+    rules = ", ".join(f"{name} {n:,}" for name, n in failing.items())
     where = f" since {since}" if since else ""
     html = next((f for f in files if f.endswith(".html")), files[0] if files else None)
-    return f"{len(failing):,} new findings{where} ({rules})" + (f"; see {html}" if html else "")
+    total = sum(failing.values())
+    return f"{total:,} new findings{where} ({rules})" + (f"; see {html}" if html else "")
