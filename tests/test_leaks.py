@@ -150,3 +150,33 @@ rules:
     text = _everything(tmp_path, str(config))
     assert "integer" in text and "rules[0].from.where" in text
     assert "user1@example.com" not in text
+
+
+def test_a_redis_password_never_appears(tmp_path, write_config):
+    """Redis URLs (`redis://:pw@`, `redis://user:pw@`, `rediss://`, `?password=`) are redacted
+    like every other: in the config header `check` and `run` print, in errors and the log."""
+    secrets = ["Redis-S3cret-1", "Redis-S3cret-2", "Redis-S3cret-3", "Redis-S3cret-4"]
+    urls = [
+        f"redis://:{secrets[0]}@127.0.0.1:6379/5",
+        f"redis://auditor:{secrets[1]}@127.0.0.1:6379/5",
+        f"rediss://auditor:{secrets[2]}@127.0.0.1:6380/0",
+        f"redis://127.0.0.1:6379/5?password={secrets[3]}",
+    ]
+    (tmp_path / "shop.db").touch()
+    for index, url in enumerate(urls):
+        rule = {
+            "name": "cached",
+            "type": "reference",
+            "from": {"db": "cache", "table": "reviews", "columns": ["product_id"]},
+            "to": {"db": "shop", "table": "products", "columns": ["id"]},
+        }
+        databases = {"cache": {"url": url}, "shop": {"url": f"sqlite:///{tmp_path}/shop.db"}}
+        config = write_config(
+            {"version": 1, "databases": databases, "rules": [rule]}, f"{index}.yaml"
+        )
+        log = tmp_path / f"{index}.log"
+        ran = auditor("run", str(config), "--log-file", str(log), "--verbose")
+        checked = auditor("check", str(config))
+        text = ran.stdout + ran.stderr + checked.stdout + checked.stderr + log.read_text()
+        assert "127.0.0.1" in text, text  # the URL was shown, redacted
+        assert not any(secret in text for secret in secrets), text
