@@ -16,6 +16,7 @@ differently cannot carry anything past the check.
 from __future__ import annotations
 
 import difflib
+import logging
 
 import sqlglot
 import sqlglot.errors
@@ -55,6 +56,7 @@ SYNTAX = {
     "Interval", "Var", "Collate", "Introducer", "National", "HexString", "ByteString",
     "RawString", "BitString", "JSONExtract", "JSONExtractScalar", "JSONBExtract",
     "JSONBExtractScalar", "JSONPath", "JSONPathRoot", "JSONPathKey", "JSONPathSubscript",
+    "AtTimeZone", "JSONValue",
 }  # fmt: skip
 
 # Pure functions: text, numbers, null handling, dates and times. sqlglot gives the functions it
@@ -73,6 +75,16 @@ FUNCTIONS = {
     "DatetimeAdd", "DatetimeSub", "DatetimeDiff", "Extract", "Date", "Datetime", "Timestamp",
     "Day", "Month", "Year", "DayOfWeek", "TimeToStr", "StrToTime", "StrToDate",
     "TsOrDsToDate", "TsOrDsToTimestamp", "TimeStrToTime", "UnixToTime", "UnixSeconds",
+    "LastDay", "UtcDate", "UtcTime", "UtcTimestamp", "JustifyDays",
+    "JustifyHours", "JustifyInterval",
+    # more text and numbers
+    "SplitPart", "SubstringIndex", "RegexpReplace", "RegexpSubstr", "RegexpExtract", "MD5",
+    "SHA", "SHA2", "Hex", "Chr", "Ascii", "Unicode", "Repeat", "Format", "Elt", "ToNumber",
+    "Trunc", "Pow", "Sqrt", "Ln", "Log", "Exp", "WidthBucket", "Typeof",
+    # JSON and arrays: containment and size
+    "JSONType", "JSONValue", "JSONBContains", "JSONBContainsTopKey",
+    "JSONBContainsAnyTopKeys", "JSONBContainsAllTopKeys", "ArrayContains",
+    "ArrayContainsAll", "ArrayContainedBy", "ArrayOverlaps", "ArraySize",
 }  # fmt: skip
 FUNCTION_NAMES = {
     "now", "ifnull", "nvl", "char_length", "character_length", "octet_length", "btrim",
@@ -81,7 +93,11 @@ FUNCTION_NAMES = {
     "to_timestamp", "curdate", "curtime", "utc_date", "utc_timestamp", "unix_timestamp",
     "from_unixtime", "date_format", "datediff", "timestampdiff", "last_day", "dayofmonth",
     "dayofyear", "hour", "minute", "second", "week", "weekday", "quarter", "trunc", "mod",
-    "power", "sqrt", "ceiling",
+    "power", "sqrt", "ceiling", "all", "any", "cardinality", "array_length", "array_position",
+    "json_array_length", "jsonb_array_length", "json_unquote", "json_contains", "json_length",
+    "json_extract", "make_date", "make_timestamp", "num_nulls", "num_nonnulls", "find_in_set",
+    "field", "mid", "lcase", "ucase", "isnull", "iif", "substr", "timediff", "adddate",
+    "subdate", "sysdate", "time", "likely", "unlikely", "printf", "date_trunc",
 }  # fmt: skip
 # Types a cast may name: SQL's own, not a catalog lookup (regclass) or a user type.
 REFUSED_TYPES = {exp.DataType.Type.USERDEFINED, exp.DataType.Type.UNKNOWN}
@@ -96,7 +112,11 @@ DESCRIPTIONS = {
     "PropertyEQ": "an assignment",
     "Star": "*",
     "ObjectIdentifier": "a cast to a catalog type",
+    "Command": "a statement (sqlglot read it as one: write it as an expression)",
 }
+# sqlglot warns through logging when it falls back to reading a statement as a Command: that
+# is refused above, and its warning must not reach the terminal as a stray line.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 
 def checked(text: str, dialect: str, table: str, columns: list[str]) -> str:

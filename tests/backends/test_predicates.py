@@ -219,3 +219,68 @@ def test_allowed_predicates_run_as_written_on_every_backend(backend, database_fa
     assert ran.returncode == 1, ran.stderr
     (rule,) = json.loads(out.read_text())["rules"]
     assert rule["counts"] == {"soft_deleted": 1}  # review 13; 11, 12 and 14 filtered out
+
+
+# What people write, per database: each must pass the allowlist AND be compiled by the real
+# server as auditor renders it (`check` prepares every predicate with LIMIT 0).
+RENDERED = {
+    "postgresql": [
+        "status IN ('a', 'b') AND product_id BETWEEN 1 AND 9",
+        "coalesce(status, '') <> 'spam' AND NOT (status ILIKE 'x%')",
+        "created_at > now() - interval '30 days'",
+        "created_at >= DATE '2020-01-01' AND date_trunc('month', created_at) < now()",
+        "EXTRACT(YEAR FROM created_at) > 2019 AND created_at AT TIME ZONE 'UTC' > '2020-01-01'",
+        "status ~ '^[a-z]+$' AND status !~ 'x' AND status ~* 'O'",
+        "status::int > 0 OR length(status) > 2 OR status IS DISTINCT FROM 'x'",
+        "data->>'deleted' = 'true' AND data ? 'deleted' AND data @> '{\"a\": 1}'",
+        "product_id % 2 = 0 AND CASE WHEN status = 'a' THEN 1 ELSE 0 END = 0",
+        "split_part(status, ',', 1) = 'a' OR md5(status) = 'x' OR status = ANY('{a,b}')",
+    ],
+    "mariadb": [
+        "status IN ('a', 'b') AND product_id BETWEEN 1 AND 9",
+        "created_at > NOW() - INTERVAL 30 DAY AND DATE(created_at) > '2020-01-01'",
+        "YEAR(created_at) = 2020 OR DATEDIFF(NOW(), created_at) > 30",
+        "status REGEXP '^a' OR status NOT REGEXP 'b' OR status RLIKE 'c'",
+        "IFNULL(status, '') <> '' AND LENGTH(status) > 1 AND status <=> 'x'",
+        'status = "deleted" OR IF(product_id > 1, 1, 0) = 1',
+        "JSON_UNQUOTE(JSON_EXTRACT(data, '$.deleted')) = 'true' OR FIND_IN_SET('a', status) > 0",
+        "TIMESTAMPDIFF(DAY, created_at, NOW()) > 30 OR DATE_ADD(created_at, INTERVAL 1 DAY) > NOW()",
+        "CAST(status AS UNSIGNED) > 0 OR product_id DIV 2 = 1 OR SUBSTRING_INDEX(status, '@', -1) = 'a'",
+    ],
+    "sqlite": [
+        "status IN ('a', 'b') AND product_id BETWEEN 1 AND 9",
+        "created_at > datetime('now', '-30 days') OR julianday('now') - julianday(created_at) > 30",
+        "ifnull(status, '') <> '' AND length(status) > 1 AND substr(status, 1, 1) = 'a'",
+        "status GLOB 'a*' OR status LIKE 'b%' OR typeof(status) = 'text'",
+        "strftime('%Y', created_at) = '2020' OR status IS NOT 'x'",
+        "json_extract(data, '$.deleted') = 1 OR instr(status, 'a') > 0",
+        "CAST(status AS INTEGER) > 0 OR abs(product_id) > 1 OR status || 'x' <> ''",
+    ],
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_predicates_people_write_are_accepted_and_compiled_by_the_server(
+    backend, database_factory, tmp_path
+):
+    shop = database_factory(backend)
+    shop.execute("CREATE TABLE products (id INTEGER PRIMARY KEY, is_deleted INTEGER)")
+    data = "JSONB" if backend == "postgresql" else "TEXT"
+    created = "TIMESTAMP" if backend != "mariadb" else "DATETIME"
+    shop.execute(
+        f"CREATE TABLE reviews (id INTEGER PRIMARY KEY, product_id INTEGER, status VARCHAR(20), "
+        f"created_at {created}, data {data})"
+    )
+    rules = "".join(
+        f"""
+  - name: p{i}
+    type: reference
+    from: {{db: shop, table: reviews, columns: [product_id], where: {json.dumps(predicate)}}}
+    to: {{db: shop, table: products, columns: [id]}}"""
+        for i, predicate in enumerate(RENDERED[backend])
+    )
+    path = tmp_path / "many.yaml"
+    path.write_text(f'version: 1\ndatabases:\n  shop: {{url: "{shop.url}"}}\nrules:{rules}\n')
+    checked = auditor("check", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert "OK: " in checked.stdout and checked.stderr == ""
