@@ -17,18 +17,23 @@ from auditor.scratch import Scratch, ScratchFile
 from tests.conftest import make_database
 from tests.scenarios import build_pii
 
-# Runs an audit with both sides partitioned to disk, says so once the spill is written, and
-# waits there to be killed.
+# Runs an audit with both sides partitioned to disk, says so once both spills are written,
+# and waits there to be killed.
 KILLED_RUN = textwrap.dedent(
     """
-    import sys, time
+    import sys, threading, time
     from auditor import engine, scan
     engine.partition_count = lambda *a, **k: 4
     engine.HOLD_MAX_ROWS = 0
     finish = scan.Spill.finish
+    finished = []
+    lock = threading.Lock()
     def finish_then_wait(self):
         finish(self)
-        if self.rows:
+        with lock:
+            finished.append(self.rows)
+            both = len(finished) == 2
+        if both:
             print("spilled", flush=True)
             time.sleep(60)
     scan.Spill.finish = finish_then_wait

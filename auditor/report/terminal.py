@@ -134,20 +134,26 @@ def _sample(rule: RuleResult) -> Table:
     table = Table(title=title, title_justify="left", show_lines=False)
     for column in ("Kind", "Key", "Ref", "Details"):
         table.add_column(column, overflow="fold")
-    for finding in sample(rule.findings, SAMPLE):
+    for finding in sample(rule.findings, SAMPLE, rule.counts):
         cells = (finding.kind, _compact(finding.key), _compact(finding.ref), _details(finding))
         table.add_row(*(Text(cell) for cell in cells))
     return table
 
 
-def sample(findings: Sequence[Finding], n: int) -> list[Finding]:
+def sample(
+    findings: Sequence[Finding], n: int, counts: dict[str, int] | None = None
+) -> list[Finding]:
     """Up to n findings, taking kinds in turn so that every kind shows; one pass, holding at
-    most n of each kind (a rule may list millions)."""
+    most n of each kind, that ends once it has n of every kind in `counts` (a rule may list
+    millions, read back from disk)."""
     by_kind: dict[str, list[tuple[int, Finding]]] = {}
+    enough = {kind: min(n, count) for kind, count in (counts or {}).items() if count}
     for position, finding in enumerate(findings):
         first = by_kind.setdefault(finding.kind, [])
         if len(first) < n:
             first.append((position, finding))
+        if enough and all(len(by_kind.get(kind, ())) >= want for kind, want in enough.items()):
+            break
     picked: list[tuple[int, Finding]] = []
     queues = [iter(first) for first in by_kind.values()]
     while len(picked) < n and queues:
