@@ -231,3 +231,38 @@ def test_driver_panics_stay_off_the_terminal(database_factory, write_config):
     assert killed, "the scan was never caught running"
     assert result.returncode == 1, result.stderr  # retried, then findings as usual
     assert "panicked" not in result.stderr and result.stderr == ""
+
+
+# A statement on a connection the server terminated: the PostgreSQL ADBC driver before 1.11
+# formatted the error from a NULL result and aborted the process (apache/arrow-adbc#3878);
+# mid-scan, the same path took auditor down with SIGABRT instead of retrying.
+TERMINATED = """
+import sys
+import adbc_driver_manager as adbc, adbc_driver_postgresql, pyarrow as pa
+db = adbc_driver_postgresql.connect(sys.argv[1])
+victim, admin = adbc.AdbcConnection(db), adbc.AdbcConnection(db)
+def query(conn, sql):
+    with adbc.AdbcStatement(conn) as statement:
+        statement.set_sql_query(sql)
+        handle, _ = statement.execute_query()
+        return pa.RecordBatchReader.from_stream(handle).read_all()
+pid = query(victim, "SELECT pg_backend_pid() AS p")["p"][0].as_py()
+query(admin, f"SELECT pg_terminate_backend({pid})")
+try:
+    query(victim, "SELECT 1")
+except Exception as exc:
+    print("raised", type(exc).__name__)
+"""
+
+
+def test_the_postgresql_reader_survives_a_terminated_connection(database_factory):
+    import subprocess
+    import sys
+
+    db = database_factory("postgresql")
+    uri = sa.make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
+    done = subprocess.run(
+        [sys.executable, "-c", TERMINATED, uri], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-300:]
+    assert done.stdout.startswith("raised OperationalError"), done.stdout
