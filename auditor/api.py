@@ -43,6 +43,7 @@ class SideCheck:
     table: str
     estimated_rows: int | None
     lookup_index: str | None  # CREATE INDEX statement that would serve look-ups, or None
+    rereadable: bool = True  # files are not read again by the recheck
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
                     side.info.label,
                     side.info.estimated_rows,
                     side.lookup_index_hint(columns),
+                    side.rereadable,
                 )
                 for side, columns in lookups
             )
@@ -127,6 +129,8 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
 def _write_warning(database: Database, tables: list[sa.Table]) -> str | None:
     """A warning when the database's login could write to what it audits (SPEC: auditor never
     writes; a read-only login is what guarantees it), or None, also when that is unknown."""
+    if not isinstance(database, Database):  # files: opened read-only, no login
+        return None
     try:
         with database.snapshot() as conn:
             access = database.dialect.write_access(conn, tables)

@@ -211,7 +211,9 @@ class Audit:
             if not self.quiet:
                 terminal = _terminal()
                 out = terminal.console(stderr="-" in [path for _, path in self.targets])
-                databases = {n: redact(d.url) for n, d in cfg.databases.items()}
+                databases = {
+                    n: redact(d.url) if d.url else str(d.path) for n, d in cfg.databases.items()
+                }
                 terminal.header(out, str(cfg.path), databases)
                 progress = stack.enter_context(
                     terminal.ScanProgress(out, enabled=self.progress).running()
@@ -288,7 +290,7 @@ def demo(
         Path, typer.Option("--dir", metavar="DIR", help="Where to build the demo databases.")
     ] = Path("demo"),
 ) -> None:
-    """Build four SQLite databases with seeded problems, write their config and audit them."""
+    """Build SQLite databases and exported files with seeded problems, a config, and audit them."""
     from auditor import demo as demo_data
 
     config_path = demo_data.build(directory)

@@ -6,6 +6,8 @@ reported (emails differing in case, reformatted phone numbers, double spaces in 
 
 from __future__ import annotations
 
+import csv
+import gzip
 import random
 import sqlite3
 from pathlib import Path
@@ -217,13 +219,52 @@ def build_orders(path: Path, rng: random.Random, people: list) -> None:
     db.close()
 
 
+def build_exports(directory: Path, rng: random.Random) -> None:
+    """Ids that also rot outside SQL: bookmarked product URLs (CSV, a note may hold commas and
+    line breaks) and a gzipped access log. Seeded: 5001 (deleted), 13 (soft-deleted), 9001
+    (retired, now 5) and 9004 (retired twice, now 42); log lines with two ids or none."""
+    bookmarks = directory / "bookmarks"
+    bookmarks.mkdir(parents=True, exist_ok=True)
+    with (bookmarks / "2026-11.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["user", "url", "note"])
+        for user in range(1, 41):
+            product = {7: 5001, 19: 13, 23: 9001}.get(user, rng.randint(1, N_PRODUCTS))
+            note = "gift, maybe\nfor March" if user == 7 else ""
+            writer.writerow([f"user{user}", f"https://shop.example/products/{product}", note])
+        writer.writerow(["user41", "https://shop.example/help", ""])  # no product in it
+    lines = []
+    for number in range(1, 201):
+        product = {50: 9004, 120: 5002}.get(number, rng.randint(1, N_PRODUCTS))
+        lines.append(f"10.0.0.{number % 250} GET /products/{product} 200")
+    lines[99] = "10.0.0.9 GET /products/17?compare=/products/5003 200"  # two ids: 5003 gone
+    lines[149] = "10.0.0.9 GET /checkout 200"  # no id
+    logs = directory / "logs"
+    logs.mkdir(exist_ok=True)
+    with gzip.open(logs / "access-2026-12-01.log.gz", "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+PRODUCT_URL = r"/products/(?P<product_id>\d+)"
+
+
 def demo_config(directory: Path) -> dict:
     def url(name: str) -> str:
         return f"sqlite:///{(directory / f'{name}.db').resolve()}"
 
+    aliases = {"db": "catalog", "table": "product_id_aliases", "old": ["old_id"], "new": ["new_id"]}
+    live_products = {
+        "db": "catalog",
+        "table": "products",
+        "columns": ["id"],
+        "soft_delete": "deleted = TRUE",
+    }
     return {
         "version": 1,
-        "databases": {name: {"url": url(name)} for name in ("catalog", "reviews", "crm", "orders")},
+        "databases": {
+            **{name: {"url": url(name)} for name in ("catalog", "reviews", "crm", "orders")},
+            "exports": {"path": "exports"},
+        },
         "settings": {"batch_size": 1000, "mask": "partial", "max_findings": 100},
         "reports": {"dir": "reports", "formats": ["json", "html"]},
         "rules": [
@@ -237,18 +278,8 @@ def demo_config(directory: Path) -> dict:
                     "columns": ["product_id"],
                     "where": "status <> 'spam'",
                 },
-                "to": {
-                    "db": "catalog",
-                    "table": "products",
-                    "columns": ["id"],
-                    "soft_delete": "deleted = TRUE",
-                },
-                "aliases": {
-                    "db": "catalog",
-                    "table": "product_id_aliases",
-                    "old": ["old_id"],
-                    "new": ["new_id"],
-                },
+                "to": live_products,
+                "aliases": aliases,
                 "allow_null": False,
             },
             {
@@ -257,6 +288,33 @@ def demo_config(directory: Path) -> dict:
                 "description": "Wishlists reference products by SKU, a business key.",
                 "from": {"db": "reviews", "table": "wishlist_items", "columns": ["sku"]},
                 "to": {"db": "catalog", "table": "products", "columns": ["sku"]},
+            },
+            {
+                "name": "bookmarked-products",
+                "type": "reference",
+                "description": "Bookmarked product URLs still lead to a live product.",
+                "from": {
+                    "db": "exports",
+                    "table": "bookmarks/*.csv",
+                    "extract": {"column": "url", "pattern": PRODUCT_URL},
+                    "columns": ["product_id"],
+                },
+                "to": live_products,
+                "aliases": aliases,
+            },
+            {
+                "name": "access-log-products",
+                "type": "reference",
+                "severity": "warning",
+                "description": "Product ids in the access log (the audit trail) still exist.",
+                "from": {
+                    "db": "exports",
+                    "table": "logs/*.log.gz",
+                    "extract": {"column": "line", "pattern": PRODUCT_URL},
+                    "columns": ["product_id"],
+                },
+                "to": {"db": "catalog", "table": "products", "columns": ["id"]},
+                "aliases": aliases,
             },
             {
                 "name": "order-customer-pii",
@@ -290,7 +348,11 @@ def build(directory: Path) -> Path:
     build_reviews(directory / "reviews.db", rng)
     people = build_crm(directory / "crm.db", rng)
     build_orders(directory / "orders.db", rng, people)
+    build_exports(directory / "exports", rng)
     config = directory / "auditor-demo.yaml"
-    header = "# Written by `auditor demo`: four SQLite databases with seeded problems.\n"
+    header = (
+        "# Written by `auditor demo`: four SQLite databases and a folder of exported files,\n"
+        "# with seeded problems.\n"
+    )
     config.write_text(header + yaml.safe_dump(demo_config(directory), sort_keys=False))
     return config

@@ -24,6 +24,7 @@ from auditor.checks.reference import KeyIndex, check_references, duplicates, gro
 from auditor.concurrency import RETRY_PAUSES_S, CancelToken, retrying
 from auditor.config.model import PiiRule, ReferenceRule, Settings
 from auditor.errors import DatabaseError
+from auditor.extract import UNMATCHED
 from auditor.findings import FindingLog
 from auditor.mask import Masker
 from auditor.plan import RulePlan, SidePlan, display
@@ -213,6 +214,7 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
         duration_s=time.monotonic() - started,
         counts=dict(sorted(collector.counts.items())),
         findings=collector.log.findings(suggested),
+        keyed_by_ref=plan.left.extract is not None,
         findings_truncated=collector.truncated,
     )
 
@@ -324,6 +326,7 @@ def _streamed_pairs(plan: RulePlan, options: RunOptions, progress, stop, rows, r
     schema = side_schema(side, plan.key_types)
     chunk_rows = _rows_per_partition(options, plan)
     rows[side.role] = 0
+    rows.pop(UNMATCHED, None)
     report = _counter(plan, side, progress, rows)
     buffer: list[pa.RecordBatch] = []
     buffered = 0
@@ -348,6 +351,9 @@ def _counter(plan: RulePlan, side: SidePlan, progress: Progress, rows: dict[str,
     """Counts a side's rows as they are read (`rows[role]`, set to 0 first) and reports them."""
 
     def report(role: str, n: int) -> None:
+        if role == UNMATCHED:  # rows whose text held no reference: counted, not progress
+            rows[UNMATCHED] = rows.get(UNMATCHED, 0) + n
+            return
         rows[role] += n
         progress(plan.rule.name, role, n, side.info.estimated_rows)
 
@@ -361,6 +367,7 @@ def _read_side(plan, side: SidePlan, spill: Spill, options, progress, stop, rows
 
     def attempt() -> None:
         rows[side.role] = 0
+        rows.pop(UNMATCHED, None)
         scan_side(side, plan.key_types, spill, _batch_rows(side, options), report, stop)
 
     retrying(attempt, plan.rule.name, "scan_retry", stop, reset=spill.reset)
@@ -470,10 +477,15 @@ def _check(plan: RulePlan, left: pa.Table, right: pa.Table, groups: pa.Table, in
 def _recheck(plan: RulePlan, lookups: Lookups, chunk: pa.Table, identity: list[str]) -> pa.Table:
     """Candidates that are still findings when their rows are read again by key."""
     width = len(plan.key_types)
-    fresh_left = lookups.fetch(plan.left, "labels", label_tuples(chunk))
+    if plan.left.rereadable:
+        fresh_left = lookups.fetch(plan.left, "labels", label_tuples(chunk))
+    else:  # files do not change during a run: the rows as read, the other side read again
+        fresh_left = chunk.select(side_schema(plan.left, plan.key_types).names)
     fresh_right = lookups.fetch(plan.right, "compare", _valid_keys(fresh_left, width))
     fresh = _check(plan, fresh_left, fresh_right, group_keys(fresh_right, width))
     names = [n for n in chunk.column_names if n.startswith("r")] + identity
+    if plan.left.extract is not None:  # one row holds several references: each its own
+        names += [f"c{i}" for i in range(width)]
     wanted = set(tuples([chunk[n] for n in names]))
     mask = [row in wanted for row in tuples([fresh[n] for n in names])]
     return fresh.filter(pa.array(mask, pa.bool_()))

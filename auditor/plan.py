@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -19,10 +22,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from auditor import predicates
-from auditor.config.model import PiiRule, ReferenceRule, TableSide
+from auditor.config.model import FromSide, PiiRule, ReferenceRule, TableSide
 from auditor.db.engines import Database, error_number, is_timeout, sqlstate
 from auditor.db.reflect import TableInfo, category, reflect_table, unsigned_64
 from auditor.errors import AuditorError, ConfigError, DatabaseError
+from auditor.extract import SOURCE, Extraction
+from auditor.files import FILE, FILE_COLUMN, LINE, LINE_COLUMN, UNTYPED, FileStore
 from auditor.normalize import Pipeline, compile_pipeline
 
 Rule = ReferenceRule | PiiRule
@@ -47,6 +52,10 @@ class SidePlan:
     soft_delete: str | None = None
     row_bytes: int | None = None  # estimated width of a row as read (see sample_row_bytes)
     key_range: tuple[int, int] | None = None  # smallest and largest key (see read_key_range)
+    extract: Extraction | None = None  # references found inside a text column (SPEC §9)
+
+    # A SQL table is read again by key in the recheck; files are not (see auditor.files).
+    rereadable = True
 
     @property
     def label(self) -> str:
@@ -78,8 +87,11 @@ class SidePlan:
         return pa.uint64() if unsigned_64(column) else pa.int64()
 
     def _outputs(self) -> list[tuple[str, sa.Column]]:
+        compared = [(f"k{i}", c) for i, c in enumerate(self.compare)]
+        if self.extract is not None:  # the text is read; the compared columns come out of it
+            compared = [(SOURCE, self.extract.source)]
         return (
-            [(f"k{i}", c) for i, c in enumerate(self.compare)]
+            compared
             + [(f"r{i}", c) for i, c in enumerate(self.labels)]
             + [(f"v{i}", c) for i, c in enumerate(self.values)]
         )
@@ -110,6 +122,15 @@ class SidePlan:
         if self.where and filtered:
             query = query.where(sa.literal_column(f"({self.where})"))
         return query
+
+    def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The side's rows as raw batches named as `select` names them (k*, r*, v*, ...)."""
+        return self.database.stream(self.sql(), batch_rows)
+
+    def exploded(self, raw: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
+        """A raw batch with its extracted references as rows (see auditor.extract), and how
+        many of its rows held none; the batch as it is on a side without `extract`."""
+        return (raw, 0) if self.extract is None else self.extract.explode(raw)
 
     def sample_row_bytes(self, conn: Connection) -> int | None:
         """The average text length of the first SAMPLE_ROWS rows' scanned columns (plus 8 bytes
@@ -198,6 +219,40 @@ class SidePlan:
         return str(sa.schema.CreateIndex(index).compile(dialect=self.database.engine.dialect))
 
 
+@dataclass(frozen=True)
+class FileSidePlan(SidePlan):
+    """A side read from files (auditor.files): rows named by file and line, values as text,
+    no SQL, and not read again by the recheck."""
+
+    paths: tuple[Path, ...] = ()
+    rereadable = False
+
+    def display_type(self, column: sa.Column) -> pa.DataType:
+        return pa.int64() if isinstance(column.type, sa.Integer) else pa.string()
+
+    @property
+    def keys_unique(self) -> bool:
+        return False
+
+    def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        store: FileStore = self.database  # type: ignore[assignment]
+        outputs = [(n, c) for n, c in self._outputs() if not n.startswith("r")]  # r*: file, line
+        names = {FILE_COLUMN: "r0", LINE_COLUMN: "r1"} | {c.name: n for n, c in outputs}
+        wanted = list(dict.fromkeys(c.name for _, c in outputs))
+        for batch in store.stream(list(self.paths), wanted, batch_rows):
+            yield batch.rename_columns([names[n] for n in batch.schema.names])
+
+    @property
+    def repeated(self) -> dict[str, str]:
+        return {}
+
+    def prepare_predicates(self, conn: Connection) -> None:
+        """Files have no SQL (a `where` on one is refused while planning)."""
+
+    def lookup_index_hint(self, columns: tuple[sa.Column, ...]) -> str | None:
+        return None
+
+
 def _optional_row(conn: Connection, query: sa.Select) -> sa.Row | None:
     """One row of a planning query, or None when the database refuses it (the plan then does
     without); a lost connection is raised: it is no reason to plan blind."""
@@ -262,6 +317,8 @@ def plan_sides(rule: Rule, databases: dict[str, Database], check: bool = False):
 
     def plan_group(group: list[tuple[str, TableSide]]) -> list[SidePlan]:
         database = databases[group[0][1].db]
+        if isinstance(database, FileStore):
+            return [_file_side_plan(rule, role, side, database) for role, side in group]
         planned = []
         with database.snapshot() as conn:
             for role, side in group:
@@ -312,13 +369,17 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
         if role == "from":
             key = rule.from_.key
             labels = cols(key, "from", "key") if key else cols(_primary_key(info, role), role)
+            extraction = _extraction(rule.from_, info)
             return SidePlan(
                 role,
                 database,
                 info,
-                cols(rule.from_.columns, "from", "columns"),
+                _extracted_columns(rule.from_)
+                if extraction
+                else cols(rule.from_.columns, "from", "columns"),
                 labels=labels,
                 where=predicate(rule.from_.where, "from", "where"),
+                extract=extraction,
             )
         if role == "to":
             return SidePlan(
@@ -358,6 +419,56 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
         values=fields("copy"),
         where=predicate(rule.copy_.where, "copy", "where"),
     )
+
+
+def _file_side_plan(rule: Rule, role: str, side: TableSide, store: FileStore) -> SidePlan:
+    """A files side: only a reference's referencing side, without SQL predicates or `key`
+    (its rows are named by file and line)."""
+    if not (isinstance(rule, ReferenceRule) and role == "from"):
+        raise ConfigError(
+            f"{store.name} is a directory of files: it can be a reference rule's `from` side "
+            "(the rows that refer), not this one",
+            (role, "db"),
+        )
+    assert isinstance(side, FromSide)
+    for option in ("where", "key"):
+        if getattr(side, option) is not None:
+            raise ConfigError(
+                f"{option} is not for files ({store.name} is a directory): rows are named by "
+                "file and line; filter with extract",
+                (role, option),
+            )
+    try:
+        info, paths = store.reflect(side.table)
+    except ConfigError as exc:
+        raise exc.at(role, "table") from None
+    labels = (sa.Column(FILE, sa.Text()), sa.Column(LINE, sa.BigInteger()))
+    extraction = _extraction(side, info)
+    if extraction is not None:
+        compare = _extracted_columns(side)
+    else:
+        compare = tuple(_column(info, n, (role, "columns", i)) for i, n in enumerate(side.columns))
+    return FileSidePlan(
+        role,
+        store,  # type: ignore[arg-type]  # the SQL parts of SidePlan are overridden
+        info,
+        compare,
+        labels=labels,
+        extract=extraction,
+        paths=tuple(paths),
+    )
+
+
+def _extraction(side: FromSide, info: TableInfo) -> Extraction | None:
+    if side.extract is None:
+        return None
+    source = _column(info, side.extract.column, ("from", "extract", "column"))
+    return Extraction(source, re.compile(side.extract.pattern), tuple(side.columns))
+
+
+def _extracted_columns(side: FromSide) -> tuple[sa.Column, ...]:
+    """The compared columns `extract` makes: text, taking the other side's key type."""
+    return tuple(sa.Column(name, sa.Text(), info={UNTYPED: True}) for name in side.columns)
 
 
 def _column(info: TableInfo, name: str, loc: tuple[str | int, ...]) -> sa.Column:
@@ -403,6 +514,9 @@ def resolve_key_types(rule: Rule, left: tuple[sa.Column, ...], right: tuple[sa.C
 
 
 def _auto_key_type(rule: Rule, a: sa.Column, b: sa.Column) -> str:
+    if a.info.get(UNTYPED) or b.info.get(UNTYPED):  # text from a file or a match: as the other
+        known = b if a.info.get(UNTYPED) else a
+        return {"int": "int", "uuid": "uuid"}.get(category(known), "string")
     kinds = {category(a), category(b)}
     if kinds == {"int"}:
         return "int"

@@ -100,7 +100,7 @@ class Lookups:
                     pa.array(values, type=_integer_type(schema, name))
                     for name, values in zip(names, zip(*rows, strict=True), strict=True)
                 ]
-                raw = pa.RecordBatch.from_arrays(arrays, names=names)
+                raw, _ = side.exploded(pa.RecordBatch.from_arrays(arrays, names=names))
                 tables.append(
                     pa.Table.from_batches([prepare(raw, schema, key_types, side.repeated)])
                 )

@@ -38,6 +38,10 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "duplicate_key": ("ref", "count"),
 }
 OPTIONAL = ("note",)
+# What tells two findings apart across runs (`auditor diff`) on a rule whose rows can hold
+# several references (`extract`); the rule's report lists it as its `identity` (otherwise:
+# rule, kind, key, field).
+REF_IDENTITY = ("rule", "kind", "key", "ref", "field")
 
 
 def fails(severity: str, fail_on: str) -> bool:
@@ -132,6 +136,8 @@ class RuleResult:
     error_code: int | None = None  # exit code of the error that stopped this rule
     sqlstate: str | None = None  # what the database said about that error: for the log only
     errno: int | None = None
+    # One row can hold several references (`extract`): a finding is then known by its ref too.
+    keyed_by_ref: bool = False
 
     @property
     def total(self) -> int:
@@ -151,7 +157,7 @@ class RuleResult:
             "counts": dict(self.counts),
             "findings": [f.to_dict() for f in self.findings] if findings is None else findings,
             "findings_truncated": self.findings_truncated,
-        }
+        } | ({"identity": list(REF_IDENTITY)} if self.keyed_by_ref else {})
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from auditor.checks.base import as_text, canonical_key, number_text, partition_of, timestamp_text
 from auditor.errors import DatabaseError, Interrupted, ResourceError
+from auditor.extract import UNMATCHED
 from auditor.normalize import numpy_array
 from auditor.plan import DELETED, SidePlan
 from auditor.scratch import Scratch, ScratchFile
@@ -279,12 +280,15 @@ def prepared_batches(
     """One side, read in one read-only statement (one snapshot), as batches of `schema`."""
     repeated = side.repeated
     try:
-        for raw in prefetch(side.database.stream(side.sql(), batch_size), stop):
+        for raw in prefetch(side.stream(batch_size), stop):
             if stop.is_set():
                 raise Interrupted("interrupted while scanning")
             if raw.num_rows:
                 progress(side.role, raw.num_rows)
-                yield prepare(raw, schema, key_types, repeated)
+                references, unmatched = side.exploded(raw)
+                if unmatched:
+                    progress(UNMATCHED, unmatched)
+                yield prepare(references, schema, key_types, repeated)
     except DatabaseError as exc:
         raise side.refused(exc) from None
 

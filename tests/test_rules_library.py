@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -160,3 +161,50 @@ def test_pii_duplication(pair, monkeypatch):
         if rule == "order-customer-pii":
             expected.setdefault(("order-customer-contact", kind), set()).add(key)
     assert found == expected
+
+
+def _exports(root: Path) -> None:
+    """Bookmarks and an access log naming products of catalog_schema() (3 and 5 deleted;
+    100 -> 1, 101 -> 102 -> 4; 103 <-> 104)."""
+    (root / "bookmarks").mkdir(parents=True)
+    (root / "bookmarks" / "a.csv").write_text(
+        "user,url\n"
+        "u1,https://shop.example/products/1\n"  # live
+        "u2,https://shop.example/products/3\n"  # soft-deleted
+        "u3,https://shop.example/products/9\n"  # gone
+        "u4,https://shop.example/products/100\n"  # retired: now 1
+        "u5,https://shop.example/help\n"  # no id
+    )
+    (root / "logs" / "2026").mkdir(parents=True)
+    with gzip.open(root / "logs" / "2026" / "access.log.gz", "wt") as handle:
+        handle.write("GET /products/2\nGET /products/101 ref=/products/8\nGET /\n")
+
+
+def _file_findings(name: str) -> set[tuple]:
+    result = auditor.run(auditor.load_config(RULES / name))
+    (rule,) = result.rules
+    assert rule.error is None, rule.error
+    return {(f.kind, f.key["line"], f.ref["product_id"], str(f.suggested)) for f in rule.findings}
+
+
+def _catalog_and_exports(pair, monkeypatch, tmp_path) -> None:
+    _catalog_pair(pair, monkeypatch)
+    _exports(tmp_path / "exports")
+    monkeypatch.setenv("EXPORTS_DIR", str(tmp_path / "exports"))
+
+
+def test_broken_urls(pair, monkeypatch, tmp_path):
+    _catalog_and_exports(pair, monkeypatch, tmp_path)
+    assert _file_findings("broken-urls.yaml") == {
+        ("soft_deleted", 3, "3", "None"),
+        ("orphan", 4, "9", "None"),
+        ("stale_alias", 5, "100", "{'id': 1}"),
+    }
+
+
+def test_audit_trail(pair, monkeypatch, tmp_path):
+    _catalog_and_exports(pair, monkeypatch, tmp_path)
+    assert _file_findings("audit-trail.yaml") == {
+        ("stale_alias", 2, "101", "{'id': 4}"),
+        ("orphan", 2, "8", "None"),
+    }

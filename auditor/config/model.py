@@ -26,9 +26,24 @@ class Model(BaseModel):
 Columns = Annotated[list[str], Field(min_length=1)]
 
 
+FileFormat = Literal["auto", "csv", "jsonl", "parquet", "lines"]
+
+
 class DatabaseConfig(Model):
-    url: str
+    """A SQL database (`url`) or a directory of files (`path`, relative to the config)."""
+
+    url: str | None = None
     schema_: str | None = Field(default=None, alias="schema")
+    path: str | None = None
+    format: FileFormat = "auto"
+
+    @model_validator(mode="after")
+    def _url_or_path(self) -> DatabaseConfig:
+        if (self.url is None) == (self.path is None):
+            raise ValueError("give either url (a database) or path (a directory of files)")
+        if self.path is not None and self.schema_ is not None:
+            raise ValueError("schema is for SQL databases, not a path")
+        return self
 
 
 class Settings(Model):
@@ -55,9 +70,41 @@ class TableSide(Model):
         return _predicate(value)
 
 
+class Extract(Model):
+    """References found inside a text column: every match of `pattern` is one, and its named
+    groups are the columns the side's `columns` name."""
+
+    column: str
+    pattern: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _named_groups(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if not compiled.groupindex:
+            raise ValueError("needs named groups, e.g. '/products/(?P<product_id>\\d+)'")
+        return value
+
+
 class FromSide(TableSide):
     columns: Columns
     key: Columns | None = None
+    extract: Extract | None = None
+
+    @model_validator(mode="after")
+    def _extracted_columns(self) -> FromSide:
+        if self.extract is not None:
+            groups = re.compile(self.extract.pattern).groupindex
+            missing = [name for name in self.columns if name not in groups]
+            if missing:
+                raise ValueError(
+                    f"columns {missing} are no named group of extract.pattern "
+                    f"(it has {sorted(groups)})"
+                )
+        return self
 
 
 class ToSide(TableSide):

@@ -256,6 +256,7 @@ DEFAULT_DRIVERS = {
 
 def open_database(name: str, config: DatabaseConfig, timeout_s: int | None) -> Database:
     """Build the engine (no connection yet); a malformed URL is a config error."""
+    assert config.url is not None
     try:
         url = make_url(config.url)
     except ArgumentError:
@@ -299,12 +300,26 @@ def _install_session_setup(database: Database) -> None:
 
 
 def open_databases(config: Config) -> dict[str, Database]:
+    """Every configured database: SQL ones as engines (no connection yet), `path:` ones as
+    directories of files (relative to the config file)."""
+    from auditor.files import FileStore
+
     timeout = config.settings.statement_timeout_s
-    return {name: open_database(name, db, timeout) for name, db in config.databases.items()}
+    folder = Path(config.path).parent if config.path else Path()
+    opened: dict[str, Any] = {}
+    for name, db in config.databases.items():
+        if db.path is not None:
+            opened[name] = FileStore(name, folder / db.path, db.format)
+        else:
+            opened[name] = open_database(name, db, timeout)
+    return opened
 
 
 def ping(database: Database) -> None:
     """Connect once and run a trivial query; exit 3 with the driver's reason if it fails."""
+    if not isinstance(database, Database):  # a directory of files
+        database.ping()
+        return
     with database.snapshot() as conn:
         conn.execute(sa.select(sa.literal(1))).scalar()
 

@@ -33,15 +33,25 @@ HASH_BATCH = 4096  # findings hashed and looked up together
 FINDINGS_PREFIX = "rules.item.findings.item"
 
 
-def identity(finding: dict[str, Any]) -> tuple[str, str, str, str]:
+def identity(finding: dict[str, Any], with_ref: bool = False) -> tuple[str, ...]:
+    """rule + kind + key + field, and the ref on a rule whose rows hold several references."""
     key = json.dumps(finding.get("key"), sort_keys=True, ensure_ascii=False)
-    return (finding.get("rule", ""), finding.get("kind", ""), key, finding.get("field") or "")
+    found: tuple[str, ...] = (
+        finding.get("rule", ""),
+        finding.get("kind", ""),
+        key,
+        finding.get("field") or "",
+    )
+    if with_ref:
+        found += (json.dumps(finding.get("ref"), sort_keys=True, ensure_ascii=False),)
+    return found
 
 
-def _hash(finding: dict[str, Any]) -> int:
+def _hash(finding: dict[str, Any], keyed_by_ref: frozenset[str]) -> int:
     """A finding's identity as 64 bits: millions of them fit in a numpy array (a set of the
     identities themselves took gigabytes); a collision among 10M findings is 3 in a million."""
-    text = "\x1f".join(identity(finding)).encode("utf-8", "surrogatepass")
+    with_ref = finding.get("rule") in keyed_by_ref
+    text = "\x1f".join(identity(finding, with_ref)).encode("utf-8", "surrogatepass")
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
 
 
@@ -101,10 +111,16 @@ def of_result(result: AuditResult) -> Report:
 class Findings(Sequence[dict[str, Any]]):
     """Findings picked by identity out of sources, read again on each iteration."""
 
-    def __init__(self, sources: list[tuple[FindingSource, set[str]]], wanted: np.ndarray) -> None:
+    def __init__(
+        self,
+        sources: list[tuple[FindingSource, set[str]]],
+        wanted: np.ndarray,
+        keyed_by_ref: frozenset[str],
+    ) -> None:
         self._sources = sources
         self._wanted = wanted  # sorted identity hashes
         self._count = len(wanted)
+        self._keyed_by_ref = keyed_by_ref
 
     def __len__(self) -> int:
         return self._count
@@ -115,7 +131,9 @@ class Findings(Sequence[dict[str, Any]]):
         for source, rules in self._sources:
             stream = source.findings(rules)
             while batch := list(itertools.islice(stream, HASH_BATCH)):
-                hashes = np.fromiter((_hash(f) for f in batch), np.uint64, len(batch))
+                hashes = np.fromiter(
+                    (_hash(f, self._keyed_by_ref) for f in batch), np.uint64, len(batch)
+                )
                 for finding, keep in zip(batch, _isin(hashes, self._wanted), strict=True):
                     if keep:
                         yield finding
@@ -200,8 +218,13 @@ def diff_reports(old: Rules | None, new: Rules) -> ReportDiff:
     names = list(dict.fromkeys([*new, *old]))
     unknown = [n for n in names if not (known(_rule(old, n)) and known(_rule(new, n)))]
     compared = [n for n in names if n not in unknown]
-    before, before_rules = _hashes(old, compared)
-    after, after_rules = _hashes(new, compared)
+    keyed_by_ref = frozenset(
+        n
+        for n in compared
+        if any("ref" in (_rule(r, n) or {}).get("identity", ()) for r in (old, new))
+    )
+    before, before_rules = _hashes(old, compared, keyed_by_ref)
+    after, after_rules = _hashes(new, compared, keyed_by_ref)
     added, gone = ~_isin(after, before), ~_isin(before, after)
     rules = {}
     for index, name in enumerate(compared):
@@ -214,8 +237,8 @@ def diff_reports(old: Rules | None, new: Rules) -> ReportDiff:
         }
     severities = {n: str(new[n][0].get("severity", "")) for n in compared}
     return ReportDiff(
-        Findings(_sources(new, compared), np.sort(after[added])),
-        Findings(_sources(old, compared), np.sort(before[gone])),
+        Findings(_sources(new, compared), np.sort(after[added]), keyed_by_ref),
+        Findings(_sources(old, compared), np.sort(before[gone]), keyed_by_ref),
         sum(counts["persisting"] for counts in rules.values()),
         unknown,
         rules,
@@ -244,7 +267,9 @@ def _sources(rules: Rules, names: list[str]) -> list[tuple[FindingSource, set[st
     return list(grouped.values())
 
 
-def _hashes(rules: Rules, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _hashes(
+    rules: Rules, names: list[str], keyed_by_ref: frozenset[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """The distinct identity hashes of the named rules' findings, and each one's rule index."""
     index = {name: i for i, name in enumerate(names)}
     hashes: list[np.ndarray] = []
@@ -252,7 +277,8 @@ def _hashes(rules: Rules, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     for source, wanted in _sources(rules, names):
         stream = source.findings(wanted)
         while batch := list(itertools.islice(stream, HASH_BATCH)):
-            hashes.append(np.fromiter((_hash(f) for f in batch), np.uint64, len(batch)))
+            found = (_hash(f, keyed_by_ref) for f in batch)
+            hashes.append(np.fromiter(found, np.uint64, len(batch)))
             owners.append(np.fromiter((index[f["rule"]] for f in batch), np.int32, len(batch)))
     if not hashes:
         return np.zeros(0, np.uint64), np.zeros(0, np.int32)

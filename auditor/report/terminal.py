@@ -218,6 +218,8 @@ def render_check(out: Console, check: Any) -> None:
         for side in rule.sides:
             rows = "unknown" if side.estimated_rows is None else f"{side.estimated_rows:,}"
             index = Text("missing", style="yellow") if side.lookup_index else Text("ok", "green")
+            if not side.rereadable:
+                index = Text("- (files: not read again)", style="dim")
             table.add_row(side.role, side.table, rows, index)
         out.print(table)
         for warning in rule.warnings:

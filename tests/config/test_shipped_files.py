@@ -32,9 +32,12 @@ def test_readme_quick_start_works_against_the_demo(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
     demo.build(tmp_path / "demo")
+    # rules/ name the demo's exported files relative to themselves (../demo/exports)
+    monkeypatch.setenv("EXPORTS_DIR", str(tmp_path / "demo" / "exports"))
     for path in [ROOT / "config.example.yaml", *sorted((ROOT / "rules").glob("*.yaml"))]:
         config = auditor.load_config(path)
         assert auditor.check(config).rules, path
         result = auditor.run(config)
         assert all(r.error is None for r in result.rules), (path, [r.error for r in result.rules])
-        assert result.status == "fail", path  # the demo holds a problem for every rule
+        # the demo holds a problem for every rule (a warning rule's: status warn)
+        assert {r.status for r in result.rules} & {"fail", "warn"}, path

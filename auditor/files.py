@@ -1,0 +1,219 @@
+"""A directory of files as a store (SPEC §9): CSV, JSON lines, Parquet or plain lines, `.gz` too.
+
+Files are streamed record by record into Arrow batches of text, never a whole file in memory.
+Every row carries its file (relative to the directory) and the 1-based physical line where its
+record starts (the CSV header is line 1; a CSV value may span lines; the row number for
+Parquet): `{"file": ..., "line": ...}` is the key a finding names. Files are opened read-only
+and not read again by the recheck: they do not change during a run.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from auditor.db.reflect import TableInfo
+from auditor.errors import ConfigError, DatabaseError, ResourceError
+
+FILE, LINE = "file", "line"  # the key of a finding on a files side
+# How the file and line travel in a batch: a data column may be called `line` too.
+FILE_COLUMN, LINE_COLUMN = "__file", "__line"
+UNTYPED = "auditor.untyped"  # column info: text whose key type is the other side's
+EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+csv.field_size_limit(sys.maxsize)  # a log line or a JSON blob in one cell is no error
+
+
+@dataclass(frozen=True)
+class FileStore:
+    """A `path:` database: a directory, and the format of its files (`auto`: by extension)."""
+
+    name: str
+    directory: Path
+    format: str = "auto"
+    unavailable: DatabaseError | None = None
+
+    @property
+    def redacted(self) -> str:
+        return str(self.directory)
+
+    def ping(self) -> None:
+        if not self.directory.is_dir():
+            raise DatabaseError(f"database {self.name!r}: directory {self.directory} not found")
+
+    def warm_up(self) -> None:
+        """Nothing to open ahead: files are opened as they are read."""
+
+    def close(self) -> None:
+        """Nothing stays open between reads."""
+
+    def files(self, pattern: str) -> list[Path]:
+        """The files `pattern` matches under the directory (`*` within a folder, `**` across),
+        in name order; none is a config error about the side's `table`."""
+        self.ping()
+        found = sorted(p for p in self.directory.glob(pattern) if p.is_file())
+        if not found:
+            raise ConfigError(f"no file under {self.directory} matches {pattern!r}")
+        return found
+
+    def format_of(self, path: Path) -> str:
+        if self.format != "auto":
+            return self.format
+        suffixes = path.suffixes[-2:] if path.suffix == ".gz" else path.suffixes[-1:]
+        return EXTENSIONS.get(suffixes[0] if suffixes else "", "lines")
+
+    def reflect(self, pattern: str) -> tuple[TableInfo, list[Path]]:
+        """The side's columns, from its first file (CSV header, JSON paths of the first
+        record, Parquet schema, or `line`), all read as text."""
+        paths = self.files(pattern)
+        names = _columns(paths[0], self.format_of(paths[0]))
+        columns = (sa.Column(n, sa.Text(), info={UNTYPED: True}) for n in names)
+        table = sa.Table(pattern, sa.MetaData(), *columns)
+        return TableInfo(self.name, table, (), None, None), paths
+
+    def stream(self, paths: list[Path], columns: list[str], batch_rows: int):
+        """Batches of (file, line, *columns) as text, file by file."""
+        for path in paths:
+            relative = path.relative_to(self.directory).as_posix()
+            records = _records(path, self.format_of(path), columns)
+            try:
+                while True:
+                    rows = [row for _, row in zip(range(batch_rows), records, strict=False)]
+                    if not rows:
+                        break
+                    yield _batch(relative, rows, columns)
+            except (OSError, EOFError, UnicodeError, csv.Error, ValueError) as exc:
+                raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> Exception:
+    if isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile):
+        return ResourceError.from_os_error(exc, path, "cannot read")
+    return DatabaseError(f"cannot read {path}: {exc}")
+
+
+def _batch(relative: str, rows: list[tuple[int, list[Any]]], columns: list[str]) -> pa.RecordBatch:
+    arrays = [
+        pa.array([relative] * len(rows), pa.string()),
+        pa.array([number for number, _ in rows], pa.int64()),
+    ]
+    for index in range(len(columns)):
+        arrays.append(pa.array([values[index] for _, values in rows], pa.string()))
+    return pa.RecordBatch.from_arrays(arrays, names=[FILE_COLUMN, LINE_COLUMN, *columns])
+
+
+def _text(path: Path) -> io.TextIOWrapper:
+    """The file as text, decompressed when it ends in .gz; the caller closes it."""
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")  # noqa: SIM115
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+
+
+def _columns(path: Path, format: str) -> list[str]:
+    try:
+        if format == "parquet":
+            import pyarrow.parquet as pq
+
+            return [str(name) for name in pq.ParquetFile(path).schema_arrow.names]
+        if format == "lines":
+            return [LINE]
+        with _text(path) as handle:
+            if format == "csv":
+                return next(csv.reader(handle), [])
+            for text in handle:
+                if text.strip():
+                    return list(_flat(json.loads(text)))
+            return []
+    except (OSError, EOFError, UnicodeError, csv.Error, ValueError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _records(path: Path, format: str, columns: list[str]) -> Iterator[tuple[int, list[Any]]]:
+    """(line where the record starts, its values of `columns` as text or None)."""
+    if format == "parquet":
+        yield from _parquet(path, columns)
+        return
+    with _text(path) as handle:
+        if format == "csv":
+            yield from _csv(path, handle, columns)
+        elif format == "jsonl":
+            yield from _jsonl(path, handle, columns)
+        else:
+            for number, text in enumerate(handle, 1):
+                yield number, [text.rstrip("\r\n")]
+
+
+def _csv(path: Path, handle: io.TextIOWrapper, columns: list[str]):
+    reader = csv.reader(handle)
+    header = next(reader, [])
+    where = {name: i for i, name in enumerate(header)}
+    missing = [c for c in columns if c not in where]
+    if missing:
+        raise ValueError(f"no column {missing[0]!r} in its header")
+    wanted = [where[c] for c in columns]
+    start = reader.line_num + 1
+    for row in reader:
+        if row:
+            yield start, [row[i] if i < len(row) else None for i in wanted]
+        start = reader.line_num + 1
+
+
+def _jsonl(path: Path, handle: io.TextIOWrapper, columns: list[str]):
+    for number, text in enumerate(handle, 1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"line {number}: not JSON ({exc})") from None
+        yield number, [_text_of(_dotted(record, name)) for name in columns]
+
+
+def _parquet(path: Path, columns: list[str]):
+    import pyarrow.parquet as pq
+
+    number = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=8192, columns=columns):
+        texts = [batch.column(c).cast(pa.string()).to_pylist() for c in columns]
+        for row in range(batch.num_rows):
+            number += 1
+            yield number, [column[row] for column in texts]
+
+
+def _flat(record: Any, prefix: str = "") -> Iterator[str]:
+    """Dotted paths of a JSON object's fields: `{"a": {"b": 1}}` has `a.b`."""
+    if isinstance(record, dict):
+        for key, value in record.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict) and value:
+                yield from _flat(value, f"{path}.")
+            else:
+                yield path
+
+
+def _dotted(record: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(record, dict) or part not in record:
+            return None
+        record = record[part]
+    return record
+
+
+def _text_of(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)

@@ -1,0 +1,204 @@
+"""Files as the referencing side (SPEC §9): bookmarked URLs and access logs whose ids were
+deleted, soft-deleted or retired, against the catalog on every SQL backend. Exact findings, and
+near misses that must not be reported (a live id, a retired id's current one, `0001` for 1
+under an integer key, lines without an id)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+import yaml
+
+import auditor
+from auditor.engine import RunOptions
+from tests.cli.test_cli import auditor as cli
+
+BACKENDS = ["sqlite", "postgresql", "mariadb"]
+PRODUCTS = "/products/(?P<product_id>\\d+)"
+
+
+def _catalog(database) -> None:
+    database.execute("CREATE TABLE products (id INTEGER PRIMARY KEY, deleted INTEGER)")
+    database.execute("INSERT INTO products VALUES (1, 0), (2, 0), (3, 1), (4, 0), (5, 0)")
+    database.execute("CREATE TABLE product_id_aliases (old_id INTEGER PRIMARY KEY, new_id INTEGER)")
+    database.execute("INSERT INTO product_id_aliases VALUES (100, 1)")
+
+
+def _exports(root: Path) -> None:
+    (root / "bookmarks").mkdir(parents=True)
+    (root / "bookmarks" / "2026-11.csv").write_text(
+        "user,url,note\n"
+        'ann,https://shop.example/products/1,"ok, fine"\n'  # line 2: live
+        'bob,https://shop.example/products/9,"two\nlines"\n'  # line 3 (to 4): orphan 9
+        "cy,https://shop.example/about,none\n"  # line 5: no id
+        'dee,"https://shop.example/products/3?from=/products/2",x\n',  # line 6: 3 soft, 2 live
+        newline="",
+    )
+    with gzip.open(root / "bookmarks" / "2026-12.csv.gz", "wt", newline="") as handle:
+        handle.write("user,url\neve,/products/100\nfay,/products/0001\n")  # stale 100; 1 live
+    (root / "logs").mkdir()
+    with gzip.open(root / "logs" / "access.log.gz", "wt") as handle:
+        handle.write(
+            "GET /products/1 200\n"  # live
+            "GET /products/7 404 referer=/products/8\n"  # two orphans on line 2
+            "GET / 200\n"  # no id
+            "\n"  # blank: no id
+            "GET /products/5 200\n"  # live
+        )
+    (root / "events.jsonl").write_text(
+        json.dumps({"event": {"product": 5}})
+        + "\n"  # live
+        + "\n"  # blank line 2
+        + json.dumps({"event": {"product": 77}})
+        + "\n"  # line 3: orphan 77
+        + json.dumps({"other": 1})
+        + "\n"  # no product: NULL, allowed
+    )
+    pq.write_table(pa.table({"product_id": [1, 66]}), root / "orders.parquet")
+
+
+def _config(tmp_path: Path, catalog_url: str) -> Path:
+    reference = {"type": "reference", "to": {"db": "catalog", "table": "products",
+                                            "columns": ["id"], "soft_delete": "deleted = 1"}}  # fmt: skip
+    aliases = {"db": "catalog", "table": "product_id_aliases", "old": ["old_id"], "new": ["new_id"]}
+    rules = [
+        {**reference, "name": "bookmarks", "aliases": aliases,
+         "from": {"db": "exports", "table": "bookmarks/*.csv*",
+                  "extract": {"column": "url", "pattern": PRODUCTS}, "columns": ["product_id"]}},
+        {**reference, "name": "access-log",
+         "from": {"db": "exports", "table": "logs/**/*.gz", "extract": {"column": "line",
+                  "pattern": PRODUCTS}, "columns": ["product_id"]}},
+        {**reference, "name": "events",
+         "from": {"db": "exports", "table": "*.jsonl", "columns": ["event.product"]}},
+        {**reference, "name": "orders",
+         "from": {"db": "exports", "table": "*.parquet", "columns": ["product_id"]}},
+    ]  # fmt: skip
+    for rule in rules[1:]:
+        rule["to"] = {k: v for k, v in rule["to"].items() if k != "soft_delete"}
+    config = {
+        "version": 1,
+        "databases": {"catalog": {"url": catalog_url}, "exports": {"path": "exports"}},
+        "rules": rules,
+    }
+    path = tmp_path / "files.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+EXPECTED = {
+    "bookmarks": [
+        ("orphan", {"file": "bookmarks/2026-11.csv", "line": 3}, {"product_id": "9"}),
+        ("soft_deleted", {"file": "bookmarks/2026-11.csv", "line": 6}, {"product_id": "3"}),
+        ("stale_alias", {"file": "bookmarks/2026-12.csv.gz", "line": 2}, {"product_id": "100"}),
+    ],
+    "access-log": [
+        ("orphan", {"file": "logs/access.log.gz", "line": 2}, {"product_id": "7"}),
+        ("orphan", {"file": "logs/access.log.gz", "line": 2}, {"product_id": "8"}),
+    ],
+    "events": [("orphan", {"file": "events.jsonl", "line": 3}, {"event.product": "77"})],
+    "orders": [("orphan", {"file": "orders.parquet", "line": 2}, {"product_id": "66"})],
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ids_in_files_against_every_backend(backend, database_factory, tmp_path):
+    catalog = database_factory(backend)
+    _catalog(catalog)
+    _exports(tmp_path / "exports")
+    config = auditor.load_config(_config(tmp_path, catalog.url))
+    result = auditor.run(config, options=RunOptions(max_findings=0, batch_size=2))
+    by_rule = {rule.name: rule for rule in result.rules}
+    for name, expected in EXPECTED.items():
+        rule = by_rule[name]
+        assert rule.error is None, rule.error
+        assert [(f.kind, f.key, f.ref) for f in rule.findings] == expected, name
+    stale = by_rule["bookmarks"].findings[2]
+    assert stale.suggested == {"id": 1}
+    assert by_rule["bookmarks"].rows_scanned["rows_unmatched"] == 1  # the about page
+    assert by_rule["bookmarks"].rows_scanned["from"] == 6
+    assert by_rule["access-log"].rows_scanned["rows_unmatched"] == 2  # `GET /` and the blank
+    assert result.exit_code == 1
+
+
+def test_a_row_with_several_references_is_known_by_each(database_factory, tmp_path):
+    """diff tells the two orphans of one log line apart (the rule's identity has `ref`)."""
+    catalog = database_factory("sqlite")
+    _catalog(catalog)
+    _exports(tmp_path / "exports")
+    config = _config(tmp_path, catalog.url)
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    assert cli("run", str(config), "-q", "--rule", "access-log", "--json", str(old)).returncode == 1
+    log = tmp_path / "exports" / "logs" / "access.log.gz"
+    with gzip.open(log, "wt") as handle:  # on line 2: 7 stays, 8 fixed, 6 appears
+        handle.write("GET /products/1 200\nGET /products/7 404 referer=/products/6\n")
+    assert cli("run", str(config), "-q", "--rule", "access-log", "--json", str(new)).returncode == 1
+    report = json.loads(new.read_text())
+    assert report["rules"][0]["identity"] == ["rule", "kind", "key", "ref", "field"]
+    compared = auditor.api.diff(str(old), str(new))
+    assert [f["ref"] for f in compared.new] == [{"product_id": "6"}]
+    assert [f["ref"] for f in compared.resolved] == [{"product_id": "8"}]
+    assert compared.persisting == 1  # 7, same line: the same finding
+
+
+def test_extract_on_a_sql_text_column(database_factory, tmp_path):
+    """`extract` works on SQL sides too, and the recheck reads the row again and re-extracts:
+    a URL fixed between scan and recheck is no finding."""
+    shop = database_factory("sqlite")
+    _catalog(shop)
+    shop.execute("CREATE TABLE pages (id INTEGER PRIMARY KEY, body TEXT)")
+    shop.execute(
+        "INSERT INTO pages VALUES (1, 'see /products/1 and /products/9'), (2, 'no link'), "
+        "(3, '/products/12')"
+    )
+    rule = {"name": "links", "type": "reference",
+            "from": {"db": "shop", "table": "pages", "columns": ["product_id"],
+                     "extract": {"column": "body", "pattern": PRODUCTS}},
+            "to": {"db": "shop", "table": "products", "columns": ["id"]}}  # fmt: skip
+    path = tmp_path / "links.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "databases": {"shop": {"url": shop.url}},
+                                    "rules": [rule]}))  # fmt: skip
+    config = auditor.load_config(path)
+
+    def fix_page_3() -> None:
+        shop.execute("UPDATE pages SET body = '/products/2' WHERE id = 3")
+
+    result = auditor.run(config, options=RunOptions(before_recheck=fix_page_3)).rules[0]
+    assert [(f.kind, f.key, f.ref) for f in result.findings] == [
+        ("orphan", {"id": 1}, {"product_id": "9"})
+    ]
+    assert result.rows_scanned == {"to": 5, "from": 3, "rows_unmatched": 1}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r[0]["from"].update(table="nothing/*.csv"), "rules[0].from.table: no file under"),
+        (lambda r: r[2]["from"].update(where="1 = 1"), "rules[2].from.where: where is not for files"),
+        (lambda r: r[0]["from"]["extract"].update(column="link"), "rules[0].from.extract.column"),
+        (lambda r: r[0]["from"]["extract"].update(pattern="/products/(\\d+)"), "named groups"),
+        (lambda r: r[0]["from"].update(columns=["id"]), "no named group"),
+        (lambda r: r[2]["from"].update(columns=["event.prodct"]), "did you mean 'event.product'"),
+        (lambda r: r.append({**r[3], "name": "flip", "from": r[3]["to"], "to": r[3]["from"]}),
+         "rules[4].to.db: exports is a directory of files"),
+    ],
+)  # fmt: skip
+def test_mistakes_on_a_files_side_are_one_line_with_file_and_line(tmp_path, change, message):
+    catalog = tmp_path / "catalog.db"
+    with sa.create_engine(f"sqlite:///{catalog}").begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE products (id INTEGER PRIMARY KEY, deleted INTEGER)")
+        conn.exec_driver_sql("CREATE TABLE product_id_aliases (old_id INTEGER, new_id INTEGER)")
+    _exports(tmp_path / "exports")
+    path = _config(tmp_path, f"sqlite:///{catalog}")
+    data = yaml.safe_load(path.read_text())
+    change(data["rules"])
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    checked = cli("check", str(path))
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert message in checked.stderr and "files.yaml:" in checked.stderr, checked.stderr
+    assert checked.stderr.count("\n") == 1 and "Traceback" not in checked.stderr
