@@ -29,6 +29,7 @@ from auditor.errors import AuditorError, ConfigError, DatabaseError
 from auditor.extract import SOURCE, Extraction
 from auditor.files import FILE, FILE_COLUMN, LINE, LINE_COLUMN, UNTYPED, FileStore
 from auditor.normalize import Pipeline, compile_pipeline
+from auditor.redis_store import KEY_COLUMN, REDIS_KEY, KeyPattern, RedisStore
 
 Rule = ReferenceRule | PiiRule
 DELETED = "__deleted"
@@ -220,12 +221,9 @@ class SidePlan:
 
 
 @dataclass(frozen=True)
-class FileSidePlan(SidePlan):
-    """A side read from files (auditor.files): rows named by file and line, values as text,
-    no SQL, and not read again by the recheck."""
-
-    paths: tuple[Path, ...] = ()
-    rereadable = False
+class StoreSidePlan(SidePlan):
+    """A side of a store other than SQL: values as text, rows named by the store (file and
+    line, a Redis key) in r*, no SQL predicates."""
 
     def display_type(self, column: sa.Column) -> pa.DataType:
         return pa.int64() if isinstance(column.type, sa.Integer) else pa.string()
@@ -234,23 +232,68 @@ class FileSidePlan(SidePlan):
     def keys_unique(self) -> bool:
         return False
 
-    def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        store: FileStore = self.database  # type: ignore[assignment]
-        outputs = [(n, c) for n, c in self._outputs() if not n.startswith("r")]  # r*: file, line
-        names = {FILE_COLUMN: "r0", LINE_COLUMN: "r1"} | {c.name: n for n, c in outputs}
-        wanted = list(dict.fromkeys(c.name for _, c in outputs))
-        for batch in store.stream(list(self.paths), wanted, batch_rows):
-            yield batch.rename_columns([names[n] for n in batch.schema.names])
-
     @property
     def repeated(self) -> dict[str, str]:
         return {}
 
+    def _named(self, batch: pa.RecordBatch, stored: dict[str, str]) -> pa.RecordBatch:
+        """A store's batch (its row names under `stored` -> r*, columns by name) as the
+        outputs `select` would name them; a column may stand in two outputs."""
+        outputs = [(n, stored.get(c.name, c.name)) for n, c in self._outputs()]
+        if any(n.startswith("r") for n, _ in outputs):
+            labels = {n for n, _ in outputs if n.startswith("r")}
+            outputs = [(n, c) for n, c in outputs if not n.startswith("r")]
+            outputs += [(r, key) for key, r in stored.items() if r in labels]
+        return pa.RecordBatch.from_arrays(
+            [batch.column(c) for _, c in outputs], names=[n for n, _ in outputs]
+        )
+
     def prepare_predicates(self, conn: Connection) -> None:
-        """Files have no SQL (a `where` on one is refused while planning)."""
+        """No SQL here (a `where` on such a side is refused while planning)."""
 
     def lookup_index_hint(self, columns: tuple[sa.Column, ...]) -> str | None:
         return None
+
+
+@dataclass(frozen=True)
+class FileSidePlan(StoreSidePlan):
+    """A side read from files (auditor.files): rows named by file and line, not read again
+    by the recheck."""
+
+    paths: tuple[Path, ...] = ()
+    rereadable = False
+
+    def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        store: FileStore = self.database  # type: ignore[assignment]
+        wanted = list(dict.fromkeys(c.name for n, c in self._outputs() if not n.startswith("r")))
+        for batch in store.stream(list(self.paths), wanted, batch_rows):
+            yield self._named(batch, {FILE_COLUMN: "r0", LINE_COLUMN: "r1"})
+
+
+@dataclass(frozen=True)
+class RedisSidePlan(StoreSidePlan):
+    """A side read from a Redis keyspace (auditor.redis_store): rows named by their key,
+    read again by key in the recheck."""
+
+    pattern: KeyPattern | None = None
+    value: str = "none"
+
+    def _wanted(self) -> list[str]:
+        return list(dict.fromkeys(c.name for n, c in self._outputs() if not n.startswith("r")))
+
+    def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        store: RedisStore = self.database  # type: ignore[assignment]
+        assert self.pattern is not None
+        for batch in store.stream(self.pattern, self.value, self._wanted(), batch_rows):
+            yield self._named(batch, {KEY_COLUMN: "r0"})
+
+    def read_again(self, by: str, wanted: list[tuple]) -> pa.RecordBatch:
+        """The rows of these keys (`by="labels"`: the key is the only label) as they are now."""
+        assert by == "labels" and self.pattern is not None
+        store: RedisStore = self.database  # type: ignore[assignment]
+        keys = [str(labels[0]) for labels in wanted]
+        batch = store.read_again(self.pattern, self.value, self._wanted(), keys)
+        return self._named(batch, {KEY_COLUMN: "r0"})
 
 
 def _optional_row(conn: Connection, query: sa.Select) -> sa.Row | None:
@@ -319,6 +362,11 @@ def plan_sides(rule: Rule, databases: dict[str, Database], check: bool = False):
         database = databases[group[0][1].db]
         if isinstance(database, FileStore):
             return [_file_side_plan(rule, role, side, database) for role, side in group]
+        if isinstance(database, RedisStore):
+            return [_redis_side_plan(rule, role, side, database) for role, side in group]
+        for role, side in group:
+            if side.value is not None:
+                raise ConfigError(f"value is for Redis sides; {side.db} is SQL", (role, "value"))
         planned = []
         with database.snapshot() as conn:
             for role, side in group:
@@ -448,15 +496,55 @@ def _file_side_plan(rule: Rule, role: str, side: TableSide, store: FileStore) ->
         compare = _extracted_columns(side)
     else:
         compare = tuple(_column(info, n, (role, "columns", i)) for i, n in enumerate(side.columns))
-    return FileSidePlan(
-        role,
-        store,  # type: ignore[arg-type]  # the SQL parts of SidePlan are overridden
-        info,
-        compare,
-        labels=labels,
-        extract=extraction,
-        paths=tuple(paths),
-    )
+    options = {"labels": labels, "extract": extraction, "paths": tuple(paths)}
+    return _store_side(FileSidePlan, role, store, info, compare, options)
+
+
+def _store_side(kind, role: str, store: Any, info: TableInfo, compare, options) -> SidePlan:
+    """A StoreSidePlan: `store` stands where a SidePlan holds its SQL Database, every part of
+    which the subclass overrides."""
+    return kind(role, store, info, compare, **options)
+
+
+def _redis_side_plan(rule: Rule, role: str, side: TableSide, store: RedisStore) -> SidePlan:
+    """A Redis side: a reference's `from` (cache entries that refer) or a PII `copy` (cached
+    copies), rows named by their key."""
+    referring = isinstance(rule, ReferenceRule) and role == "from"
+    if not (referring or (isinstance(rule, PiiRule) and role == "copy")):
+        raise ConfigError(
+            f"{store.name} is a Redis keyspace: it can be a reference rule's `from` or a pii "
+            "rule's `copy` side, not this one",
+            (role, "db"),
+        )
+    for option in ("where", "key" if referring else "row_key", "extract"):
+        if getattr(side, option, None) is not None:
+            raise ConfigError(
+                f"{option} is not for Redis sides ({store.name}): entries are named by their key",
+                (role, option),
+            )
+    value = side.value or "none"
+    if isinstance(rule, ReferenceRule):
+        names = list(rule.from_.columns)
+    else:
+        names = [*rule.copy_.key, *(f.copy_ for f in rule.fields)]
+    try:
+        info, pattern = store.reflect(side.table, value, names)
+    except ConfigError as exc:
+        raise exc.at(role, "table") from None
+
+    def cols(names: list[str], *loc: str | int) -> tuple[sa.Column, ...]:
+        return tuple(_column(info, n, (*loc, i)) for i, n in enumerate(names))
+
+    labels = (sa.Column(REDIS_KEY, sa.Text()),)
+    values: tuple[sa.Column, ...] = ()
+    if isinstance(rule, ReferenceRule):
+        compare = cols(rule.from_.columns, role, "columns")
+    else:
+        compare = cols(rule.copy_.key, role, "key")
+        fields = enumerate(rule.fields)
+        values = tuple(_column(info, f.copy_, ("fields", i, "copy")) for i, f in fields)
+    options = {"labels": labels, "values": values, "pattern": pattern, "value": value}
+    return _store_side(RedisSidePlan, role, store, info, compare, options)
 
 
 def _extraction(side: FromSide, info: TableInfo) -> Extraction | None:

@@ -23,7 +23,7 @@ from auditor.checks.base import canonical_key
 from auditor.concurrency import Stop, retrying
 from auditor.db.reflect import category, unsigned_64
 from auditor.errors import Interrupted
-from auditor.plan import RulePlan, SidePlan
+from auditor.plan import RedisSidePlan, RulePlan, SidePlan
 from auditor.scan import prepare, side_schema
 
 CHUNK = 500
@@ -76,6 +76,8 @@ class Lookups:
         )
 
     def _fetch(self, side: SidePlan, by: str, wanted: list[tuple]) -> pa.Table:
+        if isinstance(side, RedisSidePlan):
+            return self._read(side, by, wanted)
         try:
             return self._read(side, by, wanted)
         except sa.exc.DBAPIError as exc:
@@ -85,6 +87,9 @@ class Lookups:
         columns = side.labels if by == "labels" else side.compare
         key_types = self.plan.key_types
         schema = side_schema(side, key_types)
+        if isinstance(side, RedisSidePlan):  # read again by key, not by SQL
+            raw, _ = side.exploded(side.read_again(by, wanted))
+            return pa.Table.from_batches([prepare(raw, schema, key_types, side.repeated)])
         tables = [schema.empty_table()]
         dialect = side.database.dialect
         chunk_size = dialect.lookup_chunk if len(columns) == 1 else CHUNK

@@ -63,6 +63,8 @@ class TableSide(Model):
     db: str
     table: str
     where: str | None = None
+    # A Redis side's values (SPEC §9): none (keys only), hash, json or string.
+    value: Literal["none", "hash", "json", "string"] | None = None
 
     @field_validator("where")
     @classmethod

@@ -303,6 +303,7 @@ def open_databases(config: Config) -> dict[str, Database]:
     """Every configured database: SQL ones as engines (no connection yet), `path:` ones as
     directories of files (relative to the config file)."""
     from auditor.files import FileStore
+    from auditor.redis_store import RedisStore, is_redis_url
 
     timeout = config.settings.statement_timeout_s
     folder = Path(config.path).parent if config.path else Path()
@@ -310,6 +311,8 @@ def open_databases(config: Config) -> dict[str, Database]:
     for name, db in config.databases.items():
         if db.path is not None:
             opened[name] = FileStore(name, folder / db.path, db.format)
+        elif db.url is not None and is_redis_url(db.url):
+            opened[name] = RedisStore(name, db.url)
         else:
             opened[name] = open_database(name, db, timeout)
     return opened

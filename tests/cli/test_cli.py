@@ -24,6 +24,14 @@ def auditor(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     )
 
 
+def check_fails_with(path: Path, message: str) -> None:
+    """`auditor check` on `path` is one line on stderr, exit 2, naming the file and `message`."""
+    checked = auditor("check", str(path))
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert message in checked.stderr and f"{path.name}:" in checked.stderr, checked.stderr
+    assert checked.stderr.count("\n") == 1 and "Traceback" not in checked.stderr
+
+
 @pytest.fixture
 def sqlite_config(tmp_path, write_config):
     (tmp_path / "a").mkdir()

@@ -1,0 +1,237 @@
+"""A Redis keyspace as a store (SPEC §9): cache entries that refer or hold copies.
+
+A side's `table` is a key pattern matched against the whole key: `{name}` captures one part
+(up to the next literal character of the pattern, never across `:`), `*` matches anything.
+Keys are found with SCAN (never KEYS) and matched again here, values read in pipelined
+batches: `value: none` (keys only), `hash` (fields are columns), `json` (a string holding a
+JSON object; dotted paths are columns) or `string` (the column `value`). Only SCAN, GET, HMGET
+and EXISTS are sent: the store never writes. A key is read again by the recheck, as a row is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from auditor.db.engines import redact
+from auditor.db.reflect import TableInfo
+from auditor.errors import ConfigError, DatabaseError
+from auditor.files import UNTYPED
+
+REDIS_KEY = "redis_key"  # the key of a finding on a Redis side
+KEY_COLUMN = "__key"  # how the key travels in a batch
+SCAN_COUNT = 10_000
+VALUES = ("none", "hash", "json", "string")
+
+
+@dataclass(frozen=True)
+class KeyPattern:
+    """`product:{id}:*` as a SCAN glob and an anchored regex with one group per capture."""
+
+    text: str
+    glob: str
+    regex: re.Pattern[str]
+    captures: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> KeyPattern:
+        parts = re.split(r"(\{[A-Za-z_][A-Za-z0-9_.]*\}|\*)", text)
+        glob, regex = "", ""
+        captures: list[str] = []
+        for index, part in enumerate(parts):
+            if part == "*":
+                glob, regex = glob + "*", regex + ".*"
+            elif part.startswith("{") and part.endswith("}") and len(part) > 2:
+                name = part[1:-1]
+                if name in captures:
+                    raise ConfigError(f"{{{name}}} appears twice in the key pattern")
+                following = parts[index + 1] if index + 1 < len(parts) else ""
+                stop = re.escape(following[0]) if following else ""
+                group = f"g{len(captures)}"
+                glob, regex = glob + "*", regex + f"(?P<{group}>[^:{stop}]+)"
+                captures.append(name)
+            else:
+                glob += re.sub(r"([\[\]?*\\])", r"\\\1", part)
+                regex += re.escape(part)
+        if not captures and "*" not in text:
+            raise ConfigError(
+                "a key pattern needs a {capture} (the column compared), e.g. product:{id}"
+            )
+        return cls(text, glob, re.compile(f"^{regex}$", re.DOTALL), tuple(captures))
+
+    def match(self, key: str) -> list[str] | None:
+        found = self.regex.match(key)
+        return None if found is None else [found.group(f"g{i}") for i in range(len(self.captures))]
+
+
+@dataclass
+class RedisStore:
+    """A `redis://` database: one connection (redis-py with hiredis) opened when first used."""
+
+    name: str
+    url: str
+    unavailable: DatabaseError | None = None
+    _client: Any = field(default=None, repr=False)
+
+    @property
+    def redacted(self) -> str:
+        return redact(self.url)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(
+                self.url, socket_connect_timeout=10, socket_timeout=60, decode_responses=False
+            )
+        return self._client
+
+    def failure(self, exc: BaseException) -> DatabaseError:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        for secret in _secrets(self.url):
+            reason = reason.replace(secret, "***")
+        return DatabaseError(f"cannot read database {self.name!r} ({self.redacted}): {reason}")
+
+    def ping(self) -> None:
+        import redis
+
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            raise self.failure(exc) from None
+
+    def warm_up(self) -> None:
+        """Connected on first use."""
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def reflect(
+        self, pattern: str, value: str, wanted: Iterable[str]
+    ) -> tuple[TableInfo, KeyPattern]:
+        """The side's columns: its captures, and (values other than `none`) the fields the
+        rule names."""
+        parsed = KeyPattern.parse(pattern)
+        names = list(parsed.captures)
+        if value != "none":
+            names += [name for name in wanted if name not in names]
+        elif unknown := [name for name in wanted if name not in names]:
+            raise ConfigError(
+                f"{unknown[0]!r} is no capture of {pattern!r} and value is none "
+                f"(captures: {', '.join(parsed.captures) or 'none'})"
+            )
+        columns = (sa.Column(n, sa.Text(), info={UNTYPED: True}) for n in names)
+        table = sa.Table(pattern, sa.MetaData(), *columns)
+        return TableInfo(self.name, table, (), None, None), parsed
+
+    def stream(self, pattern: KeyPattern, value: str, columns: list[str], batch_rows: int):
+        """Batches of (key, *columns) as text for every key the pattern matches, each key
+        once (SCAN may return a key twice while the keyspace is rehashed)."""
+        import redis
+
+        seen: set[int] = set()
+        keys: list[str] = []
+        try:
+            for raw in self.client.scan_iter(match=pattern.glob, count=SCAN_COUNT):
+                key = raw.decode("utf-8", "surrogateescape")
+                if hash(key) in seen or pattern.match(key) is None:
+                    continue
+                seen.add(hash(key))
+                keys.append(key)
+                if len(keys) >= batch_rows:
+                    yield self._batch(pattern, value, columns, keys)
+                    keys = []
+            if keys:
+                yield self._batch(pattern, value, columns, keys)
+        except redis.RedisError as exc:
+            raise self.failure(exc) from None
+
+    def read_again(self, pattern: KeyPattern, value: str, columns: list[str], keys: list[str]):
+        """The keys that still exist, as `stream` reads them (the recheck)."""
+        import redis
+
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(key)
+            alive = [key for key, exists in zip(keys, pipe.execute(), strict=True) if exists]
+            return self._batch(pattern, value, columns, alive)
+        except redis.RedisError as exc:
+            raise self.failure(exc) from None
+
+    def _batch(self, pattern: KeyPattern, value: str, columns: list[str], keys: list[str]):
+        captured = {name: i for i, name in enumerate(pattern.captures)}
+        fields = [c for c in columns if c not in captured]
+        values = self._values(value, fields, keys)
+        arrays: dict[str, list[Any]] = {KEY_COLUMN: keys}
+        matches = [pattern.match(key) or [] for key in keys]
+        for name in columns:
+            if name in captured:
+                arrays[name] = [found[captured[name]] for found in matches]
+            else:
+                arrays[name] = [row.get(name) for row in values]
+        return pa.RecordBatch.from_pydict({n: pa.array(v, pa.string()) for n, v in arrays.items()})
+
+    def _values(self, value: str, fields: list[str], keys: list[str]) -> list[dict[str, Any]]:
+        if value == "none" or not fields or not keys:
+            return [{} for _ in keys]
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            if value == "hash":
+                pipe.hmget(key, fields)
+            else:
+                pipe.get(key)
+        rows: list[dict[str, Any]] = []
+        for reply in pipe.execute(raise_on_error=False):
+            if isinstance(reply, Exception):  # WRONGTYPE: not a hash / string: no values
+                rows.append({})
+            elif value == "hash":
+                rows.append({f: _text(v) for f, v in zip(fields, reply, strict=True)})
+            elif value == "string":
+                rows.append({"value": _text(reply)})
+            else:
+                rows.append(_json_fields(reply, fields))
+        return rows
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def _json_fields(raw: bytes | None, fields: list[str]) -> dict[str, Any]:
+    try:
+        document = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return {}
+    found: dict[str, Any] = {}
+    for name in fields:
+        item: Any = document
+        for part in name.split("."):
+            item = item.get(part) if isinstance(item, dict) else None
+        if item is not None:
+            found[name] = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+    return found
+
+
+def _secrets(url: str) -> list[str]:
+    from sqlalchemy.engine import make_url
+
+    from auditor.db.engines import secrets_of
+
+    try:
+        return secrets_of(make_url(url))
+    except Exception:
+        return []
+
+
+def is_redis_url(url: str) -> bool:
+    return url.split(":", 1)[0].lower() in ("redis", "rediss", "unix")
