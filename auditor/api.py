@@ -23,7 +23,7 @@ from auditor.db.engines import Database, open_databases, ping
 from auditor.engine import RunOptions, run_rule
 from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted, ResourceError
 from auditor.mask import Masker
-from auditor.plan import RulePlan, build_plan
+from auditor.plan import RedisSidePlan, RulePlan, build_plan
 from auditor.report.diff import (
     ReportDiff,
     Rules,
@@ -44,6 +44,7 @@ class SideCheck:
     estimated_rows: int | None
     lookup_index: str | None  # CREATE INDEX statement that would serve look-ups, or None
     rereadable: bool = True  # files are not read again by the recheck
+    empty: bool = False  # a Redis key pattern that matches no key
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class RuleCheck:
             f"{side.table}: no index serves the recheck look-ups; consider: {side.lookup_index}"
             for side in self.sides
             if side.lookup_index
-        ]
+        ] + [f"{side.table}: the key pattern matches no key" for side in self.sides if side.empty]
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
                     side.info.estimated_rows,
                     side.lookup_index_hint(columns),
                     side.rereadable,
+                    isinstance(side, RedisSidePlan) and not side.any_key(),
                 )
                 for side, columns in lookups
             )

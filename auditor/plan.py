@@ -287,6 +287,12 @@ class RedisSidePlan(StoreSidePlan):
         for batch in store.stream(self.pattern, self.value, self._wanted(), batch_rows):
             yield self._named(batch, {KEY_COLUMN: "r0"})
 
+    def any_key(self) -> bool:
+        """Whether the pattern matches some key (for `check`: SCAN until the first)."""
+        store: RedisStore = self.database  # type: ignore[assignment]
+        assert self.pattern is not None
+        return store.any_key(self.pattern)
+
     def read_again(self, by: str, wanted: list[tuple]) -> pa.RecordBatch:
         """The rows of these keys (`by="labels"`: the key is the only label) as they are now."""
         assert by == "labels" and self.pattern is not None

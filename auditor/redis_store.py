@@ -155,6 +155,17 @@ class RedisStore:
         except redis.RedisError as exc:
             raise self.failure(exc) from None
 
+    def any_key(self, pattern: KeyPattern) -> bool:
+        import redis
+
+        try:
+            for raw in self.client.scan_iter(match=pattern.glob, count=SCAN_COUNT):
+                if pattern.match(raw.decode("utf-8", "surrogateescape")) is not None:
+                    return True
+        except redis.RedisError as exc:
+            raise self.failure(exc) from None
+        return False
+
     def read_again(self, pattern: KeyPattern, value: str, columns: list[str], keys: list[str]):
         """The keys that still exist, as `stream` reads them (the recheck)."""
         import redis

@@ -196,3 +196,16 @@ def test_mistakes_on_a_redis_side_are_one_line(cache, tmp_path, change, message)
     change(data["rules"])
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     check_fails_with(path, message)
+
+
+def test_check_warns_about_a_key_pattern_that_matches_nothing(cache, database_factory, tmp_path):
+    client, prefix = cache
+    shop = database_factory("sqlite")
+    _catalog(shop)
+    _seed(client, prefix)
+    path = _config(tmp_path, shop.url, prefix)
+    data = yaml.safe_load(path.read_text())
+    data["rules"][2]["copy"]["table"] = f"{prefix}:customr:{{id}}"  # a typo: no such keys
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    warnings = [w for rule in auditor.check(auditor.load_config(path)).rules for w in rule.warnings]
+    assert warnings == [f"cache.{prefix}:customr:{{id}}: the key pattern matches no key"]
