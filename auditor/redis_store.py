@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from auditor.db.engines import redact
@@ -38,6 +39,7 @@ class KeyPattern:
     glob: str
     regex: re.Pattern[str]
     captures: tuple[str, ...]
+    re2: str  # the same regex as Arrow's extract_regex reads it
 
     @classmethod
     def parse(cls, text: str) -> KeyPattern:
@@ -63,7 +65,9 @@ class KeyPattern:
             raise ConfigError(
                 "a key pattern needs a {capture} (the column compared), e.g. product:{id}"
             )
-        return cls(text, glob, re.compile(f"^{regex}$", re.DOTALL), tuple(captures))
+        return cls(
+            text, glob, re.compile(f"^{regex}$", re.DOTALL), tuple(captures), f"(?s)^{regex}$"
+        )
 
     def match(self, key: str) -> list[str] | None:
         found = self.regex.match(key)
@@ -135,23 +139,26 @@ class RedisStore:
 
     def stream(self, pattern: KeyPattern, value: str, columns: list[str], batch_rows: int):
         """Batches of (key, *columns) as text for every key the pattern matches, each key
-        once (SCAN may return a key twice while the keyspace is rehashed)."""
+        once (SCAN may return a key twice while the keyspace is rehashed): a set of the keys'
+        hashes is what grows with the keyspace (~50 bytes a key)."""
         import redis
 
         seen: set[int] = set()
-        keys: list[str] = []
+        pending: list[bytes] = []
+        cursor = 0
         try:
-            for raw in self.client.scan_iter(match=pattern.glob, count=SCAN_COUNT):
-                key = raw.decode("utf-8", "surrogateescape")
-                if hash(key) in seen or pattern.match(key) is None:
-                    continue
-                seen.add(hash(key))
-                keys.append(key)
-                if len(keys) >= batch_rows:
-                    yield self._batch(pattern, value, columns, keys)
-                    keys = []
-            if keys:
-                yield self._batch(pattern, value, columns, keys)
+            while True:
+                cursor, page = self.client.scan(cursor, match=pattern.glob, count=SCAN_COUNT)
+                for raw in page:
+                    digest = hash(raw)
+                    if digest not in seen:
+                        seen.add(digest)
+                        pending.append(raw)
+                while len(pending) >= batch_rows or (cursor == 0 and pending):
+                    batch, pending = pending[:batch_rows], pending[batch_rows:]
+                    yield self._batch(pattern, value, columns, batch)
+                if cursor == 0:
+                    return
         except redis.RedisError as exc:
             raise self.failure(exc) from None
 
@@ -175,22 +182,31 @@ class RedisStore:
             for key in keys:
                 pipe.exists(key)
             alive = [key for key, exists in zip(keys, pipe.execute(), strict=True) if exists]
-            return self._batch(pattern, value, columns, alive)
+            raw = [key.encode("utf-8", "surrogateescape") for key in alive]
+            return self._batch(pattern, value, columns, raw)
         except redis.RedisError as exc:
             raise self.failure(exc) from None
 
-    def _batch(self, pattern: KeyPattern, value: str, columns: list[str], keys: list[str]):
-        captured = {name: i for i, name in enumerate(pattern.captures)}
+    def _batch(self, pattern: KeyPattern, value: str, columns: list[str], raw: list[bytes]):
+        """The keys of one batch that match the whole pattern, their captures cut out in C
+        (Arrow's RE2 reads the pattern's simple regex), and their values where wanted."""
+        try:
+            keys = pa.array(raw, pa.binary()).cast(pa.string())
+        except pa.ArrowInvalid:  # a key that is no UTF-8: shown with replacement characters
+            keys = pa.array([k.decode("utf-8", "replace") for k in raw], pa.string())
+        found = pc.extract_regex(keys, pattern.re2)
+        matched = pc.is_valid(found)
+        keys, found = keys.filter(matched), found.filter(matched)
+        captured = {name: f"g{i}" for i, name in enumerate(pattern.captures)}
         fields = [c for c in columns if c not in captured]
-        values = self._values(value, fields, keys)
-        arrays: dict[str, list[Any]] = {KEY_COLUMN: keys}
-        matches = [pattern.match(key) or [] for key in keys]
+        values = self._values(value, fields, keys.to_pylist()) if fields else []
+        arrays: dict[str, pa.Array] = {KEY_COLUMN: keys}
         for name in columns:
             if name in captured:
-                arrays[name] = [found[captured[name]] for found in matches]
+                arrays[name] = found.field(captured[name])
             else:
-                arrays[name] = [row.get(name) for row in values]
-        return pa.RecordBatch.from_pydict({n: pa.array(v, pa.string()) for n, v in arrays.items()})
+                arrays[name] = pa.array([row.get(name) for row in values], pa.string())
+        return pa.RecordBatch.from_pydict(arrays)
 
     def _values(self, value: str, fields: list[str], keys: list[str]) -> list[dict[str, Any]]:
         if value == "none" or not fields or not keys:
