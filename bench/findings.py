@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
 import yaml
+from measure import measured
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -97,7 +95,7 @@ def main() -> None:
         command = [sys.executable, "-m", "auditor", "run", str(config), "-q"]
         command += ["--max-findings", "0", "--json", str(report)]
         try:
-            code, wall, peak_mb, stderr = measured(command)
+            code, wall, peak_mb, _, stderr = measured(command)
         finally:
             if created:
                 drop_postgresql(created)
@@ -125,23 +123,12 @@ def diff_memory(report: Path, directory: Path, findings: int) -> None:
         out = directory / "diff.json"
         command = [sys.executable, "-m", "auditor", "diff", str(old), str(report), "-q"]
         command += ["--json", str(out)]
-        code, wall, peak_mb, _ = measured(command)
+        code, wall, peak_mb, _, _ = measured(command)
         new = len(json.loads(out.read_text())["new"])
         against = "itself" if old == report else "no findings"
         check = "" if new == expected else "  FAIL"
         print(f"diff vs {against}: exit {code}  wall {wall:.1f} s  peak RSS {peak_mb:,.0f} MB"
               f"  new {new:,}{check}")  # fmt: skip
-
-
-def measured(command: list[str]) -> tuple[int, float, float, str]:
-    """Exit code, wall seconds, peak RSS in MB of this one child, and its stderr."""
-    started = time.monotonic()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert child.stderr is not None
-    stderr = child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return child.returncode, time.monotonic() - started, usage.ru_maxrss / 1024, stderr
 
 
 if __name__ == "__main__":

@@ -13,17 +13,15 @@ and checks auditor found exactly the seeded orphans. Cleans up after itself.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import redis
 import sqlalchemy as sa
 import yaml
+from measure import measured
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -32,21 +30,6 @@ LIST_KEYS = (
     "import redis, sys; r = redis.Redis.from_url(sys.argv[1]); "
     "print(sum(1 for _ in r.scan_iter(match=sys.argv[2], count=10000)))"
 )
-
-
-def measured(command: list[str]) -> tuple[int, float, float, str]:
-    """Exit code, wall seconds, peak RSS in MB of this one child, and its stdout."""
-    started = time.monotonic()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert child.stdout is not None
-    out = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    return (
-        os.waitstatus_to_exitcode(status),
-        time.monotonic() - started,
-        usage.ru_maxrss / 1024,
-        out,
-    )
 
 
 def load(keys: int, client: redis.Redis, database: str) -> int:
