@@ -311,7 +311,10 @@ def _outcome(results: list[RuleResult], fail_on: str, interrupted: bool) -> tupl
     errors = [r for r in results if r.status == "error"]
     if errors:
         return "error", errors[0].error_code or DatabaseError.exit_code
-    failed = any(r.total and fails(r.severity, fail_on) for r in results)
+    # A `warn` rule's findings are warnings: a warning rule's, or only warning kinds (no_ttl).
+    failed = any(
+        r.total and fails("warning" if r.status == "warn" else r.severity, fail_on) for r in results
+    )
     return ("fail", 1) if failed else ("pass", 0)
 
 

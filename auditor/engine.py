@@ -27,8 +27,9 @@ from auditor.errors import DatabaseError
 from auditor.extract import UNMATCHED
 from auditor.findings import FindingLog
 from auditor.mask import Masker
-from auditor.plan import RulePlan, SidePlan, display
+from auditor.plan import RedisSidePlan, RulePlan, SidePlan, display
 from auditor.recheck import Lookups, label_tuples, tuples
+from auditor.redis_store import REDIS_KEY
 from auditor.result import Finding, RuleResult, finished_status
 from auditor.scan import (
     MAX_PARTITIONS,
@@ -199,6 +200,10 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
                     confirming.popleft().result()
         compared = time.monotonic()
         log.event("compare_done", rule=rule.name, duration_s=round(compared - started, 3))
+        cache = plan.left
+        if isinstance(cache, RedisSidePlan) and cache.require_ttl and not stop.is_set():
+            for key in cache.keys_without_ttl():  # as the keys are now: nothing to re-check
+                collector.add(Finding(rule.name, "no_ttl", "warning", {REDIS_KEY: key}))
         suggested = None
         if isinstance(rule, PiiRule) and rule.suggest_keys and not stop.is_set():
             suggested = suggest_keys(plan, lookups, right, collector.log.labelled())

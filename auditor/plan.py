@@ -277,6 +277,7 @@ class RedisSidePlan(StoreSidePlan):
 
     pattern: KeyPattern | None = None
     value: str = "none"
+    require_ttl: bool = False
 
     def _wanted(self) -> list[str]:
         return list(dict.fromkeys(c.name for n, c in self._outputs() if not n.startswith("r")))
@@ -286,6 +287,11 @@ class RedisSidePlan(StoreSidePlan):
         assert self.pattern is not None
         for batch in store.stream(self.pattern, self.value, self._wanted(), batch_rows):
             yield self._named(batch, {KEY_COLUMN: "r0"})
+
+    def keys_without_ttl(self) -> Iterator[str]:
+        store: RedisStore = self.database  # type: ignore[assignment]
+        assert self.pattern is not None
+        return store.keys_without_ttl(self.pattern)
 
     def any_key(self) -> bool:
         """Whether the pattern matches some key (for `check`: SCAN until the first)."""
@@ -371,8 +377,11 @@ def plan_sides(rule: Rule, databases: dict[str, Database], check: bool = False):
         if isinstance(database, RedisStore):
             return [_redis_side_plan(rule, role, side, database) for role, side in group]
         for role, side in group:
-            if side.value is not None:
-                raise ConfigError(f"value is for Redis sides; {side.db} is SQL", (role, "value"))
+            for option in ("value", "require_ttl"):
+                if getattr(side, option):
+                    raise ConfigError(
+                        f"{option} is for Redis sides; {side.db} is SQL", (role, option)
+                    )
         planned = []
         with database.snapshot() as conn:
             for role, side in group:
@@ -485,8 +494,8 @@ def _file_side_plan(rule: Rule, role: str, side: TableSide, store: FileStore) ->
             (role, "db"),
         )
     assert isinstance(side, FromSide)
-    for option in ("where", "key"):
-        if getattr(side, option) is not None:
+    for option in ("where", "key", "value", "require_ttl"):
+        if getattr(side, option) not in (None, False):
             raise ConfigError(
                 f"{option} is not for files ({store.name} is a directory): rows are named by "
                 "file and line; filter with extract",
@@ -549,7 +558,8 @@ def _redis_side_plan(rule: Rule, role: str, side: TableSide, store: RedisStore) 
         compare = cols(rule.copy_.key, role, "key")
         fields = enumerate(rule.fields)
         values = tuple(_column(info, f.copy_, ("fields", i, "copy")) for i, f in fields)
-    options = {"labels": labels, "values": values, "pattern": pattern, "value": value}
+    options = {"labels": labels, "values": values, "pattern": pattern, "value": value,
+               "require_ttl": side.require_ttl}  # fmt: skip
     return _store_side(RedisSidePlan, role, store, info, compare, options)
 
 

@@ -4,15 +4,16 @@ A side's `table` is a key pattern matched against the whole key: `{name}` captur
 (up to the next literal character of the pattern, never across `:`), `*` matches anything.
 Keys are found with SCAN (never KEYS) and matched again here, values read in pipelined
 batches: `value: none` (keys only), `hash` (fields are columns), `json` (a string holding a
-JSON object; dotted paths are columns) or `string` (the column `value`). Only SCAN, GET, HMGET
-and EXISTS are sent: the store never writes. A key is read again by the recheck, as a row is.
+JSON object; dotted paths are columns) or `string` (the column `value`). Only SCAN, GET, HMGET,
+EXISTS and (`require_ttl`) PTTL are sent: the store never writes. A key is read again by
+the recheck, as a row is.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +158,27 @@ class RedisStore:
                 while len(pending) >= batch_rows or (cursor == 0 and pending):
                     batch, pending = pending[:batch_rows], pending[batch_rows:]
                     yield self._batch(pattern, value, columns, batch)
+                if cursor == 0:
+                    return
+        except redis.RedisError as exc:
+            raise self.failure(exc) from None
+
+    def keys_without_ttl(self, pattern: KeyPattern) -> Iterator[str]:
+        """Every key the pattern matches that never expires (PTTL -1), read as it is now."""
+        import redis
+
+        cursor = 0
+        try:
+            while True:
+                cursor, page = self.client.scan(cursor, match=pattern.glob, count=SCAN_COUNT)
+                keys = [k.decode("utf-8", "replace") for k in page]
+                keys = [k for k in keys if pattern.match(k) is not None]
+                pipe = self.client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.pttl(key)
+                for key, ttl in zip(keys, pipe.execute(), strict=True):
+                    if ttl == -1:
+                        yield key
                 if cursor == 0:
                     return
         except redis.RedisError as exc:

@@ -25,7 +25,11 @@ KINDS = (
     "mismatch",
     "missing_value",
     "duplicate_key",
+    "no_ttl",
 )
+# Kinds whose findings are warnings whatever the rule's severity (SPEC §9: a cache entry that
+# never expires is worth knowing, not worth failing a run).
+WARNING_KINDS = ("no_ttl",)
 # Extra fields each kind always carries (null when unknown), per SPEC §3.
 EXTRAS: dict[str, tuple[str, ...]] = {
     "orphan": ("ref",),
@@ -36,6 +40,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "mismatch": ("ref", "field", "source_value", "copy_value", "suggested_key"),
     "missing_value": ("ref", "field", "source_value", "copy_value"),
     "duplicate_key": ("ref", "count"),
+    "no_ttl": (),
 }
 OPTIONAL = ("note",)
 # What tells two findings apart across runs (`auditor diff`) on a rule whose rows can hold
@@ -55,7 +60,9 @@ def finished_status(severity: str, counts: dict[str, int]) -> str:
     warning-severity rule (they fail a run only under `fail_on: warning`), else `fail`."""
     if not any(counts.values()):
         return "pass"
-    return "warn" if severity == "warning" else "fail"
+    if severity == "warning" or all(k in WARNING_KINDS for k, n in counts.items() if n):
+        return "warn"
+    return "fail"
 
 
 def json_safe(value: Any) -> Any:
@@ -183,7 +190,8 @@ class AuditResult:
         for rule in self.rules:
             for kind, n in rule.counts.items():
                 by_kind[kind] = by_kind.get(kind, 0) + n
-            by_severity[rule.severity] = by_severity.get(rule.severity, 0) + rule.total
+                severity = "warning" if kind in WARNING_KINDS else rule.severity
+                by_severity[severity] = by_severity.get(severity, 0) + n
         return {
             "findings": sum(by_kind.values()),
             "by_kind": by_kind,

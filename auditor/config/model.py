@@ -65,6 +65,8 @@ class TableSide(Model):
     where: str | None = None
     # A Redis side's values (SPEC §9): none (keys only), hash, json or string.
     value: Literal["none", "hash", "json", "string"] | None = None
+    # A Redis side: every matched key that never expires is a `no_ttl` finding.
+    require_ttl: bool = False
 
     @field_validator("where")
     @classmethod

@@ -235,7 +235,10 @@ def diff_reports(old: Rules | None, new: Rules) -> ReportDiff:
             "resolved": int(np.count_nonzero(then & gone)),
             "persisting": persisting,
         }
-    severities = {n: str(new[n][0].get("severity", "")) for n in compared}
+    severities = {  # a `warn` rule's findings are warnings (a warning rule, or no_ttl only)
+        n: "warning" if new[n][0].get("status") == "warn" else str(new[n][0].get("severity", ""))
+        for n in compared
+    }
     return ReportDiff(
         Findings(_sources(new, compared), np.sort(after[added]), keyed_by_ref),
         Findings(_sources(old, compared), np.sort(before[gone]), keyed_by_ref),

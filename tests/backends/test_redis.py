@@ -209,3 +209,43 @@ def test_check_warns_about_a_key_pattern_that_matches_nothing(cache, database_fa
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     warnings = [w for rule in auditor.check(auditor.load_config(path)).rules for w in rule.warnings]
     assert warnings == [f"cache.{prefix}:customr:{{id}}: the key pattern matches no key"]
+
+
+def test_require_ttl_reports_keys_that_never_expire(cache, database_factory, tmp_path):
+    """`no_ttl`: one warning per matched key without an expiry, whatever else is found for it;
+    a rule with only such findings is `warn` (exit 0 under fail_on: error)."""
+    client, prefix = cache
+    shop = database_factory("sqlite")
+    _catalog(shop)
+    _seed(client, prefix)
+    for key in ("product:1", "product:9", "product:100"):
+        client.expire(f"{prefix}:{key}", 3600)  # these expire; product:3 never does
+    path = _config(tmp_path, shop.url, prefix)
+    data = yaml.safe_load(path.read_text())
+    data["rules"] = data["rules"][:1]
+    data["rules"][0]["from"]["require_ttl"] = True
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    (rule,) = auditor.run(auditor.load_config(path)).rules
+    assert _found_in(rule) == [
+        ("no_ttl", "product:3", None),
+        ("orphan", "product:9", None),
+        ("soft_deleted", "product:3", None),
+        ("stale_alias", "product:100", None),
+    ]
+    (no_ttl,) = [f for f in rule.findings if f.kind == "no_ttl"]
+    assert no_ttl.severity == "warning" and no_ttl.to_dict() == {
+        "rule": "product-cache", "kind": "no_ttl", "severity": "warning",
+        "key": {"redis_key": f"{prefix}:product:3"},
+    }  # fmt: skip
+    # Only warnings left: the cache entry of a live product that never expires.
+    client.delete(f"{prefix}:product:9", f"{prefix}:product:100", f"{prefix}:product:3")
+    client.persist(f"{prefix}:product:1")
+    result = auditor.run(auditor.load_config(path))
+    assert _found_in(result.rules[0]) == [("no_ttl", "product:1", None)]
+    assert result.rules[0].status == "warn" and result.exit_code == 0
+    assert result.totals["by_severity"] == {"error": 0, "warning": 1}
+    assert cli("run", str(path), "-q", "--fail-on", "warning").returncode == 1
+
+
+def _found_in(rule) -> list[tuple]:
+    return [(f.kind, f.key["redis_key"].split(":", 1)[1], f.field) for f in rule.findings]
