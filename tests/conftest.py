@@ -166,3 +166,25 @@ def plans(config, check: bool = False) -> list:
     finally:
         for database in databases.values():
             database.close()
+
+
+REDIS_URL = os.environ.get("AUDITOR_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def cache():
+    """(a Redis client on logical database 15, a key prefix of its own); its keys are deleted
+    afterwards. Skips without a Redis, except with CI=true."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    yield client, prefix
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        client.delete(key)
+    client.close()

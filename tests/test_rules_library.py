@@ -9,6 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 import auditor
+from tests.conftest import REDIS_URL
 from tests.scenarios import EXPECTED_PII, crm_schema, orders_schema
 
 RULES = Path(__file__).resolve().parents[1] / "rules"
@@ -207,4 +208,36 @@ def test_audit_trail(pair, monkeypatch, tmp_path):
     assert _file_findings("audit-trail.yaml") == {
         ("stale_alias", 2, "101", "{'id': 4}"),
         ("orphan", 2, "8", "None"),
+    }
+
+
+def test_cache_invalidation(pair, monkeypatch, cache):
+    """Cached products and customers in Redis against the catalog and the CRM."""
+    catalog, crm = pair
+    client, prefix = cache
+    _catalog_pair((catalog, crm), monkeypatch)
+    crm.load(*crm_schema())
+    monkeypatch.setenv("CRM_DB_URL", crm.url)
+    monkeypatch.setenv("CACHE_URL", REDIS_URL)
+    monkeypatch.setenv("CACHE_PREFIX", f"{prefix}:")
+    for product in (1, 3, 9, 100, 2):
+        client.set(f"{prefix}:product:{product}", "page", ex=None if product == 2 else 600)
+    client.set(f"{prefix}:product:2:reviews", "not a product entry")
+    client.hset(f"{prefix}:customer:1", mapping={"email": "Ann@Example.com"})  # equal
+    client.hset(f"{prefix}:customer:2", mapping={"email": "bobby@example.com"})  # drifted
+    client.hset(f"{prefix}:customer:77", mapping={"email": "who@example.com"})  # gone
+    result = auditor.run(auditor.load_config(RULES / "cache-invalidation.yaml"))
+    assert [r.error for r in result.rules] == [None, None]
+    found = {
+        (f.rule, f.kind, f.key["redis_key"].removeprefix(f"{prefix}:"), str(f.suggested))
+        for r in result.rules
+        for f in r.findings
+    }
+    assert found == {
+        ("product-cache-has-live-products", "soft_deleted", "product:3", "None"),
+        ("product-cache-has-live-products", "orphan", "product:9", "None"),
+        ("product-cache-has-live-products", "stale_alias", "product:100", "{'id': 1}"),
+        ("product-cache-has-live-products", "no_ttl", "product:2", "None"),
+        ("customer-cache-pii", "mismatch", "customer:2", "None"),
+        ("customer-cache-pii", "missing_source", "customer:77", "None"),
     }

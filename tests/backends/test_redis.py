@@ -6,9 +6,7 @@ database 15 and are deleted afterwards."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import uuid
 
 import pytest
 import yaml
@@ -17,25 +15,7 @@ import auditor
 from auditor.engine import RunOptions
 from tests.cli.test_cli import auditor as cli
 from tests.cli.test_cli import check_fails_with
-
-REDIS_URL = os.environ.get("AUDITOR_TEST_REDIS", "redis://127.0.0.1:6379/15")
-
-
-@pytest.fixture
-def cache():
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    yield client, prefix
-    for key in client.scan_iter(match=f"{prefix}:*"):
-        client.delete(key)
-    client.close()
+from tests.conftest import REDIS_URL
 
 
 def _catalog(database) -> None:
