@@ -44,7 +44,7 @@ class SideCheck:
     estimated_rows: int | None
     lookup_index: str | None  # CREATE INDEX statement that would serve look-ups, or None
     rereadable: bool = True  # files are not read again by the recheck
-    empty: bool = False  # a Redis key pattern that matches no key
+    ttl_sample: tuple[int, int] | None = None  # Redis: (keys sampled, of which expire)
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,17 @@ class RuleCheck:
             f"{side.table}: no index serves the recheck look-ups; consider: {side.lookup_index}"
             for side in self.sides
             if side.lookup_index
-        ] + [f"{side.table}: the key pattern matches no key" for side in self.sides if side.empty]
+        ] + [f"{side.table}: the key pattern matches no key" for side in self.sides
+             if side.ttl_sample == (0, 0)]  # fmt: skip
+
+    @property
+    def notes(self) -> list[str]:
+        """What `check` saw of a Redis side's keys: how many of a sample expire."""
+        return [
+            f"{side.table}: {side.ttl_sample[1]:,} of {side.ttl_sample[0]:,} sampled keys expire"
+            for side in self.sides
+            if side.ttl_sample and side.ttl_sample[0]
+        ]
 
 
 @dataclass(frozen=True)
@@ -113,7 +123,7 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
                     side.info.estimated_rows,
                     side.lookup_index_hint(columns),
                     side.rereadable,
-                    isinstance(side, RedisSidePlan) and not side.any_key(),
+                    side.ttl_sample() if isinstance(side, RedisSidePlan) else None,
                 )
                 for side, columns in lookups
             )

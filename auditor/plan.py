@@ -293,11 +293,11 @@ class RedisSidePlan(StoreSidePlan):
         assert self.pattern is not None
         return store.keys_without_ttl(self.pattern)
 
-    def any_key(self) -> bool:
-        """Whether the pattern matches some key (for `check`: SCAN until the first)."""
+    def ttl_sample(self) -> tuple[int, int]:
+        """(keys sampled, of which expire), for `check`; (0, 0): the pattern matches no key."""
         store: RedisStore = self.database  # type: ignore[assignment]
         assert self.pattern is not None
-        return store.any_key(self.pattern)
+        return store.ttl_sample(self.pattern)
 
     def read_again(self, by: str, wanted: list[tuple]) -> pa.RecordBatch:
         """The rows of these keys (`by="labels"`: the key is the only label) as they are now."""

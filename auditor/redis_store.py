@@ -184,16 +184,25 @@ class RedisStore:
         except redis.RedisError as exc:
             raise self.failure(exc) from None
 
-    def any_key(self, pattern: KeyPattern) -> bool:
+    def ttl_sample(self, pattern: KeyPattern, size: int = 1000) -> tuple[int, int]:
+        """(keys sampled, of which expire): the first `size` keys SCAN finds, for `check`."""
         import redis
 
+        sampled: list[str] = []
         try:
             for raw in self.client.scan_iter(match=pattern.glob, count=SCAN_COUNT):
-                if pattern.match(raw.decode("utf-8", "surrogateescape")) is not None:
-                    return True
+                key = raw.decode("utf-8", "replace")
+                if pattern.match(key) is not None:
+                    sampled.append(key)
+                    if len(sampled) >= size:
+                        break
+            pipe = self.client.pipeline(transaction=False)
+            for key in sampled:
+                pipe.pttl(key)
+            expiring = sum(1 for ttl in pipe.execute() if ttl is not None and ttl >= 0)
         except redis.RedisError as exc:
             raise self.failure(exc) from None
-        return False
+        return len(sampled), expiring
 
     def read_again(self, pattern: KeyPattern, value: str, columns: list[str], keys: list[str]):
         """The keys that still exist, as `stream` reads them (the recheck)."""

@@ -222,6 +222,8 @@ def render_check(out: Console, check: Any) -> None:
                 index = Text("- (files: not read again)", style="dim")
             table.add_row(side.role, side.table, rows, index)
         out.print(table)
+        for note in rule.notes:
+            out.print(Text(f"note: {note}", style="dim"))
         for warning in rule.warnings:
             out.print(Text(f"warning: {warning}", style="yellow"))
     for warning in check.warnings:

@@ -178,7 +178,9 @@ def test_mistakes_on_a_redis_side_are_one_line(cache, tmp_path, change, message)
     check_fails_with(path, message)
 
 
-def test_check_warns_about_a_key_pattern_that_matches_nothing(cache, database_factory, tmp_path):
+def test_check_warns_about_a_key_pattern_that_matches_nothing_and_samples_ttls(
+    cache, database_factory, tmp_path
+):
     client, prefix = cache
     shop = database_factory("sqlite")
     _catalog(shop)
@@ -187,8 +189,15 @@ def test_check_warns_about_a_key_pattern_that_matches_nothing(cache, database_fa
     data = yaml.safe_load(path.read_text())
     data["rules"][2]["copy"]["table"] = f"{prefix}:customr:{{id}}"  # a typo: no such keys
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    warnings = [w for rule in auditor.check(auditor.load_config(path)).rules for w in rule.warnings]
+    client.expire(f"{prefix}:product:9", 600)
+    checked = auditor.check(auditor.load_config(path))
+    warnings = [w for rule in checked.rules for w in rule.warnings]
     assert warnings == [f"cache.{prefix}:customr:{{id}}: the key pattern matches no key"]
+    notes = [n for rule in checked.rules for n in rule.notes]
+    assert notes == [  # product:{id} matches 4 of the 5 product keys; customer:{id} 4 hashes
+        f"cache.{prefix}:product:{{id}}: 1 of 4 sampled keys expire",
+        f"cache.{prefix}:customer:{{id}}: 0 of 4 sampled keys expire",
+    ]
 
 
 def test_require_ttl_reports_keys_that_never_expire(cache, database_factory, tmp_path):
