@@ -14,17 +14,11 @@ and checks auditor found exactly the seeded mismatches. Cleans up after itself.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
-import uuid
-from pathlib import Path
 
 import redis
 import sqlalchemy as sa
-import yaml
-from measure import measured
-from redis_keys import PG_ADMIN, REDIS_URL
+from measure import REDIS_URL, audit, bench_stores, measured, psql_copy
 
 PREFIX = "bench:customer:"
 # SCAN every key, then HMGET all of them in packed pipelines of 10,000 on one connection.
@@ -45,8 +39,8 @@ print(read)
 """
 
 
-def load(keys: int, client: redis.Redis, database: str) -> int:
-    engine = sa.create_engine(PG_ADMIN.rsplit("/", 1)[0] + "/" + database)
+def load(keys: int, client: redis.Redis, url: str) -> int:
+    engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql(
             "CREATE TABLE customers (id bigint PRIMARY KEY, email text, name text)"
@@ -76,48 +70,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=1_000_000)
     args = parser.parse_args()
-    client = redis.Redis.from_url(REDIS_URL)
-    database = f"auditor_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {database}")
-    try:
-        drifted = load(args.keys, client, database)
-        with tempfile.TemporaryDirectory(prefix="auditor-bench-") as tmp:
-            config = Path(tmp) / "cache.yaml"
-            url = PG_ADMIN.rsplit("/", 1)[0] + "/" + database
-            rule = {"name": "customer-cache", "type": "pii", "suggest_keys": False,
-                    "source": {"db": "crm", "table": "customers", "key": ["id"]},
-                    "copy": {"db": "cache", "table": PREFIX + "{id}", "value": "hash",
-                             "key": ["id"]},
-                    "fields": [{"source": "email", "copy": "email", "normalize": ["email"]},
-                               {"source": "name", "copy": "name", "normalize": ["trim"]}]}  # fmt: skip
-            databases = {"cache": {"url": REDIS_URL}, "crm": {"url": url}}
-            config.write_text(yaml.safe_dump({"version": 1, "databases": databases,
-                                              "rules": [rule]}))  # fmt: skip
-            read = measured([sys.executable, "-c", READ_ALL, REDIS_URL, PREFIX + "*"])
-            copy = f"\\copy (SELECT id, email, name FROM customers) TO '{tmp}/c.txt'"
-            copied = measured(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database,
-                               "-c", copy])  # fmt: skip
-            report = Path(tmp) / "out.json"
-            run = measured([sys.executable, "-m", "auditor", "run", str(config), "-q",
-                            "--max-findings", "0", "--json", str(report)])  # fmt: skip
-            found = json.loads(report.read_text())["rules"][0]["counts"]
-        baseline = read[1] + copied[1]
-        print(f"{args.keys:,} Redis hashes (2 fields) against a {args.keys:,}-row PostgreSQL table")
-        print(
-            f"  SCAN + raw HMGET pipeline {read[1]:6.2f} s  {read[2]:5.0f} MB  ({read[3].strip()} read)"
-        )
-        print(f"  psql \\copy of customers   {copied[1]:6.2f} s")
-        print(f"  auditor run               {run[1]:6.2f} s  {run[2]:5.0f} MB  "
-              f"ratio {run[1] / baseline:.2f}  found {found} (seeded {drifted} mismatches)"
-              + ("" if found == {"mismatch": drifted} else "  FAIL"))  # fmt: skip
-    finally:
-        for key in client.scan_iter(match=PREFIX + "*", count=10_000):
-            client.delete(key)
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        admin.dispose()
+    with bench_stores(PREFIX) as (client, url, tmp):
+        drifted = load(args.keys, client, url)
+        read = measured([sys.executable, "-c", READ_ALL, REDIS_URL, PREFIX + "*"])
+        copied = psql_copy(url, "SELECT id, email, name FROM customers", tmp)
+        rule = {"name": "customer-cache", "type": "pii", "suggest_keys": False,
+                "source": {"db": "crm", "table": "customers", "key": ["id"]},
+                "copy": {"db": "cache", "table": PREFIX + "{id}", "value": "hash",
+                         "key": ["id"]},
+                "fields": [{"source": "email", "copy": "email", "normalize": ["email"]},
+                           {"source": "name", "copy": "name", "normalize": ["trim"]}]}  # fmt: skip
+        run, found = audit(tmp, {"cache": {"url": REDIS_URL}, "crm": {"url": url}}, rule)
+    print(f"{args.keys:,} Redis hashes (2 fields) against a {args.keys:,}-row PostgreSQL table")
+    print(f"  SCAN + raw HMGET pipeline {read[1]:6.2f} s  ({read[3].strip()} read)")
+    print(f"  psql \\copy of customers   {copied[1]:6.2f} s")
+    print(f"  auditor run               {run[1]:6.2f} s  {run[2]:5.0f} MB  "
+          f"ratio {run[1] / (read[1] + copied[1]):.2f}  found {found} "
+          f"(seeded {drifted} mismatches)"
+          + ("" if found == {"mismatch": drifted} else "  FAIL"))  # fmt: skip
 
 
 if __name__ == "__main__":

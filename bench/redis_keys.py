@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import uuid
-from pathlib import Path
 
 import redis
 import sqlalchemy as sa
-import yaml
-from measure import measured
+from measure import REDIS_URL, audit, bench_stores, measured, psql_copy
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/14"
 PREFIX = "bench:product:"
 LIST_KEYS = (
     "import redis, sys; r = redis.Redis.from_url(sys.argv[1]); "
@@ -32,9 +26,9 @@ LIST_KEYS = (
 )
 
 
-def load(keys: int, client: redis.Redis, database: str) -> int:
+def load(keys: int, client: redis.Redis, url: str) -> int:
     """The keys and the table; returns how many keys name no product."""
-    engine = sa.create_engine(PG_ADMIN.rsplit("/", 1)[0] + "/" + database)
+    engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE products (id bigint PRIMARY KEY)")
         conn.execute(sa.text("INSERT INTO products SELECT generate_series(1, :n)"), {"n": keys})
@@ -56,47 +50,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=1_000_000)
     args = parser.parse_args()
-    client = redis.Redis.from_url(REDIS_URL)
-    database = f"auditor_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {database}")
-    try:
-        orphans = load(args.keys, client, database)
-        with tempfile.TemporaryDirectory(prefix="auditor-bench-") as tmp:
-            config = Path(tmp) / "cache.yaml"
-            url = PG_ADMIN.rsplit("/", 1)[0] + "/" + database
-            rule = {"name": "product-cache", "type": "reference",
-                    "from": {"db": "cache", "table": PREFIX + "{id}", "columns": ["id"]},
-                    "to": {"db": "shop", "table": "products", "columns": ["id"]}}  # fmt: skip
-            databases = {"cache": {"url": REDIS_URL}, "shop": {"url": url}}
-            config.write_text(yaml.safe_dump({"version": 1, "databases": databases,
-                                              "rules": [rule]}))  # fmt: skip
-            listed = measured([sys.executable, "-c", LIST_KEYS, REDIS_URL, PREFIX + "*"])
-            copy_ids = f"\\copy (SELECT id FROM products) TO '{tmp}/ids.txt'"
-            copied = measured(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database,
-                               "-c", copy_ids])  # fmt: skip
-            report = Path(tmp) / "out.json"
-            run = measured([sys.executable, "-m", "auditor", "run", str(config), "-q",
-                            "--max-findings", "0", "--json", str(report)])  # fmt: skip
-            import json
-
-            found = json.loads(report.read_text())["rules"][0]["counts"]
-        baseline = listed[1] + copied[1]
-        print(f"{args.keys:,} Redis keys against a {args.keys:,}-row PostgreSQL table")
-        print(
-            f"  SCAN COUNT 10000 listing  {listed[1]:6.2f} s  {listed[2]:5.0f} MB  ({listed[3].strip()} keys)"
-        )
-        print(f"  psql \\copy of the ids     {copied[1]:6.2f} s  {copied[2]:5.0f} MB")
-        print(f"  auditor run               {run[1]:6.2f} s  {run[2]:5.0f} MB  "
-              f"ratio {run[1] / baseline:.2f}  found {found} (seeded {orphans} orphans)"
-              + ("" if found == {"orphan": orphans} else "  FAIL"))  # fmt: skip
-    finally:
-        for key in client.scan_iter(match=PREFIX + "*", count=10_000):
-            client.delete(key)
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        admin.dispose()
+    with bench_stores(PREFIX) as (client, url, tmp):
+        orphans = load(args.keys, client, url)
+        listed = measured([sys.executable, "-c", LIST_KEYS, REDIS_URL, PREFIX + "*"])
+        copied = psql_copy(url, "SELECT id FROM products", tmp)
+        rule = {"name": "product-cache", "type": "reference",
+                "from": {"db": "cache", "table": PREFIX + "{id}", "columns": ["id"]},
+                "to": {"db": "shop", "table": "products", "columns": ["id"]}}  # fmt: skip
+        run, found = audit(tmp, {"cache": {"url": REDIS_URL}, "shop": {"url": url}}, rule)
+    print(f"{args.keys:,} Redis keys against a {args.keys:,}-row PostgreSQL table")
+    print(f"  SCAN COUNT 10000 listing  {listed[1]:6.2f} s  ({listed[3].strip()} keys)")
+    print(f"  psql \\copy of the ids     {copied[1]:6.2f} s")
+    print(f"  auditor run               {run[1]:6.2f} s  {run[2]:5.0f} MB  "
+          f"ratio {run[1] / (listed[1] + copied[1]):.2f}  found {found} (seeded {orphans} orphans)"
+          + ("" if found == {"orphan": orphans} else "  FAIL"))  # fmt: skip
 
 
 if __name__ == "__main__":
