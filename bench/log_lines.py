@@ -17,7 +17,7 @@ import gzip
 import random
 
 import sqlalchemy as sa
-from measure import audit, bench_stores, measured, psql_copy
+from measure import audit, bench_stores, measured, print_audit, psql_copy
 
 PRODUCTS = 100_000
 AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Safari/537.36"
@@ -66,13 +66,10 @@ def main() -> None:
         databases = {"logs": {"path": str(tmp / "logs"), "format": "lines"}, "shop": {"url": url}}
         run, found = audit(tmp, databases, rule)
         size = log.stat().st_size / 1e6
-    baseline = counted[1] + copied[1]
     print(f"{args.lines:,} log lines ({size:,.0f} MB gzipped) against {PRODUCTS:,} products")
     print(f"  zcat | wc -l               {counted[1]:6.2f} s  ({counted[3].strip()} lines)")
     print(f"  psql \\copy of the ids      {copied[1]:6.2f} s")
-    print(f"  auditor run                {run[1]:6.2f} s  {run[2]:5.0f} MB  "
-          f"ratio {run[1] / baseline:.2f}  found {found} (seeded {orphans} orphans)"
-          + ("" if found == {"orphan": orphans} else "  FAIL"))  # fmt: skip
+    print_audit(run, counted[1] + copied[1], found, {"orphan": orphans})
 
 
 if __name__ == "__main__":

@@ -72,3 +72,10 @@ def psql_copy(url: str, query: str, tmp: Path) -> tuple:
     database = url.rsplit("/", 1)[1]
     copy = f"\\copy ({query}) TO '{tmp}/copy.txt'"
     return measured(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-c", copy])
+
+
+def print_audit(run: tuple, baseline_s: float, found: dict, expected: dict) -> None:
+    """The auditor line of a bench: time, peak RSS, ratio to the baseline, findings checked."""
+    check = "" if found == expected else "  FAIL"
+    print(f"  auditor run                {run[1]:6.2f} s  {run[2]:5.0f} MB  "
+          f"ratio {run[1] / baseline_s:.2f}  found {found} (seeded {expected}){check}")  # fmt: skip

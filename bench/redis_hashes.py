@@ -18,7 +18,7 @@ import sys
 
 import redis
 import sqlalchemy as sa
-from measure import REDIS_URL, audit, bench_stores, measured, psql_copy
+from measure import REDIS_URL, audit, bench_stores, measured, print_audit, psql_copy
 
 PREFIX = "bench:customer:"
 # SCAN every key, then HMGET all of them in packed pipelines of 10,000 on one connection.
@@ -84,10 +84,7 @@ def main() -> None:
     print(f"{args.keys:,} Redis hashes (2 fields) against a {args.keys:,}-row PostgreSQL table")
     print(f"  SCAN + raw HMGET pipeline {read[1]:6.2f} s  ({read[3].strip()} read)")
     print(f"  psql \\copy of customers   {copied[1]:6.2f} s")
-    print(f"  auditor run               {run[1]:6.2f} s  {run[2]:5.0f} MB  "
-          f"ratio {run[1] / (read[1] + copied[1]):.2f}  found {found} "
-          f"(seeded {drifted} mismatches)"
-          + ("" if found == {"mismatch": drifted} else "  FAIL"))  # fmt: skip
+    print_audit(run, read[1] + copied[1], found, {"mismatch": drifted})
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 
 import redis
 import sqlalchemy as sa
-from measure import REDIS_URL, audit, bench_stores, measured, psql_copy
+from measure import REDIS_URL, audit, bench_stores, measured, print_audit, psql_copy
 
 PREFIX = "bench:product:"
 LIST_KEYS = (
@@ -61,9 +61,7 @@ def main() -> None:
     print(f"{args.keys:,} Redis keys against a {args.keys:,}-row PostgreSQL table")
     print(f"  SCAN COUNT 10000 listing  {listed[1]:6.2f} s  ({listed[3].strip()} keys)")
     print(f"  psql \\copy of the ids     {copied[1]:6.2f} s")
-    print(f"  auditor run               {run[1]:6.2f} s  {run[2]:5.0f} MB  "
-          f"ratio {run[1] / (listed[1] + copied[1]):.2f}  found {found} (seeded {orphans} orphans)"
-          + ("" if found == {"orphan": orphans} else "  FAIL"))  # fmt: skip
+    print_audit(run, listed[1] + copied[1], found, {"orphan": orphans})
 
 
 if __name__ == "__main__":
