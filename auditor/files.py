@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from auditor.db.reflect import TableInfo
@@ -84,6 +87,9 @@ class FileStore:
         """Batches of (file, line, *columns) as text, file by file."""
         for path in paths:
             relative = path.relative_to(self.directory).as_posix()
+            if self.format_of(path) == "lines":
+                yield from _lines(path, relative, columns, batch_rows)
+                continue
             records = _records(path, self.format_of(path), columns)
             try:
                 while True:
@@ -93,6 +99,25 @@ class FileStore:
                     yield _batch(relative, rows, columns)
             except (OSError, EOFError, UnicodeError, csv.Error, ValueError) as exc:
                 raise _unreadable(path, exc) from None
+
+
+def _lines(path: Path, relative: str, columns: list[str], batch_rows: int):
+    """A `lines` file: batch_rows lines at a time, the line ends cut off in C (a log of 5M
+    lines took 19 s record by record, 12 s so)."""
+    number = 1
+    try:
+        with _text(path) as handle:
+            while chunk := list(itertools.islice(handle, batch_rows)):
+                texts = pc.utf8_rtrim(pa.array(chunk, pa.string()), characters="\r\n")
+                arrays = [
+                    pa.array([relative] * len(chunk), pa.string()),
+                    pa.array(np.arange(number, number + len(chunk), dtype=np.int64)),
+                    *([texts] * len(columns)),  # the one column, `line`
+                ]
+                number += len(chunk)
+                yield pa.RecordBatch.from_arrays(arrays, [FILE_COLUMN, LINE_COLUMN, *columns])
+    except (OSError, EOFError, UnicodeError, ValueError) as exc:
+        raise _unreadable(path, exc) from None
 
 
 def _unreadable(path: Path, exc: BaseException) -> Exception:

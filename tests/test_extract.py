@@ -1,0 +1,73 @@
+"""`extract` finds what Python's `re` finds, every match, whether a batch goes through Arrow's
+RE2 (ASCII text, a pattern RE2 reads) or through `finditer`."""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditor.extract import SOURCE, Extraction
+
+PATTERNS = [
+    r"/products/(?P<id>\d+)",
+    r"(?i)SKU-(?P<id>[a-z0-9]+)",
+    r"id=(?P<id>\w+)\s",
+    r"(?P<id>\d+)(?=px)",  # a lookahead: RE2 cannot read it
+    r"ref=(?P<id>\d+)$",  # `$`: Python's also matches before a final newline
+    r"x(?P<id>\d*)",  # an empty group
+]
+
+
+def _python(extraction: Extraction, texts: list[str | None]) -> tuple[list, int]:
+    found, matched = [], 0
+    for row, text in enumerate(texts):
+        matches = list(extraction.pattern.finditer(text)) if text is not None else []
+        matched += bool(matches)
+        found += [(row, m.group("id")) for m in matches]
+    return sorted(found), len(texts) - matched
+
+
+def _explode(extraction: Extraction, texts: list[str | None]) -> tuple[list, int]:
+    batch = pa.record_batch(
+        [pa.array(texts, pa.string()), pa.array(range(len(texts)), pa.int64())],
+        names=[SOURCE, "r0"],
+    )
+    rows, unmatched = extraction.explode(batch)
+    return sorted(zip(rows["r0"].to_pylist(), rows["k0"].to_pylist(), strict=True)), unmatched
+
+
+TEXTS = st.lists(
+    st.one_of(
+        st.none(),
+        st.text(alphabet="/produts0123456789?=&ref pxSKU-abc\n\x0b\u0663\u00e9", max_size=40),
+    ),
+    max_size=30,
+)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@settings(max_examples=150, deadline=None)
+@given(texts=TEXTS)
+def test_arrow_and_python_find_the_same_references(pattern, texts):
+    extraction = Extraction(sa.Column("line", sa.Text()), re.compile(pattern), ("id",))
+    assert _explode(extraction, texts) == _python(extraction, texts)
+
+
+def test_several_references_in_one_row_and_rows_without_any():
+    extraction = Extraction(sa.Column("line", sa.Text()), re.compile(PATTERNS[0]), ("id",))
+    texts = [
+        "GET /products/7 ref=/products/8",
+        "GET /",
+        None,
+        "/products/1",
+        "\u0663 /products/\u0663",
+    ]
+    assert _explode(extraction, texts) == (
+        [(0, "7"), (0, "8"), (3, "1"), (4, "\u0663")],  # Arabic-Indic 3 is a digit to Python
+        2,
+    )
