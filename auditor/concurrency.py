@@ -63,17 +63,23 @@ def retrying(
     reset: Callable[[], None] | None = None,
 ) -> T:
     """`attempt()`, made again after a lost connection (a retryable DatabaseError) with the
-    RETRY_PAUSES_S back-off; `reset` undoes a failed attempt's work first."""
+    RETRY_PAUSES_S back-off; `reset` undoes a failed attempt's work first. The error that ends
+    the retries is no longer retryable: a caller that retries too (a rule around its sides)
+    does not make the same attempts again."""
     for pause in (*RETRY_PAUSES_S, None):
         try:
             return attempt()
         except DatabaseError as exc:
-            if not exc.retryable or pause is None or stop.is_set():
+            if not exc.retryable:
+                raise
+            if pause is None or stop.is_set():
+                exc.retryable = False
                 raise
             said = {"sqlstate": exc.sqlstate, "errno": exc.errno}
             log.event(event, logging.WARNING, exc.message, rule=rule, **said)
             if reset is not None:
                 reset()
             if stop.wait(pause):
+                exc.retryable = False
                 raise
     raise AssertionError("unreachable")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import math
 import threading
 import time
@@ -21,9 +20,8 @@ import pyarrow.compute as pc
 from auditor import log
 from auditor.checks.pii import check_copies
 from auditor.checks.reference import KeyIndex, check_references, duplicates, group_keys
-from auditor.concurrency import RETRY_PAUSES_S, CancelToken, retrying
+from auditor.concurrency import CancelToken, retrying
 from auditor.config.model import PiiRule, ReferenceRule, Settings
-from auditor.errors import DatabaseError
 from auditor.extract import UNMATCHED
 from auditor.findings import FindingLog
 from auditor.mask import Masker
@@ -116,27 +114,13 @@ class Collector:
 
 
 def run_rule(plan: RulePlan, options: RunOptions, progress: Progress, stop: threading.Event):
-    """Audit one rule; returns its RuleResult (errors propagate to api.py)."""
+    """Audit one rule; returns its RuleResult (errors propagate to api.py). A connection lost
+    while the referencing side streams into the compare starts the rule over: findings were
+    already confirmed from that stream. (A side read into its spill is retried by itself.)"""
     started = time.monotonic()
-    for pause in (*RETRY_PAUSES_S, None):
-        try:
-            return _attempt(plan, options, progress, stop, started)
-        except _StreamLost as lost:
-            # Findings were already confirmed from the lost stream: start the rule over.
-            if pause is None or stop.is_set():
-                raise lost.error from None
-            log.event("scan_retry", logging.WARNING, lost.error.message, rule=plan.rule.name)
-            if stop.wait(pause):
-                raise lost.error from None
-    raise AssertionError("unreachable")
-
-
-class _StreamLost(Exception):
-    """A retryable read error while the referencing side was being compared as it streamed."""
-
-    def __init__(self, error: DatabaseError) -> None:
-        super().__init__(error.message)
-        self.error = error
+    return retrying(
+        lambda: _attempt(plan, options, progress, stop, started), plan.rule.name, "scan_retry", stop
+    )
 
 
 class _TooBig(Exception):
@@ -335,19 +319,14 @@ def _streamed_pairs(plan: RulePlan, options: RunOptions, progress, stop, rows, r
     report = _counter(plan, side, progress, rows)
     buffer: list[pa.RecordBatch] = []
     buffered = 0
-    try:
-        batch_rows = _batch_rows(side, options)
-        batches = prepared_batches(side, schema, plan.key_types, batch_rows, report, stop)
-        for batch in batches:
-            buffer.append(batch)
-            buffered += batch.num_rows
-            if buffered >= chunk_rows:
-                yield pa.Table.from_batches(buffer).combine_chunks(), right, groups, index
-                buffer, buffered = [], 0
-    except DatabaseError as exc:
-        if exc.retryable:
-            raise _StreamLost(exc) from exc
-        raise
+    # A lost connection here propagates: run_rule starts the rule over (see there).
+    batch_rows = _batch_rows(side, options)
+    for batch in prepared_batches(side, schema, plan.key_types, batch_rows, report, stop):
+        buffer.append(batch)
+        buffered += batch.num_rows
+        if buffered >= chunk_rows:
+            yield pa.Table.from_batches(buffer).combine_chunks(), right, groups, index
+            buffer, buffered = [], 0
     if buffered:
         yield pa.Table.from_batches(buffer).combine_chunks(), right, groups, index
 
