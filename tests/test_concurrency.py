@@ -82,3 +82,25 @@ def test_no_reader_handle_is_opened_after_close(tmp_path, monkeypatch):
     monkeypatch.setattr(database.dialect, "open_reader", lambda *a: opened.append(a) or object())
     database.close()
     assert database._shared_reader() is None and opened == []
+
+
+def test_retries_nested_in_retries_are_not_made_twice(monkeypatch):
+    """A side retries its lost connection 3 times; the rule around it, which also retries,
+    does not make those 4 attempts again: the error that ends them is no longer retryable."""
+    from auditor import concurrency
+
+    monkeypatch.setattr(concurrency, "RETRY_PAUSES_S", (0.0, 0.0, 0.0))
+    attempts = []
+
+    def lost() -> None:
+        attempts.append(1)
+        error = DatabaseError("connection lost")
+        error.retryable = True
+        raise error
+
+    def side() -> None:
+        concurrency.retrying(lost, "r", "scan_retry", threading.Event())
+
+    with pytest.raises(DatabaseError) as raised:
+        concurrency.retrying(side, "r", "scan_retry", threading.Event())
+    assert len(attempts) == 4 and raised.value.retryable is False
