@@ -162,18 +162,13 @@ def _columns(path: Path, format: str) -> list[str]:
 
 
 def _records(path: Path, format: str, columns: list[str]) -> Iterator[tuple[int, list[Any]]]:
-    """(line where the record starts, its values of `columns` as text or None)."""
+    """(line where the record starts, its values of `columns` as text or None), for csv,
+    jsonl and parquet (`lines` files are read a batch at a time: _lines)."""
     if format == "parquet":
         yield from _parquet(path, columns)
         return
     with _text(path) as handle:
-        if format == "csv":
-            yield from _csv(path, handle, columns)
-        elif format == "jsonl":
-            yield from _jsonl(path, handle, columns)
-        else:
-            for number, text in enumerate(handle, 1):
-                yield number, [text.rstrip("\r\n")]
+        yield from (_csv if format == "csv" else _jsonl)(path, handle, columns)
 
 
 def _csv(path: Path, handle: io.TextIOWrapper, columns: list[str]):
