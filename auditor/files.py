@@ -194,7 +194,7 @@ def _jsonl(path: Path, handle: io.TextIOWrapper, columns: list[str]):
             record = json.loads(text)
         except ValueError as exc:
             raise ValueError(f"line {number}: not JSON ({exc})") from None
-        yield number, [_text_of(_dotted(record, name)) for name in columns]
+        yield number, [_text_of(dotted(record, name)) for name in columns]
 
 
 def _parquet(path: Path, columns: list[str]):
@@ -219,7 +219,8 @@ def _flat(record: Any, prefix: str = "") -> Iterator[str]:
                 yield path
 
 
-def _dotted(record: Any, path: str) -> Any:
+def dotted(record: Any, path: str) -> Any:
+    """`record["a"]["b"]` for the path `a.b`; None where a part is missing (as NULL)."""
     for part in path.split("."):
         if not isinstance(record, dict) or part not in record:
             return None

@@ -20,11 +20,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
-from auditor.db.engines import redact
+from auditor.db.engines import redact, scrub
 from auditor.db.reflect import TableInfo
 from auditor.errors import ConfigError, DatabaseError
-from auditor.files import UNTYPED
+from auditor.files import UNTYPED, dotted
 
 REDIS_KEY = "redis_key"  # the key of a finding on a Redis side
 KEY_COLUMN = "__key"  # how the key travels in a batch
@@ -70,9 +71,9 @@ class KeyPattern:
             text, glob, re.compile(f"^{regex}$", re.DOTALL), tuple(captures), f"(?s)^{regex}$"
         )
 
-    def match(self, key: str) -> list[str] | None:
-        found = self.regex.match(key)
-        return None if found is None else [found.group(f"g{i}") for i in range(len(self.captures))]
+    def matches(self, key: bytes) -> bool:
+        """Whether the whole key fits the pattern (SCAN's glob lets `*` cross `:`)."""
+        return self.regex.match(key.decode("utf-8", "replace")) is not None
 
 
 @dataclass
@@ -99,9 +100,9 @@ class RedisStore:
         return self._client
 
     def failure(self, exc: BaseException) -> DatabaseError:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        for secret in _secrets(self.url):
-            reason = reason.replace(secret, "***")
+        reason = scrub(
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__, make_url(self.url)
+        )
         return DatabaseError(f"cannot read database {self.name!r} ({self.redacted}): {reason}")
 
     def ping(self) -> None:
@@ -138,6 +139,15 @@ class RedisStore:
         table = sa.Table(pattern, sa.MetaData(), *columns)
         return TableInfo(self.name, table, (), None, None), parsed
 
+    def _pages(self, pattern: KeyPattern) -> Iterator[list[bytes]]:
+        """The keys SCAN returns for the pattern's glob, page by page (COUNT 10000)."""
+        cursor = 0
+        while True:
+            cursor, page = self.client.scan(cursor, match=pattern.glob, count=SCAN_COUNT)
+            yield page
+            if cursor == 0:
+                return
+
     def stream(self, pattern: KeyPattern, value: str, columns: list[str], batch_rows: int):
         """Batches of (key, *columns) as text for every key the pattern matches, each key
         once (SCAN may return a key twice while the keyspace is rehashed): a set of the keys'
@@ -146,20 +156,18 @@ class RedisStore:
 
         seen: set[int] = set()
         pending: list[bytes] = []
-        cursor = 0
         try:
-            while True:
-                cursor, page = self.client.scan(cursor, match=pattern.glob, count=SCAN_COUNT)
+            for page in self._pages(pattern):
                 for raw in page:
                     digest = hash(raw)
                     if digest not in seen:
                         seen.add(digest)
                         pending.append(raw)
-                while len(pending) >= batch_rows or (cursor == 0 and pending):
+                while len(pending) >= batch_rows:
                     batch, pending = pending[:batch_rows], pending[batch_rows:]
                     yield self._batch(pattern, value, columns, batch)
-                if cursor == 0:
-                    return
+            if pending:
+                yield self._batch(pattern, value, columns, pending)
         except redis.RedisError as exc:
             raise self.failure(exc) from None
 
@@ -194,16 +202,12 @@ class RedisStore:
         """Every key the pattern matches that never expires (PTTL -1), read as it is now."""
         import redis
 
-        cursor = 0
         try:
-            while True:
-                cursor, page = self.client.scan(cursor, match=pattern.glob, count=SCAN_COUNT)
-                raw = [k for k in page if pattern.match(k.decode("utf-8", "replace"))]
+            for page in self._pages(pattern):
+                raw = [key for key in page if pattern.matches(key)]
                 for key, ttl in zip(raw, self._pipelined(b"PTTL", raw, []), strict=True):
                     if ttl == -1:
                         yield key.decode("utf-8", "replace")
-                if cursor == 0:
-                    return
         except redis.RedisError as exc:
             raise self.failure(exc) from None
 
@@ -213,11 +217,11 @@ class RedisStore:
 
         sampled: list[bytes] = []
         try:
-            for raw in self.client.scan_iter(match=pattern.glob, count=SCAN_COUNT):
-                if pattern.match(raw.decode("utf-8", "replace")) is not None:
-                    sampled.append(raw)
-                    if len(sampled) >= size:
-                        break
+            for page in self._pages(pattern):
+                sampled += [key for key in page if pattern.matches(key)]
+                if len(sampled) >= size:
+                    break
+            sampled = sampled[:size]
             ttls = self._pipelined(b"PTTL", sampled, [])
             expiring = sum(1 for ttl in ttls if isinstance(ttl, int) and ttl >= 0)
         except redis.RedisError as exc:
@@ -289,23 +293,10 @@ def _json_fields(raw: bytes | None, fields: list[str]) -> dict[str, Any]:
         return {}
     found: dict[str, Any] = {}
     for name in fields:
-        item: Any = document
-        for part in name.split("."):
-            item = item.get(part) if isinstance(item, dict) else None
+        item = dotted(document, name)
         if item is not None:
             found[name] = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
     return found
-
-
-def _secrets(url: str) -> list[str]:
-    from sqlalchemy.engine import make_url
-
-    from auditor.db.engines import secrets_of
-
-    try:
-        return secrets_of(make_url(url))
-    except Exception:
-        return []
 
 
 def is_redis_url(url: str) -> bool:
