@@ -236,14 +236,15 @@ class StoreSidePlan(SidePlan):
     def repeated(self) -> dict[str, str]:
         return {}
 
-    def _named(self, batch: pa.RecordBatch, stored: dict[str, str]) -> pa.RecordBatch:
-        """A store's batch (its row names under `stored` -> r*, columns by name) as the
+    def _wanted(self) -> list[str]:
+        """The store's columns the outputs other than the row names (r*) come from."""
+        return list(dict.fromkeys(c.name for n, c in self._outputs() if not n.startswith("r")))
+
+    def _named(self, batch: pa.RecordBatch, labels: dict[str, str]) -> pa.RecordBatch:
+        """A store's batch (its row names under `labels`' keys, columns by name) as the
         outputs `select` would name them; a column may stand in two outputs."""
-        outputs = [(n, stored.get(c.name, c.name)) for n, c in self._outputs()]
-        if any(n.startswith("r") for n, _ in outputs):
-            labels = {n for n, _ in outputs if n.startswith("r")}
-            outputs = [(n, c) for n, c in outputs if not n.startswith("r")]
-            outputs += [(r, key) for key, r in stored.items() if r in labels]
+        outputs = [(n, c.name) for n, c in self._outputs() if not n.startswith("r")]
+        outputs += [(output, stored) for stored, output in labels.items()]
         return pa.RecordBatch.from_arrays(
             [batch.column(c) for _, c in outputs], names=[n for n, _ in outputs]
         )
@@ -265,8 +266,7 @@ class FileSidePlan(StoreSidePlan):
 
     def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         store: FileStore = self.database  # type: ignore[assignment]
-        wanted = list(dict.fromkeys(c.name for n, c in self._outputs() if not n.startswith("r")))
-        for batch in store.stream(list(self.paths), wanted, batch_rows):
+        for batch in store.stream(list(self.paths), self._wanted(), batch_rows):
             yield self._named(batch, {FILE_COLUMN: "r0", LINE_COLUMN: "r1"})
 
 
@@ -278,9 +278,6 @@ class RedisSidePlan(StoreSidePlan):
     pattern: KeyPattern | None = None
     value: str = "none"
     require_ttl: bool = False
-
-    def _wanted(self) -> list[str]:
-        return list(dict.fromkeys(c.name for n, c in self._outputs() if not n.startswith("r")))
 
     def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         store: RedisStore = self.database  # type: ignore[assignment]
@@ -413,7 +410,7 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
     A column that does not exist is a ConfigError about the config field that names it."""
 
     def cols(names: list[str], *loc: str) -> tuple[sa.Column, ...]:
-        return tuple(_column(info, name, (*loc, i)) for i, name in enumerate(names))
+        return _columns(info, names, *loc)
 
     def fields(side: str) -> tuple[sa.Column, ...]:
         names = [f.source if side == "source" else f.copy_ for f in rule.fields]  # type: ignore[union-attr]
@@ -510,7 +507,7 @@ def _file_side_plan(rule: Rule, role: str, side: TableSide, store: FileStore) ->
     if extraction is not None:
         compare = _extracted_columns(side)
     else:
-        compare = tuple(_column(info, n, (role, "columns", i)) for i, n in enumerate(side.columns))
+        compare = _columns(info, side.columns, role, "columns")
     options = {"labels": labels, "extract": extraction, "paths": tuple(paths)}
     return _store_side(FileSidePlan, role, store, info, compare, options)
 
@@ -547,15 +544,12 @@ def _redis_side_plan(rule: Rule, role: str, side: TableSide, store: RedisStore) 
     except ConfigError as exc:
         raise exc.at(role, "table") from None
 
-    def cols(names: list[str], *loc: str | int) -> tuple[sa.Column, ...]:
-        return tuple(_column(info, n, (*loc, i)) for i, n in enumerate(names))
-
     labels = (sa.Column(REDIS_KEY, sa.Text()),)
     values: tuple[sa.Column, ...] = ()
     if isinstance(rule, ReferenceRule):
-        compare = cols(rule.from_.columns, role, "columns")
+        compare = _columns(info, rule.from_.columns, role, "columns")
     else:
-        compare = cols(rule.copy_.key, role, "key")
+        compare = _columns(info, rule.copy_.key, role, "key")
         fields = enumerate(rule.fields)
         values = tuple(_column(info, f.copy_, ("fields", i, "copy")) for i, f in fields)
     options = {"labels": labels, "values": values, "pattern": pattern, "value": value,
@@ -573,6 +567,11 @@ def _extraction(side: FromSide, info: TableInfo) -> Extraction | None:
 def _extracted_columns(side: FromSide) -> tuple[sa.Column, ...]:
     """The compared columns `extract` makes: text, taking the other side's key type."""
     return tuple(sa.Column(name, sa.Text(), info={UNTYPED: True}) for name in side.columns)
+
+
+def _columns(info: TableInfo, names: list[str], *loc: str) -> tuple[sa.Column, ...]:
+    """The named columns; a missing one is a ConfigError about `loc`[i]."""
+    return tuple(_column(info, name, (*loc, i)) for i, name in enumerate(names))
 
 
 def _column(info: TableInfo, name: str, loc: tuple[str | int, ...]) -> sa.Column:

@@ -76,8 +76,6 @@ class Lookups:
         )
 
     def _fetch(self, side: SidePlan, by: str, wanted: list[tuple]) -> pa.Table:
-        if isinstance(side, RedisSidePlan):
-            return self._read(side, by, wanted)
         try:
             return self._read(side, by, wanted)
         except sa.exc.DBAPIError as exc:
