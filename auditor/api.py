@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -209,7 +208,7 @@ def run(
                 duration_s=round(result.duration_s, 3),
                 counts=result.counts,
                 **({"message": result.error} if result.error else {}),
-                **_said(result),
+                **log.said(result),
             )
             results.append(result)
     finally:
@@ -295,12 +294,6 @@ def _run_one(config: Config, rule, databases, options, progress, stop) -> RuleRe
         # The exception's text may quote a data value: only its type leaves without --debug.
         message = f"internal error: {type(exc).__name__} (rerun with --debug for details)"
         return replace(_skipped(rule, "error"), error=message, error_code=4)
-
-
-def _said(error: AuditorError | RuleResult) -> dict[str, Any]:
-    """The SQLSTATE and error number of a database's error, as log fields, where known."""
-    fields = {"sqlstate": error.sqlstate, "errno": error.errno}
-    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _plan_retrying(

@@ -75,8 +75,7 @@ def retrying(
             if pause is None or stop.is_set():
                 exc.retryable = False
                 raise
-            said = {"sqlstate": exc.sqlstate, "errno": exc.errno}
-            log.event(event, logging.WARNING, exc.message, rule=rule, **said)
+            log.event(event, logging.WARNING, exc.message, rule=rule, **log.said(exc))
             if reset is not None:
                 reset()
             if stop.wait(pause):

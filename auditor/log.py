@@ -20,6 +20,13 @@ logger.addHandler(logging.NullHandler())
 FIELDS = ("rule", "event", "rows", "duration_s", "counts", "status", "sqlstate", "errno")
 
 
+def said(error: Any) -> dict[str, Any]:
+    """What a database said about an error (its SQLSTATE and error number) as log fields,
+    those it told."""
+    fields = {"sqlstate": error.sqlstate, "errno": error.errno}
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 def event(name: str, level: int = logging.INFO, message: str | None = None, **fields: Any) -> None:
     logger.log(level, message or name, extra={"event": name, **fields})
 

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from auditor import predicates
 from auditor.config.model import FromSide, PiiRule, ReferenceRule, TableSide
-from auditor.db.engines import Database, error_number, is_timeout, sqlstate
+from auditor.db.engines import Database, is_timeout, said_by
 from auditor.db.reflect import TableInfo, category, reflect_table, unsigned_64
 from auditor.errors import AuditorError, ConfigError, DatabaseError
 from auditor.extract import SOURCE, Extraction
@@ -181,8 +181,7 @@ class SidePlan:
                     f"{self.database.reason(exc)}",
                     (self.role, name),
                 )
-                refusal.sqlstate, refusal.errno = sqlstate(exc), error_number(exc)
-                raise refusal from None
+                raise said_by(refusal, exc) from None
 
     def refused(self, error: DatabaseError) -> AuditorError:
         """A failed read that this side's `where`/`soft_delete` caused is a config error

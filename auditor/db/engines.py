@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from auditor import log
 from auditor.config.model import Config, DatabaseConfig
 from auditor.db.dialects import Dialect, for_url
-from auditor.errors import ConfigError, DatabaseError, ResourceError
+from auditor.errors import ConfigError, DatabaseError, E, ResourceError
 
 
 @dataclass
@@ -160,8 +160,7 @@ class Database:
             error = DatabaseError(f"cannot read {self.describe_failure(exc, statement)}")
             error.retryable = is_connection_lost(exc)
             error.reason = self.reason(exc, statement)
-        error.sqlstate, error.errno = sqlstate(exc), error_number(exc)
-        return error
+        return said_by(error, exc)
 
 
 def _driver_error(exc: BaseException) -> bool:
@@ -223,6 +222,13 @@ def sqlstate(exc: BaseException) -> str | None:
     ):
         return "42000"
     return None
+
+
+def said_by(error: E, exc: BaseException) -> E:
+    """`error`, caused by the driver error `exc`, with what the database said: its SQLSTATE
+    and MySQL/MariaDB error number (for the log; never a value)."""
+    error.sqlstate, error.errno = sqlstate(exc), error_number(exc)
+    return error
 
 
 def error_number(exc: BaseException) -> int | None:

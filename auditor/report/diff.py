@@ -128,15 +128,10 @@ class Findings(Sequence[dict[str, Any]]):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if not self._count:
             return
-        for source, rules in self._sources:
-            stream = source.findings(rules)
-            while batch := list(itertools.islice(stream, HASH_BATCH)):
-                hashes = np.fromiter(
-                    (_hash(f, self._keyed_by_ref) for f in batch), np.uint64, len(batch)
-                )
-                for finding, keep in zip(batch, _isin(hashes, self._wanted), strict=True):
-                    if keep:
-                        yield finding
+        for batch, hashes in _hashed(self._sources, self._keyed_by_ref):
+            for finding, keep in zip(batch, _isin(hashes, self._wanted), strict=True):
+                if keep:
+                    yield finding
 
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
@@ -277,16 +272,24 @@ def _hashes(
     index = {name: i for i, name in enumerate(names)}
     hashes: list[np.ndarray] = []
     owners: list[np.ndarray] = []
-    for source, wanted in _sources(rules, names):
-        stream = source.findings(wanted)
-        while batch := list(itertools.islice(stream, HASH_BATCH)):
-            found = (_hash(f, keyed_by_ref) for f in batch)
-            hashes.append(np.fromiter(found, np.uint64, len(batch)))
-            owners.append(np.fromiter((index[f["rule"]] for f in batch), np.int32, len(batch)))
+    for batch, found in _hashed(_sources(rules, names), keyed_by_ref):
+        hashes.append(found)
+        owners.append(np.fromiter((index[f["rule"]] for f in batch), np.int32, len(batch)))
     if not hashes:
         return np.zeros(0, np.uint64), np.zeros(0, np.int32)
     unique, first = np.unique(np.concatenate(hashes), return_index=True)
     return unique, np.concatenate(owners)[first]
+
+
+def _hashed(
+    sources: list[tuple[FindingSource, set[str]]], keyed_by_ref: frozenset[str]
+) -> Iterator[tuple[list[dict[str, Any]], np.ndarray]]:
+    """The sources' findings HASH_BATCH at a time, with their identity hashes."""
+    for source, rules in sources:
+        stream = source.findings(rules)
+        while batch := list(itertools.islice(stream, HASH_BATCH)):
+            found = (_hash(finding, keyed_by_ref) for finding in batch)
+            yield batch, np.fromiter(found, np.uint64, len(batch))
 
 
 def _isin(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
