@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from auditor import predicates
+from auditor.batch import COMPARED, DELETED, LABEL, VALUE
 from auditor.config.model import FromSide, PiiRule, ReferenceRule, TableSide
 from auditor.db.engines import Database, is_timeout, said_by
 from auditor.db.reflect import TableInfo, category, reflect_table, unsigned_64
@@ -32,7 +33,6 @@ from auditor.normalize import Pipeline, compile_pipeline
 from auditor.redis_store import KEY_COLUMN, REDIS_KEY, KeyPattern, RedisStore
 
 Rule = ReferenceRule | PiiRule
-DELETED = "__deleted"
 SAMPLE_ROWS = 1_000
 # A key range this many times the rows is still split by ranges (see RulePlan.partition_range):
 # at worst the rows fill half the range, so no partition gets more than twice its share.
@@ -88,13 +88,13 @@ class SidePlan:
         return pa.uint64() if unsigned_64(column) else pa.int64()
 
     def _outputs(self) -> list[tuple[str, sa.Column]]:
-        compared = [(f"k{i}", c) for i, c in enumerate(self.compare)]
+        compared = [(f"{COMPARED}{i}", c) for i, c in enumerate(self.compare)]
         if self.extract is not None:  # the text is read; the compared columns come out of it
             compared = [(SOURCE, self.extract.source)]
         return (
             compared
-            + [(f"r{i}", c) for i, c in enumerate(self.labels)]
-            + [(f"v{i}", c) for i, c in enumerate(self.values)]
+            + [(f"{LABEL}{i}", c) for i, c in enumerate(self.labels)]
+            + [(f"{VALUE}{i}", c) for i, c in enumerate(self.values)]
         )
 
     @property
@@ -127,6 +127,11 @@ class SidePlan:
     def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """The side's rows as raw batches named as `select` names them (k*, r*, v*, ...)."""
         return self.database.stream(self.sql(), batch_rows)
+
+    @property
+    def pushes(self) -> bool:
+        """Whether `stream` reads ahead on its own, unbounded (see concurrency.read_ahead)."""
+        return self.database.dialect.pushes
 
     def exploded(self, raw: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
         """A raw batch with its extracted references as rows (see auditor.extract), and how
@@ -232,17 +237,21 @@ class StoreSidePlan(SidePlan):
         return False
 
     @property
+    def pushes(self) -> bool:
+        return False
+
+    @property
     def repeated(self) -> dict[str, str]:
         return {}
 
     def _wanted(self) -> list[str]:
         """The store's columns the outputs other than the row names (r*) come from."""
-        return list(dict.fromkeys(c.name for n, c in self._outputs() if not n.startswith("r")))
+        return list(dict.fromkeys(c.name for n, c in self._outputs() if n[0] != LABEL))
 
     def _named(self, batch: pa.RecordBatch, labels: dict[str, str]) -> pa.RecordBatch:
         """A store's batch (its row names under `labels`' keys, columns by name) as the
         outputs `select` would name them; a column may stand in two outputs."""
-        outputs = [(n, c.name) for n, c in self._outputs() if not n.startswith("r")]
+        outputs = [(n, c.name) for n, c in self._outputs() if n[0] != LABEL]
         outputs += [(output, stored) for stored, output in labels.items()]
         return pa.RecordBatch.from_arrays(
             [batch.column(c) for _, c in outputs], names=[n for n, _ in outputs]
@@ -266,7 +275,7 @@ class FileSidePlan(StoreSidePlan):
     def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         store: FileStore = self.database  # type: ignore[assignment]
         for batch in store.stream(list(self.paths), self._wanted(), batch_rows):
-            yield self._named(batch, {FILE_COLUMN: "r0", LINE_COLUMN: "r1"})
+            yield self._named(batch, {FILE_COLUMN: f"{LABEL}0", LINE_COLUMN: f"{LABEL}1"})
 
 
 @dataclass(frozen=True)
@@ -282,7 +291,7 @@ class RedisSidePlan(StoreSidePlan):
         store: RedisStore = self.database  # type: ignore[assignment]
         assert self.pattern is not None
         for batch in store.stream(self.pattern, self.value, self._wanted(), batch_rows):
-            yield self._named(batch, {KEY_COLUMN: "r0"})
+            yield self._named(batch, {KEY_COLUMN: f"{LABEL}0"})
 
     def keys_without_ttl(self) -> Iterator[str]:
         store: RedisStore = self.database  # type: ignore[assignment]
@@ -301,7 +310,7 @@ class RedisSidePlan(StoreSidePlan):
         store: RedisStore = self.database  # type: ignore[assignment]
         keys = [str(labels[0]) for labels in wanted]
         batch = store.read_again(self.pattern, self.value, self._wanted(), keys)
-        return self._named(batch, {KEY_COLUMN: "r0"})
+        return self._named(batch, {KEY_COLUMN: f"{LABEL}0"})
 
 
 def _optional_row(conn: Connection, query: sa.Select) -> sa.Row | None:

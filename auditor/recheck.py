@@ -19,12 +19,12 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from auditor.batch import DELETED, VALUE, SideRows, key_names, tuples
 from auditor.checks.base import canonical_key
 from auditor.concurrency import Stop, retrying
 from auditor.db.reflect import category, unsigned_64
 from auditor.errors import Interrupted
 from auditor.plan import RedisSidePlan, RulePlan, SidePlan
-from auditor.scan import prepare, side_schema
 
 CHUNK = 500
 MAX_HOPS = 32
@@ -84,11 +84,11 @@ class Lookups:
     def _read(self, side: SidePlan, by: str, wanted: list[tuple]) -> pa.Table:
         columns = side.labels if by == "labels" else side.compare
         key_types = self.plan.key_types
-        schema = side_schema(side, key_types)
+        rows_of = SideRows.of(side, key_types)
         if isinstance(side, RedisSidePlan):  # read again by key, not by SQL
             raw, _ = side.exploded(side.read_again(by, wanted))
-            return pa.Table.from_batches([prepare(raw, schema, key_types, side.repeated)])
-        tables = [schema.empty_table()]
+            return pa.Table.from_batches([rows_of.prepare(raw, side.repeated)])
+        tables = [rows_of.empty_table()]
         dialect = side.database.dialect
         chunk_size = dialect.lookup_chunk if len(columns) == 1 else CHUNK
         for start in range(0, len(wanted), chunk_size):
@@ -100,13 +100,11 @@ class Lookups:
             names, rows = list(result.keys()), result.fetchall()
             if rows:
                 arrays = [
-                    pa.array(values, type=_integer_type(schema, name))
+                    pa.array(values, type=_integer_type(rows_of.schema, name))
                     for name, values in zip(names, zip(*rows, strict=True), strict=True)
                 ]
                 raw, _ = side.exploded(pa.RecordBatch.from_arrays(arrays, names=names))
-                tables.append(
-                    pa.Table.from_batches([prepare(raw, schema, key_types, side.repeated)])
-                )
+                tables.append(pa.Table.from_batches([rows_of.prepare(raw, side.repeated)]))
         return pa.concat_tables(tables)
 
     def follow_aliases(
@@ -160,8 +158,8 @@ class Lookups:
         assert self.plan.aliases is not None
         rows = self.fetch(self.plan.aliases, "compare", keys)
         width = len(self.plan.key_types)
-        new = [canonical_key(rows[f"v{i}"], self.plan.key_types[i]) for i in range(width)]
-        old = [rows[f"c{i}"] for i in range(width)]
+        new = [canonical_key(rows[f"{VALUE}{i}"], self.plan.key_types[i]) for i in range(width)]
+        old = [rows[name] for name in key_names(width)]
         mapping: dict[tuple, tuple] = {}
         for old_key, new_key in zip(tuples(old), tuples(new), strict=True):
             if None not in new_key:
@@ -174,21 +172,12 @@ class Lookups:
             return {}
         rows = self.fetch(self.plan.right, "compare", keys)
         width = len(self.plan.key_types)
-        flags = rows["__deleted"].to_pylist() if "__deleted" in rows.column_names else None
+        flags = rows[DELETED].to_pylist() if DELETED in rows.column_names else None
         status: dict[tuple, bool] = {}
-        for index, key in enumerate(tuples([rows[f"c{i}"] for i in range(width)])):
+        for index, key in enumerate(tuples([rows[name] for name in key_names(width)])):
             deleted = bool(flags[index]) if flags else False
             status[key] = status.get(key, True) and deleted
         return status
-
-
-def tuples(columns: Sequence[pa.Array | pa.ChunkedArray]) -> list[tuple]:
-    return list(zip(*(c.to_pylist() for c in columns), strict=True)) if columns else []
-
-
-def label_tuples(table: pa.Table) -> list[tuple]:
-    """The row labels (r* columns) of each row: what names a row in findings and look-ups."""
-    return tuples([table[n] for n in table.column_names if n.startswith("r")])
 
 
 def _integer_type(schema: pa.Schema, name: str) -> pa.DataType | None:

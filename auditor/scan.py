@@ -14,85 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import math
-import queue
-import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import sqlalchemy as sa
 
-from auditor.checks.base import as_text, canonical_key, number_text, partition_of, timestamp_text
+from auditor.batch import KEY, SideRows, names_of
+from auditor.checks.base import partition_of
+from auditor.concurrency import Stop, read_ahead
 from auditor.errors import DatabaseError, Interrupted, ResourceError
 from auditor.extract import UNMATCHED
 from auditor.normalize import numpy_array
-from auditor.plan import DELETED, SidePlan
+from auditor.plan import SidePlan
 from auditor.scratch import Scratch, ScratchFile
 
 Progress = Callable[[str, int], None]
 ROWS_PER_PARTITION = 250_000
-
-
-def side_schema(side: SidePlan, key_types: tuple[str, ...]) -> pa.Schema:
-    """Canonical keys c*, their text k*, row labels r*, values v*, and the soft-delete flag."""
-    fields = [
-        pa.field(f"c{i}", pa.int64() if t == "int" else pa.string())
-        for i, t in enumerate(key_types)
-    ]
-    fields += [pa.field(f"k{i}", side.display_type(c)) for i, c in enumerate(side.compare)]
-    fields += [pa.field(f"r{i}", side.display_type(c)) for i, c in enumerate(side.labels)]
-    fields += [
-        pa.field(f"v{i}", pa.string(), metadata=_text_form(c)) for i, c in enumerate(side.values)
-    ]
-    if side.soft_delete:
-        fields.append(pa.field(DELETED, pa.int8()))
-    return pa.schema(fields)
-
-
-def _text_form(column: sa.Column) -> dict[str, str] | None:
-    """Which one text form a value column's values take (see prepare): numbers and timestamps
-    are written differently by each database, SQLite keeping both as text."""
-    if isinstance(column.type, sa.DateTime | sa.Time):
-        return {TEXT_FORM: "timestamp"}
-    if isinstance(column.type, sa.Numeric | sa.Float):  # in SQLAlchemy 2.1 Float is no Numeric
-        return {TEXT_FORM: "number"}
-    return None
-
-
-TEXT_FORM = "auditor.text_form"
-_TEXT_FORMS = {b"timestamp": timestamp_text, b"number": number_text}
-
-
-def prepare(
-    batch: pa.RecordBatch,
-    schema: pa.Schema,
-    key_types: tuple[str, ...],
-    repeated: dict[str, str] | None = None,
-) -> pa.RecordBatch:
-    """A raw batch from the driver -> the side's fixed schema (canonical keys computed once).
-
-    `repeated`: outputs the query selected once under another name (SidePlan.repeated).
-    """
-    repeated = repeated or {}
-
-    def raw(name: str) -> pa.Array:
-        return batch.column(repeated.get(name, name))
-
-    columns: list[pa.Array] = []
-    for field in schema:
-        name = field.name
-        if name.startswith("c"):
-            index = int(name[1:])
-            columns.append(canonical_key(raw(f"k{index}"), key_types[index]))
-        elif name == DELETED:
-            columns.append(raw(DELETED).cast(pa.int8()))
-        elif pa.types.is_integer(field.type):
-            columns.append(raw(name).cast(field.type))
-        else:
-            text = as_text(raw(name))
-            form = (field.metadata or {}).get(TEXT_FORM.encode())
-            columns.append(_TEXT_FORMS[form](text) if form else text)
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 UNKNOWN_SIZE_PARTITIONS = 64
@@ -163,7 +100,7 @@ class Spill:
         self._sinks: list[pa.NativeFile] = []
 
     def _key_columns(self, batch: pa.RecordBatch) -> list[pa.Array]:
-        return [batch.column(f.name) for f in self.schema if f.name.startswith("c")]
+        return [batch.column(name) for name in names_of(self.schema, KEY)]
 
     def add(self, batch: pa.RecordBatch) -> None:
         with self._writing():
@@ -270,17 +207,12 @@ class Spill:
 
 
 def prepared_batches(
-    side: SidePlan,
-    schema: pa.Schema,
-    key_types: tuple[str, ...],
-    batch_size: int,
-    progress: Progress,
-    stop: threading.Event,
+    side: SidePlan, rows: SideRows, batch_size: int, progress: Progress, stop: Stop
 ) -> Iterator[pa.RecordBatch]:
-    """One side, read in one read-only statement (one snapshot), as batches of `schema`."""
+    """One side, read in one read-only statement (one snapshot), as batches of `rows`."""
     repeated = side.repeated
     try:
-        for raw in prefetch(side.stream(batch_size), stop):
+        for raw in read_ahead(side.stream(batch_size), stop, overflow=side.pushes):
             if stop.is_set():
                 raise Interrupted("interrupted while scanning")
             if raw.num_rows:
@@ -288,72 +220,15 @@ def prepared_batches(
                 references, unmatched = side.exploded(raw)
                 if unmatched:
                     progress(UNMATCHED, unmatched)
-                yield prepare(references, schema, key_types, repeated)
+                yield rows.prepare(references, repeated)
     except DatabaseError as exc:
         raise side.refused(exc) from None
 
 
 def scan_side(
-    side: SidePlan,
-    key_types: tuple[str, ...],
-    spill: Spill,
-    batch_size: int,
-    progress: Progress,
-    stop: threading.Event,
+    side: SidePlan, rows: SideRows, spill: Spill, batch_size: int, progress: Progress, stop: Stop
 ) -> None:
     """Stream one side into its spill."""
-    for batch in prepared_batches(side, spill.schema, key_types, batch_size, progress, stop):
+    for batch in prepared_batches(side, rows, batch_size, progress, stop):
         spill.add(batch)
     spill.finish()
-
-
-def prefetch(batches: Iterator[pa.RecordBatch], stop: threading.Event, depth: int = 1):
-    """Read the next batches on another thread while this one prepares the current one.
-
-    The drivers release the GIL while they read, so reading and preparing overlap; the queue
-    bound keeps memory at `depth` batches.
-    """
-    box: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    consumer_gone = threading.Event()  # the reader must never outlive its consumer
-
-    def offer(item: object) -> bool:
-        while not (stop.is_set() or consumer_gone.is_set()):
-            try:
-                box.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for batch in batches:
-                if not offer(batch):
-                    return
-            offer(done)
-        except BaseException as exc:  # handed to the consumer, raised there
-            offer(exc)
-        finally:
-            close = getattr(batches, "close", None)
-            if close:
-                close()  # ends the driver's statement and closes its connection
-
-    reader = threading.Thread(target=produce, name="prefetch", daemon=True)
-    reader.start()
-    try:
-        while True:
-            try:
-                item = box.get(timeout=0.1)
-            except queue.Empty:
-                if stop.is_set():
-                    raise Interrupted("interrupted while scanning") from None
-                continue
-            if item is done:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        consumer_gone.set()
-        reader.join(timeout=10)  # at most one more batch; a hung driver is left to the OS

@@ -15,11 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from auditor.batch import label_tuples
 from auditor.checks.base import normalise
 from auditor.config.model import PiiRule
 from auditor.findings import Suggestions
 from auditor.plan import RulePlan, display
-from auditor.recheck import Lookups, label_tuples
+from auditor.recheck import Lookups
 from auditor.scan import Spill
 
 SCAN_THREADS = 2  # the machine's cores, as engine.COMPARE_WORKERS

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from auditor import engine
+from auditor import pairing
 
 PG_ADMIN = os.environ.get(
     "AUDITOR_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -151,7 +151,7 @@ def strategy(request, monkeypatch) -> str:
     """Both ways of pairing rows: the small referenced side held in memory while the other
     streams (what small test tables get by default), and both sides hash-partitioned."""
     if request.param == "partitioned":
-        monkeypatch.setattr(engine, "HOLD_MAX_ROWS", 0)
+        monkeypatch.setattr(pairing, "HOLD_MAX_ROWS", 0)
     return request.param
 
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 import auditor
-from auditor import engine
+from auditor import engine, pairing
 from auditor.concurrency import CancelToken
 from auditor.errors import DatabaseError
 from tests.conftest import make_database, plans
@@ -49,10 +49,10 @@ def test_a_failed_side_cancels_the_other_without_setting_the_users_stop(
         assert stop.wait(5), "the other side was never told to stop"
         cancelled.append(stop.is_set())
 
-    monkeypatch.setattr(engine, "_read_side", read_side)
+    monkeypatch.setattr(pairing, "read_side", read_side)
     user_stop = RecordingEvent()
     with pytest.raises(DatabaseError, match="left side failed"):
-        engine._scan(plan, engine.RunOptions(), lambda *_: None, user_stop, tmp_path, {})
+        pairing.scan_both(plan, engine.RunOptions(), lambda *_: None, user_stop, tmp_path, {})
     assert cancelled == [True]
     assert user_stop.calls == [] and not user_stop.is_set()
 

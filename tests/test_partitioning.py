@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 import auditor
-from auditor import engine
+from auditor import pairing
 from auditor.checks.base import partition_of
 from auditor.db import dialects
 from auditor.engine import RunOptions
@@ -44,7 +44,7 @@ def test_findings_do_not_depend_on_partitioning(sqlite_pair, write_config, monke
     whole = auditor.run(config, options=RunOptions(batch_size=100, hold_rows=0))
     many = auditor.run(config, options=RunOptions(batch_size=2, rows_per_partition=1, hold_rows=0))
     # Estimates too low: two partitions of many rows each must be split again when compared.
-    monkeypatch.setattr(engine, "partition_count", lambda *a, **k: 2)
+    monkeypatch.setattr(pairing, "partition_count", lambda *a, **k: 2)
     resplit = auditor.run(
         config, options=RunOptions(batch_size=2, rows_per_partition=1, hold_rows=0)
     )
@@ -88,13 +88,13 @@ def test_a_copy_keyed_like_its_source_is_split_by_key_ranges_with_the_same_findi
 ):
     config = _keyed_alike(tmp_path, write_config)
     ranges = []
-    original = engine.Spill.__init__
+    original = pairing.Spill.__init__
 
     def spy(self, *args, **kwargs):
         ranges.append(kwargs.get("key_range"))
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(engine.Spill, "__init__", spy)
+    monkeypatch.setattr(pairing.Spill, "__init__", spy)
     held = auditor.run(config)
     ranges.clear()
     options = RunOptions(batch_size=7, rows_per_partition=20, hold_rows=0)
@@ -177,20 +177,20 @@ def test_a_held_side_bigger_than_its_estimate_falls_back_to_partitions(
     config = auditor.load_config(write_config(build_reference(*sqlite_pair)))
     expected = _summary(auditor.run(config, options=RunOptions(hold_rows=0)))
     outcomes = []
-    original = engine._held_right_side
+    original = pairing.held_right_side
 
     def spy(*args):
         side = original(*args)
         outcomes.append(side is not None)
         return side
 
-    monkeypatch.setattr(engine, "_held_right_side", spy)
+    monkeypatch.setattr(pairing, "held_right_side", spy)
     held = auditor.run(config, options=RunOptions(batch_size=1, hold_rows=10_000))
     assert outcomes and all(outcomes)
     outcomes.clear()
     # Every table estimated at one row, sides capped at three: found too big while read.
     monkeypatch.setattr(dialects.SQLite, "estimate_rows", lambda self, conn, table: 1)
-    monkeypatch.setattr(engine, "HOLD_MAX_ROWS", 1)
+    monkeypatch.setattr(pairing, "HOLD_MAX_ROWS", 1)
     too_big = auditor.run(config, options=RunOptions(batch_size=1))
     assert False in outcomes
     assert _summary(held) == _summary(too_big) == expected
@@ -199,14 +199,14 @@ def test_a_held_side_bigger_than_its_estimate_falls_back_to_partitions(
 def test_oversized_partitions_are_split(sqlite_pair, write_config, monkeypatch):
     config = auditor.load_config(write_config(build_reference(*sqlite_pair)))
     splits = []
-    original = engine.Spill.split
+    original = pairing.Spill.split
 
     def counting_split(self, *args, **kwargs):
         splits.append(args)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "partition_count", lambda *a, **k: 2)
-    monkeypatch.setattr(engine.Spill, "split", counting_split)
+    monkeypatch.setattr(pairing, "partition_count", lambda *a, **k: 2)
+    monkeypatch.setattr(pairing.Spill, "split", counting_split)
     options = RunOptions(batch_size=2, rows_per_partition=1, hold_rows=0)
     auditor.run(config, rules=["reviews-products"], options=options)
     assert splits
@@ -320,11 +320,11 @@ def test_wide_rows_get_fewer_rows_per_batch_and_partition_and_are_not_held(tmp_p
     wide, narrow = plans(config)
     options = RunOptions()
     assert wide.right.row_bytes > 20_000 and narrow.left.row_bytes < 100
-    assert engine._batch_rows(wide.right, options) < 500 < options.batch_size
-    assert engine._batch_rows(narrow.left, options) == options.batch_size
-    assert engine._rows_per_partition(options, wide) == 1_000
-    assert engine._rows_per_partition(options, narrow) == 2 * options.batch_size
-    assert engine._held_right_side(wide, options, lambda *_: None, None, {}) is None
+    assert pairing.batch_rows(wide.right, options) < 500 < options.batch_size
+    assert pairing.batch_rows(narrow.left, options) == options.batch_size
+    assert pairing.rows_per_partition(options, wide) == 1_000
+    assert pairing.rows_per_partition(options, narrow) == 2 * options.batch_size
+    assert pairing.held_right_side(wide, options, lambda *_: None, None, {}) is None
     result = auditor.run(config)
     assert [r.counts for r in result.rules] == [{"mismatch": 4}, {}]
 
@@ -374,13 +374,13 @@ def test_an_integer_keyed_side_is_held_longer_when_the_other_is_much_bigger():
         info = SimpleNamespace(estimated_rows=other)
         return SimpleNamespace(key_types=key_types, left=SimpleNamespace(info=info))
 
-    usual = engine.HOLD_MAX_ROWS
+    usual = pairing.HOLD_MAX_ROWS
     held = 2 * usual
-    ratio = engine.INDEXED_HOLD_RATIO
+    ratio = pairing.INDEXED_HOLD_RATIO
     options = RunOptions()
-    assert engine._hold_limit(plan(("int",), ratio * held), options, held) >= held > usual
-    assert engine._hold_limit(plan(("int",), ratio * held - 1), options, held) == usual
-    assert engine._hold_limit(plan(("string",), 100 * held), options, held) == usual
-    assert engine._hold_limit(plan(("int", "int"), 100 * held), options, held) == usual
-    assert engine._hold_limit(plan(("int",), None), options, held) == usual
-    assert engine._hold_limit(plan(("int",), 100 * held), RunOptions(hold_rows=0), held) == 0
+    assert pairing.hold_limit(plan(("int",), ratio * held), options, held) >= held > usual
+    assert pairing.hold_limit(plan(("int",), ratio * held - 1), options, held) == usual
+    assert pairing.hold_limit(plan(("string",), 100 * held), options, held) == usual
+    assert pairing.hold_limit(plan(("int", "int"), 100 * held), options, held) == usual
+    assert pairing.hold_limit(plan(("int",), None), options, held) == usual
+    assert pairing.hold_limit(plan(("int",), 100 * held), RunOptions(hold_rows=0), held) == 0

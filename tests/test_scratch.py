@@ -22,9 +22,9 @@ from tests.scenarios import build_pii
 KILLED_RUN = textwrap.dedent(
     """
     import sys, threading, time
-    from auditor import engine, scan
-    engine.partition_count = lambda *a, **k: 4
-    engine.HOLD_MAX_ROWS = 0
+    from auditor import pairing, scan
+    pairing.partition_count = lambda *a, **k: 4
+    pairing.HOLD_MAX_ROWS = 0
     finish = scan.Spill.finish
     finished = []
     lock = threading.Lock()

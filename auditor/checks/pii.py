@@ -12,8 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from auditor.batch import KEY, VALUE, key_names, names_of
 from auditor.checks.base import normalise
-from auditor.checks.reference import COUNT, ONE_ROW, KeyIndex, any_null, keep, key_names, lookup
+from auditor.checks.reference import COUNT, ONE_ROW, KeyIndex, any_null, keep, lookup
 from auditor.normalize import Pipeline, numpy_array
 
 MATCHED = "__matched"
@@ -26,7 +27,7 @@ CANDIDATE_EXTRA = [
 
 
 def _source_columns(right: pa.Table, fields: int) -> pa.Table:
-    names = [n for n in right.column_names if n.startswith("c")]
+    names = names_of(right, KEY)
     renamed = right.select(names + [f"v{i}" for i in range(fields)])
     return renamed.rename_columns(names + [f"s{i}" for i in range(fields)])
 
@@ -56,7 +57,7 @@ def check_copies(
 
     `index`: the KeyIndex of `right`'s keys, when the same rows are checked again and again."""
     keys = key_names(width)
-    base = [n for n in left.column_names if not n.startswith("v")]
+    base = [n for n in left.column_names if n not in names_of(left, VALUE)]
     is_null = any_null(left, [f"k{i}" for i in range(width)])
     unparsable = pc.and_(pc.invert(is_null), any_null(left, keys))
     valid = keep(left, pc.invert(pc.or_(is_null, unparsable)))

@@ -1,6 +1,6 @@
 """Reference checks over one partition: pure functions of Arrow tables, no I/O.
 
-Input tables follow scan.side_schema: canonical keys c*, key text k*, row labels r*, and on
+Input tables follow batch.SideRows: canonical keys c*, key text k*, row labels r*, and on
 the referenced side the soft-delete flag. Output: `duplicate_key` groups and candidate rows
 with their kind; candidates are confirmed (recheck, alias chains) by recheck.py.
 """
@@ -11,18 +11,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from auditor.batch import DELETED, key_names
 from auditor.normalize import numpy_array
-from auditor.plan import DELETED
 
 COUNT = "count_all"
 # Typed scalars for the comparisons below: a bare Python value makes pyarrow infer its type, which
 # costs 35-135 us a call on this kind of machine (it tries to import pandas and dateutil each time).
 ONE_ROW = pa.scalar(1, pa.int64())
 _DELETED_FLAG = pa.scalar(1, pa.int8())
-
-
-def key_names(width: int) -> list[str]:
-    return [f"c{i}" for i in range(width)]
 
 
 def any_null(table: pa.Table, names: list[str]) -> pa.Array | pa.ChunkedArray:

@@ -8,9 +8,7 @@ for MariaDB/MySQL. Any other dialect falls back to SQLAlchemy's streaming cursor
 
 from __future__ import annotations
 
-import collections
 import sqlite3
-import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -27,6 +25,9 @@ class Dialect:
     name = "generic"
     cast_values_to_text = False
     lookup_chunk = 500  # keys per point look-up statement
+    # The fast driver reads ahead on threads of its own, without bound: its batches must be
+    # taken as fast as they come (concurrency.read_ahead with overflow).
+    pushes = False
 
     def in_values(self, column: sa.ColumnElement, values: list[Any]) -> sa.ColumnElement:
         """`column IN (values)` with every value a bound parameter."""
@@ -201,6 +202,7 @@ class PostgreSQL(Dialect):
 class MySQL(Dialect):
     name = "mysql"
     lookup_chunk = 2_000
+    pushes = True  # connectorx
 
     def session_setup(self, timeout_s: int | None, is_mariadb: bool) -> list[str]:
         statements = [
@@ -276,7 +278,7 @@ class MySQL(Dialect):
                     "SELECT", f"SELECT /*+ MAX_EXECUTION_TIME({int(timeout_s) * 1000}) */", 1
                 )
         reader = cx.read_sql(conn, query, return_type="arrow_stream", batch_size=batch_size)
-        yield from drained(reader)
+        yield from reader
 
 
 class SQLite(Dialect):
@@ -366,77 +368,3 @@ _DIALECTS["mariadb"] = _DIALECTS["mysql"]
 
 def for_url(url: URL) -> Dialect:
     return _DIALECTS.get(url.get_backend_name(), Dialect())
-
-
-DRAIN_MEMORY_BYTES = 32 << 20
-
-
-def drained(batches: Iterator[pa.RecordBatch], limit: int = DRAIN_MEMORY_BYTES):
-    """Pull a push-style reader as fast as it produces, keeping at most `limit` bytes in memory.
-
-    connectorx reads on its own threads and queues batches without bound when the consumer is
-    slower (a 100k-row table of 6 kB texts: 147 MB read alone, 417 MB read slowly). Here a
-    thread takes every batch as it comes; past `limit` they go to an anonymous temporary file
-    and are handed over after the rest. Row order does not matter to the scan.
-    """
-    import tempfile
-
-    ready: collections.deque[pa.RecordBatch] = collections.deque()
-    held = [0]  # bytes in `ready`
-    finished = threading.Event()
-    failed: list[BaseException] = []
-    changed = threading.Condition()
-    stop = threading.Event()
-    overflow: list[Any] = []  # [file, IPC writer] once memory is full
-
-    def pull() -> None:
-        try:
-            for batch in batches:
-                if stop.is_set():
-                    return
-                with changed:
-                    if held[0] + batch.nbytes <= limit or not ready:
-                        ready.append(batch)
-                        held[0] += batch.nbytes
-                        changed.notify()
-                        continue
-                if not overflow:
-                    spill = tempfile.TemporaryFile(prefix="auditor-")  # noqa: SIM115 - closed below
-                    overflow.extend(
-                        [spill, pa.ipc.new_stream(pa.PythonFile(spill, mode="w"), batch.schema)]
-                    )
-                overflow[1].write_batch(batch)
-        except BaseException as exc:  # handed to the consumer, raised there
-            failed.append(exc)
-        finally:
-            close = getattr(batches, "close", None)
-            if close:
-                close()  # ends the driver's statement and closes its connection
-            with changed:
-                finished.set()
-                changed.notify()
-
-    thread = threading.Thread(target=pull, name="drain", daemon=True)
-    thread.start()
-    try:
-        while True:
-            with changed:
-                while not ready and not finished.is_set():
-                    changed.wait()
-                if failed:
-                    raise failed[0]
-                if not ready:
-                    break
-                batch = ready.popleft()
-                held[0] -= batch.nbytes
-            yield batch
-        if overflow:
-            spill, writer = overflow
-            writer.close()
-            spill.seek(0)
-            yield from pa.ipc.open_stream(pa.PythonFile(spill, mode="r"))
-    finally:
-        stop.set()
-        thread.join()
-        if overflow:
-            overflow[0].close()

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 import auditor
-from auditor import engine, scan
+from auditor import pairing, scan
 from auditor.engine import RunOptions
 
 PRODUCTS, SPARE, REVIEWS = 20_000, 5_000, 100_000
@@ -66,7 +66,7 @@ def _late_referencing_side(monkeypatch) -> None:
         yield from original(side, *args, **kwargs)
 
     monkeypatch.setattr(scan, "prepared_batches", delayed)
-    monkeypatch.setattr(engine, "prepared_batches", delayed)
+    monkeypatch.setattr(pairing, "prepared_batches", delayed)
 
 
 @pytest.mark.parametrize("second", ["postgresql", "mariadb"])
