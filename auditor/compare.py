@@ -91,4 +91,13 @@ def check(plan: RulePlan, left: pa.Table, right: pa.Table, groups: pa.Table, ind
     if isinstance(rule, ReferenceRule):
         return check_references(left, groups, width, rule.allow_null, index)
     report_missing = rule.missing_source == "report"
-    return check_copies(left, right, groups, width, plan.normalizers, report_missing, index)
+    return check_copies(
+        left,
+        right,
+        groups,
+        width,
+        plan.normalizers,
+        report_missing,
+        index,
+        keep_values=not plan.left.rereadable,
+    )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -257,11 +258,18 @@ class StoreSidePlan(SidePlan):
             [batch.column(c) for _, c in outputs], names=[n for n, _ in outputs]
         )
 
+    def read_again(self, by: str, wanted: list[tuple]) -> Iterator[pa.RecordBatch]:
+        """The rows whose labels (`by="labels"`) are `wanted`, read again from the store."""
+        raise NotImplementedError
+
     def prepare_predicates(self, conn: Connection) -> None:
         """No SQL here (a `where` on such a side is refused while planning)."""
 
     def lookup_index_hint(self, columns: tuple[sa.Column, ...]) -> str | None:
         return None
+
+
+READ_AGAIN_BATCH_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -273,9 +281,26 @@ class FileSidePlan(StoreSidePlan):
     rereadable = False
 
     def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        return self._read(list(self.paths), batch_rows)
+
+    def _read(self, paths: list[Path], batch_rows: int) -> Iterator[pa.RecordBatch]:
         store: FileStore = self.database  # type: ignore[assignment]
-        for batch in store.stream(list(self.paths), self._wanted(), batch_rows):
+        for batch in store.stream(paths, self._wanted(), batch_rows):
             yield self._named(batch, {FILE_COLUMN: f"{LABEL}0", LINE_COLUMN: f"{LABEL}1"})
+
+    def read_again(self, by: str, wanted: list[tuple]) -> Iterator[pa.RecordBatch]:
+        """The rows at these (file, line) labels, their files read again (files do not change
+        during a run): for suggested keys; the recheck keeps the rows as scanned (confirm)."""
+        assert by == "labels"
+        store: FileStore = self.database  # type: ignore[assignment]
+        lines: dict[str, set[int]] = {}
+        for file, line in wanted:
+            lines.setdefault(file, set()).add(line)
+        paths = [p for p in self.paths if p.relative_to(store.directory).as_posix() in lines]
+        for batch in self._read(paths, READ_AGAIN_BATCH_ROWS):
+            if batch.num_rows:  # a batch holds lines of one file
+                numbers = pa.array(sorted(lines[batch.column(f"{LABEL}0")[0].as_py()]), pa.int64())
+                yield batch.filter(pc.is_in(batch.column(f"{LABEL}1"), value_set=numbers))
 
 
 @dataclass(frozen=True)
@@ -304,13 +329,13 @@ class RedisSidePlan(StoreSidePlan):
         assert self.pattern is not None
         return store.ttl_sample(self.pattern)
 
-    def read_again(self, by: str, wanted: list[tuple]) -> pa.RecordBatch:
+    def read_again(self, by: str, wanted: list[tuple]) -> Iterator[pa.RecordBatch]:
         """The rows of these keys (`by="labels"`: the key is the only label) as they are now."""
         assert by == "labels" and self.pattern is not None
         store: RedisStore = self.database  # type: ignore[assignment]
         keys = [str(labels[0]) for labels in wanted]
         batch = store.read_again(self.pattern, self.value, self._wanted(), keys)
-        return self._named(batch, {KEY_COLUMN: f"{LABEL}0"})
+        yield self._named(batch, {KEY_COLUMN: f"{LABEL}0"})
 
 
 def _optional_row(conn: Connection, query: sa.Select) -> sa.Row | None:
@@ -490,20 +515,20 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
 
 
 def _file_side_plan(rule: Rule, role: str, side: TableSide, store: FileStore) -> SidePlan:
-    """A files side: only a reference's referencing side, without SQL predicates or `key`
-    (its rows are named by file and line)."""
-    if not (isinstance(rule, ReferenceRule) and role == "from"):
+    """A files side: a reference's `from` (rows that refer) or a pii rule's `copy` (exported
+    copies), without SQL predicates or `row_key` (its rows are named by file and line)."""
+    referring = isinstance(rule, ReferenceRule) and role == "from"
+    if not (referring or (isinstance(rule, PiiRule) and role == "copy")):
         raise ConfigError(
-            f"{store.name} is a directory of files: it can be a reference rule's `from` side "
-            "(the rows that refer), not this one",
+            f"{store.name} is a directory of files: it can be a reference rule's `from` or a "
+            "pii rule's `copy` side, not this one (a referenced side is looked up by key)",
             (role, "db"),
         )
-    assert isinstance(side, FromSide)
-    for option in ("where", "key", "value", "require_ttl"):
-        if getattr(side, option) not in (None, False):
+    for option in ("where", "key" if referring else "row_key", "value", "require_ttl"):
+        if getattr(side, option, None) not in (None, False):
             raise ConfigError(
                 f"{option} is not for files ({store.name} is a directory): rows are named by "
-                "file and line; filter with extract",
+                "file and line" + ("; filter with extract" if referring else ""),
                 (role, option),
             )
     try:
@@ -511,12 +536,18 @@ def _file_side_plan(rule: Rule, role: str, side: TableSide, store: FileStore) ->
     except ConfigError as exc:
         raise exc.at(role, "table") from None
     labels = (sa.Column(FILE, sa.Text()), sa.Column(LINE, sa.BigInteger()))
-    extraction = _extraction(side, info)
-    if extraction is not None:
-        compare = _extracted_columns(side)
+    options: dict[str, Any] = {"labels": labels, "paths": tuple(paths)}
+    if isinstance(rule, PiiRule):
+        compare = _columns(info, rule.copy_.key, role, "key")
+        fields = enumerate(rule.fields)
+        options["values"] = tuple(_column(info, f.copy_, ("fields", i, "copy")) for i, f in fields)
     else:
-        compare = _columns(info, side.columns, role, "columns")
-    options = {"labels": labels, "extract": extraction, "paths": tuple(paths)}
+        assert isinstance(side, FromSide)
+        options["extract"] = _extraction(side, info)
+        if side.extract is not None:
+            compare = _extracted_columns(side)
+        else:
+            compare = _columns(info, side.columns, role, "columns")
     return _store_side(FileSidePlan, role, store, info, compare, options)
 
 

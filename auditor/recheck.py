@@ -24,7 +24,7 @@ from auditor.checks.base import canonical_key
 from auditor.concurrency import Stop, retrying
 from auditor.db.reflect import category, unsigned_64
 from auditor.errors import Interrupted
-from auditor.plan import RedisSidePlan, RulePlan, SidePlan
+from auditor.plan import RulePlan, SidePlan, StoreSidePlan
 
 CHUNK = 500
 MAX_HOPS = 32
@@ -85,9 +85,10 @@ class Lookups:
         columns = side.labels if by == "labels" else side.compare
         key_types = self.plan.key_types
         rows_of = SideRows.of(side, key_types)
-        if isinstance(side, RedisSidePlan):  # read again by key, not by SQL
-            raw, _ = side.exploded(side.read_again(by, wanted))
-            return pa.Table.from_batches([rows_of.prepare(raw, side.repeated)])
+        if isinstance(side, StoreSidePlan):  # read again by the store, not by SQL
+            batches = side.read_again(by, wanted)
+            prepared = [rows_of.prepare(side.exploded(raw)[0], side.repeated) for raw in batches]
+            return pa.Table.from_batches(prepared, schema=rows_of.schema)
         tables = [rows_of.empty_table()]
         dialect = side.database.dialect
         chunk_size = dialect.lookup_chunk if len(columns) == 1 else CHUNK

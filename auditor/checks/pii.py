@@ -52,12 +52,16 @@ def check_copies(
     pipelines: Sequence[Pipeline],
     report_missing_source: bool,
     index: KeyIndex | None = None,
+    keep_values: bool = False,
 ) -> pa.Table:
     """Candidates: missing_source, missing_value and mismatch (with raw values).
 
-    `index`: the KeyIndex of `right`'s keys, when the same rows are checked again and again."""
+    `index`: the KeyIndex of `right`'s keys, when the same rows are checked again and again.
+    `keep_values`: candidates keep every value of their copy row (v*), for copies the recheck
+    does not read again (files)."""
     keys = key_names(width)
-    base = [n for n in left.column_names if n not in names_of(left, VALUE)]
+    values = set(names_of(left, VALUE))
+    base = [n for n in left.column_names if keep_values or n not in values]
     is_null = any_null(left, [f"k{i}" for i in range(width)])
     unparsable = pc.and_(pc.invert(is_null), any_null(left, keys))
     valid = keep(left, pc.invert(pc.or_(is_null, unparsable)))
@@ -95,7 +99,9 @@ def _compare_field(pairs: pa.Table, base: list[str], index: int, pipeline: Pipel
     )
     if MATCHED in pairs.column_names:
         same = pc.or_(same, pc.is_null(pairs[MATCHED]))
-    differ = keep(pairs.select([*base, f"s{index}", f"v{index}"]), pc.invert(same))
+    differ = keep(
+        pairs.select(list(dict.fromkeys([*base, f"s{index}", f"v{index}"]))), pc.invert(same)
+    )
     if differ.num_rows:
         shortcut = pipeline.equal_shortcut(differ[f"s{index}"], differ[f"v{index}"])
         if shortcut is not None:
