@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from auditor.batch import COMPARED, VALUE
+
 SOURCE = "x0"  # the output name the scanned text travels under
 UNMATCHED = "rows_unmatched"  # its count in rows_scanned
 
@@ -24,9 +26,11 @@ class Extraction:
     source: sa.Column  # the text column read
     pattern: re.Pattern[str]
     groups: tuple[str, ...]  # the named groups, in the order of the side's compared columns
+    values: tuple[str, ...] = ()  # the named groups that are a copy's PII fields, in order
 
     def explode(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
-        """One row per match, the groups as k0, k1, ...; and how many rows matched nothing.
+        """One row per match, the groups as k0, k1, ... (and v0, v1, ... for `values`); and
+        how many rows matched nothing.
 
         Python's `re` decides what matches. Arrow's RE2 does the same work in C where it
         provably agrees: on ASCII text, for a pattern RE2 reads, rows with exactly one match
@@ -41,8 +45,8 @@ class Extraction:
         single = pc.equal(counts, 1)
         extracted = pc.extract_regex(texts.filter(single), self.pattern.pattern)
         ones = batch.drop_columns([SOURCE]).filter(single)
-        for index, group in enumerate(self.groups):
-            ones = ones.append_column(f"k{index}", extracted.field(group))
+        for name, group in self._outputs():
+            ones = ones.append_column(name, extracted.field(group))
         several = pc.indices_nonzero(pc.greater(counts, 1)).to_pylist()
         rest, _ = self._explode_in_python(batch, texts, several)
         unmatched = len(texts) - int(pc.sum(pc.greater(counts, 0)).as_py() or 0)
@@ -74,9 +78,16 @@ class Extraction:
             return None
         return pc.fill_null(pc.count_substring_regex(texts, self.pattern.pattern), 0)
 
+    def _outputs(self) -> list[tuple[str, str]]:
+        """(output column, named group) of every column the matches make."""
+        return [(f"{COMPARED}{i}", g) for i, g in enumerate(self.groups)] + [
+            (f"{VALUE}{i}", g) for i, g in enumerate(self.values)
+        ]
+
     def _explode_in_python(self, batch: pa.RecordBatch, texts: pa.Array, rows) -> tuple:
         taken: list[int] = []
-        found: list[list[str | None]] = [[] for _ in self.groups]
+        outputs = self._outputs()
+        found: list[list[str | None]] = [[] for _ in outputs]
         values = texts.to_pylist()
         for row in rows:
             text = values[row]
@@ -84,9 +95,9 @@ class Extraction:
                 continue
             for match in self.pattern.finditer(text):
                 taken.append(row)
-                for column, group in zip(found, self.groups, strict=True):
+                for column, (_, group) in zip(found, outputs, strict=True):
                     column.append(match.group(group))
         rest = batch.drop_columns([SOURCE]).take(pa.array(taken, pa.int64()))
-        for index, column in enumerate(found):
-            rest = rest.append_column(f"k{index}", pa.array(column, pa.string()))
+        for column, (name, _) in zip(found, outputs, strict=True):
+            rest = rest.append_column(name, pa.array(column, pa.string()))
         return rest, batch.num_rows - len(set(taken))

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from auditor import predicates
 from auditor.batch import COMPARED, DELETED, LABEL, VALUE
-from auditor.config.model import FromSide, PiiRule, ReferenceRule, TableSide
+from auditor.config.model import PiiRule, ReferenceRule, TableSide
 from auditor.db.engines import Database, is_timeout, said_by
 from auditor.db.reflect import TableInfo, category, reflect_table, unsigned_64
 from auditor.errors import AuditorError, ConfigError, DatabaseError
@@ -90,13 +90,10 @@ class SidePlan:
 
     def _outputs(self) -> list[tuple[str, sa.Column]]:
         compared = [(f"{COMPARED}{i}", c) for i, c in enumerate(self.compare)]
-        if self.extract is not None:  # the text is read; the compared columns come out of it
-            compared = [(SOURCE, self.extract.source)]
-        return (
-            compared
-            + [(f"{LABEL}{i}", c) for i, c in enumerate(self.labels)]
-            + [(f"{VALUE}{i}", c) for i, c in enumerate(self.values)]
-        )
+        values = [(f"{VALUE}{i}", c) for i, c in enumerate(self.values)]
+        if self.extract is not None:  # the text is read; compared columns and values come out
+            compared, values = [(SOURCE, self.extract.source)], []
+        return compared + [(f"{LABEL}{i}", c) for i, c in enumerate(self.labels)] + values
 
     @property
     def repeated(self) -> dict[str, str]:
@@ -462,12 +459,12 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
         if role == "from":
             key = rule.from_.key
             labels = cols(key, "from", "key") if key else cols(_primary_key(info, role), role)
-            extraction = _extraction(rule.from_, info)
+            extraction = _extraction(rule.from_, info, "from", rule)
             return SidePlan(
                 role,
                 database,
                 info,
-                _extracted_columns(rule.from_)
+                _extracted_columns(rule.from_.columns)
                 if extraction
                 else cols(rule.from_.columns, "from", "columns"),
                 labels=labels,
@@ -503,14 +500,21 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
         )
     row_key = rule.copy_.row_key
     labels = cols(row_key, "copy", "row_key") if row_key else cols(_primary_key(info, role), role)
+    extraction = _extraction(rule.copy_, info, "copy", rule)
+    compare, values = (
+        _extracted_copy(rule)
+        if extraction
+        else (cols(rule.copy_.key, "copy", "key"), fields("copy"))
+    )
     return SidePlan(
         role,
         database,
         info,
-        cols(rule.copy_.key, "copy", "key"),
+        compare,
         labels=labels,
-        values=fields("copy"),
+        values=values,
         where=predicate(rule.copy_.where, "copy", "where"),
+        extract=extraction,
     )
 
 
@@ -537,17 +541,17 @@ def _file_side_plan(rule: Rule, role: str, side: TableSide, store: FileStore) ->
         raise exc.at(role, "table") from None
     labels = (sa.Column(FILE, sa.Text()), sa.Column(LINE, sa.BigInteger()))
     options: dict[str, Any] = {"labels": labels, "paths": tuple(paths)}
-    if isinstance(rule, PiiRule):
+    options["extract"] = _extraction(side, info, role, rule)
+    if isinstance(rule, PiiRule) and options["extract"]:
+        compare, options["values"] = _extracted_copy(rule)
+    elif isinstance(rule, PiiRule):
         compare = _columns(info, rule.copy_.key, role, "key")
         fields = enumerate(rule.fields)
         options["values"] = tuple(_column(info, f.copy_, ("fields", i, "copy")) for i, f in fields)
+    elif options["extract"]:
+        compare = _extracted_columns(rule.from_.columns)
     else:
-        assert isinstance(side, FromSide)
-        options["extract"] = _extraction(side, info)
-        if side.extract is not None:
-            compare = _extracted_columns(side)
-        else:
-            compare = _columns(info, side.columns, role, "columns")
+        compare = _columns(info, rule.from_.columns, role, "columns")
     return _store_side(FileSidePlan, role, store, info, compare, options)
 
 
@@ -596,16 +600,27 @@ def _redis_side_plan(rule: Rule, role: str, side: TableSide, store: RedisStore) 
     return _store_side(RedisSidePlan, role, store, info, compare, options)
 
 
-def _extraction(side: FromSide, info: TableInfo) -> Extraction | None:
-    if side.extract is None:
+def _extraction(side: TableSide, info: TableInfo, role: str, rule: Rule) -> Extraction | None:
+    """The side's `extract`: on the side that refers or copies, whose rows are read whole (a
+    side looked up by key cannot be: its keys are inside text)."""
+    extract = getattr(side, "extract", None)
+    if extract is None:
         return None
-    source = _column(info, side.extract.column, ("from", "extract", "column"))
-    return Extraction(source, re.compile(side.extract.pattern), tuple(side.columns))
+    source = _column(info, extract.column, (role, "extract", "column"))
+    if isinstance(rule, ReferenceRule):
+        return Extraction(source, re.compile(extract.pattern), tuple(rule.from_.columns))
+    fields = tuple(f.copy_ for f in rule.fields)
+    return Extraction(source, re.compile(extract.pattern), tuple(rule.copy_.key), fields)
 
 
-def _extracted_columns(side: FromSide) -> tuple[sa.Column, ...]:
-    """The compared columns `extract` makes: text, taking the other side's key type."""
-    return tuple(sa.Column(name, sa.Text(), info={UNTYPED: True}) for name in side.columns)
+def _extracted_columns(names: list[str]) -> tuple[sa.Column, ...]:
+    """The columns `extract` makes: text, a key taking the other side's key type."""
+    return tuple(sa.Column(name, sa.Text(), info={UNTYPED: True}) for name in names)
+
+
+def _extracted_copy(rule: PiiRule) -> tuple[tuple[sa.Column, ...], tuple[sa.Column, ...]]:
+    """A copy's key and field columns, made by its `extract`."""
+    return _extracted_columns(rule.copy_.key), _extracted_columns([f.copy_ for f in rule.fields])
 
 
 def _columns(info: TableInfo, names: list[str], *loc: str) -> tuple[sa.Column, ...]:

@@ -2,6 +2,7 @@
 
     python bench/run.py --scale 1                 # W1 W2 W3 M at full size (minutes)
     python bench/run.py --scale 0.01 --runs 1     # the smoke run that `make test` does
+    python bench/run.py --compare-to HEAD~3       # each audit also run by that commit, in turn
 
 Workloads (the data is built server-side with generate_series / MariaDB's sequence engine):
   W1  PostgreSQL A: customers 2M, products 200k; PostgreSQL B: orders 5M, reviews 5M.
@@ -272,6 +273,28 @@ def _auditor(config: Path, report: Path) -> list[str]:
     return [sys.executable, "-m", "auditor", "run", str(config), "--json", str(report), "-q"]
 
 
+# --compare-to: (commit, a worktree of it); each audit job gets a twin run by that code.
+COMPARED: tuple[str, Path] | None = None
+
+
+def _audits(
+    measure: Measure, config: Path, report: Path, expected: dict | None = None
+) -> list[Job]:
+    """The audit job, and its twin on the --compare-to commit, measured in the same rounds
+    (so a change is measured beside its parent, not against another day's machine)."""
+    check = _counts_check(report, expected) if expected is not None else None
+    jobs = [Job(measure, _auditor(config, report), check=check)]
+    if COMPARED is not None:
+        ref, tree = COMPARED
+        twin = Measure(measure.workload, f"{measure.name} @ {ref}", measure.rows)
+        theirs = report.with_name(f"{report.stem}-ref.json")
+        # `python -m` puts the working directory first on sys.path: that tree's auditor runs.
+        command = f"cd {tree} && " + " ".join(map(str, _auditor(config, theirs)))
+        twin_check = _counts_check(theirs, expected) if expected is not None else None
+        jobs.append(Job(twin, command, shell=True, check=twin_check))
+    return jobs
+
+
 BARE_READ = "bare read (auditor's readers only)"
 
 
@@ -375,7 +398,7 @@ def workload_w1(n: Sizes, runs: int, folder: Path, b_backend: str = "postgresql"
     return measure_together([
         Job(baseline, " && ".join(commands), shell=True),
         Job(Measure(label, BARE_READ, rows), bare),
-        Job(audit, _auditor(config, report), check=_counts_check(report, expected_w1(n))),
+        *_audits(audit, config, report, expected_w1(n)),
     ], runs)  # fmt: skip
 
 
@@ -404,8 +427,7 @@ def workload_w2(n: Sizes, runs: int, folder: Path) -> list[Measure]:
     jobs = [
         Job(baseline, " && ".join(commands), shell=True),
         Job(Measure("W2", BARE_READ, rows), bare),
-        Job(Measure("W2", "auditor run (pii, email)", rows), _auditor(config, report),
-            check=_counts_check(report, expected)),
+        *_audits(Measure("W2", "auditor run (pii, email)", rows), config, report, expected),
     ]  # fmt: skip
     reladiff = shutil.which("reladiff", path=str(Path(sys.executable).parent)) or shutil.which(
         "reladiff"
@@ -460,7 +482,7 @@ def workload_memory(runs: int, folder: Path, sizes=(100_000, 1_000_000)) -> list
         config = write_config(folder, f"M{size}", {"m": _database(PG, f"{PREFIX}_m")}, [rule])
         report = folder / f"M{size}.json"
         m = Measure("M", f"auditor run, {size:,} referencing rows", size + size // 10)
-        results += measure_together([Job(m, _auditor(config, report))], runs)
+        results += measure_together(_audits(m, config, report), runs)
     return results
 
 
@@ -510,11 +532,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def compile_auditor() -> None:
+def compile_auditor(root: Path) -> None:
     """Byte-compile auditor as installing a wheel does: an editable install under
     PYTHONDONTWRITEBYTECODE would otherwise compile every module from source on every run
     (~0.1 s of each)."""
-    compileall.compile_dir(ROOT / "auditor", quiet=1)
+    compileall.compile_dir(root / "auditor", quiet=1)
 
 
 def main() -> int:
@@ -529,11 +551,28 @@ def main() -> int:
         "--prefix", default="auditor_bench", help="name prefix of the bench databases"
     )
     parser.add_argument("--drop", action="store_true", help="drop the bench databases afterwards")
+    parser.add_argument("--compare-to", metavar="REF", help="also run each audit at this commit")
     args = parser.parse_args()
-    global PREFIX
+    global PREFIX, COMPARED
     PREFIX = args.prefix
     sizes = Sizes.at(args.scale)
-    compile_auditor()
+    compile_auditor(ROOT)
+    worktree = tempfile.TemporaryDirectory(prefix="auditor-ref-")
+    git = ["git", "-C", str(ROOT), "worktree"]
+    if args.compare_to:
+        tree = Path(worktree.name) / "tree"
+        subprocess.run([*git, "add", "-q", "--detach", str(tree), args.compare_to], check=True)
+        compile_auditor(tree)
+        COMPARED = (args.compare_to, tree)
+    try:
+        return _run(args, sizes)
+    finally:
+        if COMPARED is not None:
+            subprocess.run([*git, "remove", "--force", str(COMPARED[1])], check=False)
+        worktree.cleanup()
+
+
+def _run(args: argparse.Namespace, sizes: Sizes) -> int:
     print(", ".join(f"{name} {version}" for name, version in package_versions().items()))
     wanted = args.workloads.split(",")
     measures: list[Measure] = []

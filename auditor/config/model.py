@@ -75,11 +75,20 @@ class TableSide(Model):
 
 
 class Extract(Model):
-    """References found inside a text column: every match of `pattern` is one, and its named
-    groups are the columns the side's `columns` name."""
+    """References (or copies) found inside a text column: every match of `pattern` is one, and
+    its named groups are the columns the side names (a `from`'s `columns`; a `copy`'s `key` and
+    its fields' `copy`)."""
 
     column: str
     pattern: str
+
+    def missing(self, names: list[str]) -> str | None:
+        """Why `names` are not all named groups of the pattern, or None."""
+        groups = re.compile(self.pattern).groupindex
+        absent = [name for name in names if name not in groups]
+        if not absent:
+            return None
+        return f"{absent} are no named group of extract.pattern (it has {sorted(groups)})"
 
     @field_validator("pattern")
     @classmethod
@@ -100,14 +109,9 @@ class FromSide(TableSide):
 
     @model_validator(mode="after")
     def _extracted_columns(self) -> FromSide:
-        if self.extract is not None:
-            groups = re.compile(self.extract.pattern).groupindex
-            missing = [name for name in self.columns if name not in groups]
-            if missing:
-                raise ValueError(
-                    f"columns {missing} are no named group of extract.pattern "
-                    f"(it has {sorted(groups)})"
-                )
+        problem = self.extract.missing(self.columns) if self.extract else None
+        if problem:
+            raise ValueError(f"columns {problem}")
         return self
 
 
@@ -139,6 +143,7 @@ class SourceSide(TableSide):
 class CopySide(TableSide):
     key: Columns
     row_key: Columns | None = None
+    extract: Extract | None = None
 
 
 class FieldRule(Model):
@@ -208,6 +213,11 @@ class PiiRule(RuleBase):
                 f"source.key has {len(self.source.key)} columns but copy.key has "
                 f"{len(self.copy_.key)}"
             )
+        extract = self.copy_.extract
+        named = [*self.copy_.key, *(f.copy_ for f in self.fields)]
+        problem = extract.missing(named) if extract else None
+        if problem:
+            raise ValueError(f"copy.key and fields' copy columns {problem}")
         return self
 
     def sides(self) -> dict[str, TableSide]:

@@ -275,3 +275,47 @@ def test_a_source_fixed_before_the_recheck_clears_the_file_copy(database_factory
 
     rule = auditor.run(config, options=RunOptions(before_recheck=fix_source)).rules[0]
     assert rule.error is None and list(rule.findings) == [] and rule.status == "pass"
+
+
+LOGGED = r"user=(?P<customer_id>\d+) email=(?P<email>\S+)"
+
+
+@pytest.mark.parametrize("store", ["files", "sqlite", "postgresql", "mariadb"])
+def test_pii_copies_inside_text(store, database_factory, tmp_path):
+    """`extract` on a pii copy: an audit log whose lines carry a customer id and the e-mail it
+    had, in a log file or a text column. Every match is a copy; a line with two is two."""
+    crm = database_factory("sqlite" if store == "files" else store)
+    _crm(crm)
+    lines = [
+        "login user=1 email=ANN@example.com",  # 1: equal once lower-cased
+        "login user=2 email=robert@example.com",  # 2: drifted
+        "merge user=3 email=cy@example.com into user=4 email=ann@example.com",  # 3: 4 is wrong
+        "logout",  # 4: no copy
+    ]
+    rule = {"name": "logged-emails", "type": "pii",
+            "source": {"db": "crm", "table": "customers", "key": ["id"]},
+            "copy": {"db": "logs", "table": "audit.log" if store == "files" else "audit_log",
+                     "key": ["customer_id"], "extract": {"column": "line", "pattern": LOGGED}},
+            "fields": [{"source": "email", "copy": "email", "normalize": ["lower"]}]}  # fmt: skip
+    if store == "files":
+        (tmp_path / "logs").mkdir()
+        (tmp_path / "logs" / "audit.log").write_text("\n".join(lines) + "\n")
+        logs = {"path": "logs", "format": "lines"}
+        key = [{"file": "audit.log", "line": n} for n in (2, 3)]
+    else:
+        crm.execute("CREATE TABLE audit_log (id INTEGER PRIMARY KEY, line TEXT)")
+        for number, line in enumerate(lines, 1):
+            crm.execute(f"INSERT INTO audit_log VALUES ({number}, '{line}')")
+        logs = {"url": crm.url}
+        key = [{"id": n} for n in (2, 3)]
+    path = tmp_path / "logged.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "rules": [rule],
+                                    "databases": {"crm": {"url": crm.url}, "logs": logs}}))  # fmt: skip
+    result = auditor.run(auditor.load_config(path)).rules[0]
+    assert result.error is None, result.error
+    found = [(f.kind, f.key, f.ref, f.suggested_key) for f in result.findings]
+    assert sorted(found, key=repr) == [
+        ("mismatch", key[0], {"customer_id": "2"}, None),
+        ("mismatch", key[1], {"customer_id": "4"}, {"id": 1}),
+    ]
+    assert result.keyed_by_ref and result.rows_scanned["rows_unmatched"] == 1
