@@ -22,7 +22,7 @@ from auditor.db.engines import Database, open_databases, ping
 from auditor.engine import RunOptions, run_rule
 from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted, ResourceError
 from auditor.mask import Masker
-from auditor.plan import RedisSidePlan, RulePlan, build_plan
+from auditor.plan import RulePlan, build_plan
 from auditor.report.diff import (
     ReportDiff,
     Rules,
@@ -122,7 +122,7 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
                     side.info.estimated_rows,
                     side.lookup_index_hint(columns),
                     side.rereadable,
-                    side.ttl_sample() if isinstance(side, RedisSidePlan) else None,
+                    side.ttl_sample(),
                 )
                 for side, columns in lookups
             )

@@ -20,9 +20,8 @@ from auditor.concurrency import retrying
 from auditor.config.model import PiiRule, ReferenceRule, Settings
 from auditor.findings import FindingLog
 from auditor.mask import Masker
-from auditor.plan import RedisSidePlan, RulePlan
+from auditor.plan import RulePlan
 from auditor.recheck import Lookups
-from auditor.redis_store import REDIS_KEY
 from auditor.result import Finding, RuleResult, finished_status
 from auditor.scratch import scratch
 from auditor.suggest import suggest_keys
@@ -150,10 +149,9 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
                     confirming.popleft().result()
         compared = time.monotonic()
         log.event("compare_done", rule=rule.name, duration_s=round(compared - started, 3))
-        cache = plan.left
-        if isinstance(cache, RedisSidePlan) and cache.require_ttl and not stop.is_set():
-            for key in cache.keys_without_ttl():  # as the keys are now: nothing to re-check
-                collector.add(Finding(rule.name, "no_ttl", "warning", {REDIS_KEY: key}))
+        if not stop.is_set():
+            for finding in plan.left.side_findings(rule.name):  # e.g. Redis keys without TTL
+                collector.add(finding)
         suggested = None
         if isinstance(rule, PiiRule) and rule.suggest_keys and not stop.is_set():
             suggested = suggest_keys(plan, lookups, right, collector.log.labelled())

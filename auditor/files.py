@@ -24,13 +24,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from auditor.batch import LABEL
+from auditor.config.model import PiiRule, Rule, TableSide
 from auditor.db.reflect import TableInfo
 from auditor.errors import ConfigError, DatabaseError, ResourceError
+from auditor.plan import (
+    UNTYPED,
+    SidePlan,
+    StoreSidePlan,
+    column_of,
+    columns_of,
+    extracted_columns,
+    extracted_copy,
+    extraction,
+    referring_or_copying,
+    register_store,
+    store_side,
+)
 
 FILE, LINE = "file", "line"  # the key of a finding on a files side
 # How the file and line travel in a batch: a data column may be called `line` too.
 FILE_COLUMN, LINE_COLUMN = "__file", "__line"
-UNTYPED = "auditor.untyped"  # column info: text whose key type is the other side's
 EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 csv.field_size_limit(sys.maxsize)  # a log line or a JSON blob in one cell is no error
 
@@ -272,3 +286,69 @@ def _text_of(value: Any) -> str | None:
     if isinstance(value, int | float):
         return json.dumps(value)
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+READ_AGAIN_BATCH_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class FileSidePlan(StoreSidePlan):
+    """A side read from files (auditor.files): rows named by file and line, not read again
+    by the recheck."""
+
+    paths: tuple[Path, ...] = ()
+    rereadable = False
+
+    def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        return self._read(list(self.paths), batch_rows)
+
+    def _read(self, paths: list[Path], batch_rows: int) -> Iterator[pa.RecordBatch]:
+        store: FileStore = self.database  # type: ignore[assignment]
+        for batch in store.stream(paths, self._wanted(), batch_rows):
+            yield self._named(batch, {FILE_COLUMN: f"{LABEL}0", LINE_COLUMN: f"{LABEL}1"})
+
+    def read_again(self, by: str, wanted: list[tuple]) -> Iterator[pa.RecordBatch]:
+        """The rows at these (file, line) labels, their files read again (files do not change
+        during a run): for suggested keys; the recheck keeps the rows as scanned (confirm)."""
+        assert by == "labels"
+        store: FileStore = self.database  # type: ignore[assignment]
+        lines: dict[str, set[int]] = {}
+        for file, line in wanted:
+            lines.setdefault(file, set()).add(line)
+        paths = [p for p in self.paths if p.relative_to(store.directory).as_posix() in lines]
+        for batch in self._read(paths, READ_AGAIN_BATCH_ROWS):
+            if batch.num_rows:  # a batch holds lines of one file
+                numbers = pa.array(sorted(lines[batch.column(f"{LABEL}0")[0].as_py()]), pa.int64())
+                yield batch.filter(pc.is_in(batch.column(f"{LABEL}1"), value_set=numbers))
+
+
+def plan_side(rule: Rule, role: str, side: TableSide, store: FileStore) -> SidePlan:
+    """A files side: a reference's `from` (rows that refer) or a pii rule's `copy` (exported
+    copies), without SQL predicates or `row_key` (its rows are named by file and line)."""
+    refused = {"where": "it is SQL; filter with extract", "value": "it is for Redis"}
+    what = (f"{store.name} is a directory of files", "files")
+    named = "rows are named by file and line"
+    referring_or_copying(rule, role, side, what, named, {**refused, "require_ttl": "for Redis"})
+    try:
+        info, paths = store.reflect(side.table)
+    except ConfigError as exc:
+        raise exc.at(role, "table") from None
+    labels = (sa.Column(FILE, sa.Text()), sa.Column(LINE, sa.BigInteger()))
+    options: dict[str, Any] = {"labels": labels, "paths": tuple(paths)}
+    options["extract"] = extraction(side, info, role, rule)
+    if isinstance(rule, PiiRule) and options["extract"]:
+        compare, options["values"] = extracted_copy(rule)
+    elif isinstance(rule, PiiRule):
+        compare = columns_of(info, rule.copy_.key, role, "key")
+        fields = enumerate(rule.fields)
+        options["values"] = tuple(
+            column_of(info, f.copy_, ("fields", i, "copy")) for i, f in fields
+        )
+    elif options["extract"]:
+        compare = extracted_columns(rule.from_.columns)
+    else:
+        compare = columns_of(info, rule.from_.columns, role, "columns")
+    return store_side(FileSidePlan, role, store, info, compare, options)
+
+
+register_store(FileStore, plan_side)

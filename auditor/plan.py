@@ -11,14 +11,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -29,9 +27,8 @@ from auditor.db.engines import Database, is_timeout, said_by
 from auditor.db.reflect import TableInfo, category, reflect_table, unsigned_64
 from auditor.errors import AuditorError, ConfigError, DatabaseError
 from auditor.extract import SOURCE, Extraction
-from auditor.files import FILE, FILE_COLUMN, LINE, LINE_COLUMN, UNTYPED, FileStore
 from auditor.normalize import Pipeline, compile_pipeline
-from auditor.redis_store import KEY_COLUMN, REDIS_KEY, KeyPattern, RedisStore
+from auditor.result import Finding
 
 Rule = ReferenceRule | PiiRule
 SAMPLE_ROWS = 1_000
@@ -130,6 +127,15 @@ class SidePlan:
     def pushes(self) -> bool:
         """Whether `stream` reads ahead on its own, unbounded (see concurrency.read_ahead)."""
         return self.database.dialect.pushes
+
+    def side_findings(self, rule: str) -> Iterator[Finding]:
+        """Findings about the side itself, made after the compare (a Redis key that never
+        expires); they are not re-checked."""
+        return iter(())
+
+    def ttl_sample(self) -> tuple[int, int] | None:
+        """For `check`: (keys sampled, of which expire) on a store whose entries expire."""
+        return None
 
     def exploded(self, raw: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
         """A raw batch with its extracted references as rows (see auditor.extract), and how
@@ -266,75 +272,6 @@ class StoreSidePlan(SidePlan):
         return None
 
 
-READ_AGAIN_BATCH_ROWS = 50_000
-
-
-@dataclass(frozen=True)
-class FileSidePlan(StoreSidePlan):
-    """A side read from files (auditor.files): rows named by file and line, not read again
-    by the recheck."""
-
-    paths: tuple[Path, ...] = ()
-    rereadable = False
-
-    def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        return self._read(list(self.paths), batch_rows)
-
-    def _read(self, paths: list[Path], batch_rows: int) -> Iterator[pa.RecordBatch]:
-        store: FileStore = self.database  # type: ignore[assignment]
-        for batch in store.stream(paths, self._wanted(), batch_rows):
-            yield self._named(batch, {FILE_COLUMN: f"{LABEL}0", LINE_COLUMN: f"{LABEL}1"})
-
-    def read_again(self, by: str, wanted: list[tuple]) -> Iterator[pa.RecordBatch]:
-        """The rows at these (file, line) labels, their files read again (files do not change
-        during a run): for suggested keys; the recheck keeps the rows as scanned (confirm)."""
-        assert by == "labels"
-        store: FileStore = self.database  # type: ignore[assignment]
-        lines: dict[str, set[int]] = {}
-        for file, line in wanted:
-            lines.setdefault(file, set()).add(line)
-        paths = [p for p in self.paths if p.relative_to(store.directory).as_posix() in lines]
-        for batch in self._read(paths, READ_AGAIN_BATCH_ROWS):
-            if batch.num_rows:  # a batch holds lines of one file
-                numbers = pa.array(sorted(lines[batch.column(f"{LABEL}0")[0].as_py()]), pa.int64())
-                yield batch.filter(pc.is_in(batch.column(f"{LABEL}1"), value_set=numbers))
-
-
-@dataclass(frozen=True)
-class RedisSidePlan(StoreSidePlan):
-    """A side read from a Redis keyspace (auditor.redis_store): rows named by their key,
-    read again by key in the recheck."""
-
-    pattern: KeyPattern | None = None
-    value: str = "none"
-    require_ttl: bool = False
-
-    def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        store: RedisStore = self.database  # type: ignore[assignment]
-        assert self.pattern is not None
-        for batch in store.stream(self.pattern, self.value, self._wanted(), batch_rows):
-            yield self._named(batch, {KEY_COLUMN: f"{LABEL}0"})
-
-    def keys_without_ttl(self) -> Iterator[str]:
-        store: RedisStore = self.database  # type: ignore[assignment]
-        assert self.pattern is not None
-        return store.keys_without_ttl(self.pattern)
-
-    def ttl_sample(self) -> tuple[int, int]:
-        """(keys sampled, of which expire), for `check`; (0, 0): the pattern matches no key."""
-        store: RedisStore = self.database  # type: ignore[assignment]
-        assert self.pattern is not None
-        return store.ttl_sample(self.pattern)
-
-    def read_again(self, by: str, wanted: list[tuple]) -> Iterator[pa.RecordBatch]:
-        """The rows of these keys (`by="labels"`: the key is the only label) as they are now."""
-        assert by == "labels" and self.pattern is not None
-        store: RedisStore = self.database  # type: ignore[assignment]
-        keys = [str(labels[0]) for labels in wanted]
-        batch = store.read_again(self.pattern, self.value, self._wanted(), keys)
-        yield self._named(batch, {KEY_COLUMN: f"{LABEL}0"})
-
-
 def _optional_row(conn: Connection, query: sa.Select) -> sa.Row | None:
     """One row of a planning query, or None when the database refuses it (the plan then does
     without); a lost connection is raised: it is no reason to plan blind."""
@@ -384,6 +321,19 @@ class RulePlan:
         return (low, high) if rows > 0 and high - low < DENSE_SPAN_PER_ROW * rows else None
 
 
+UNTYPED = "auditor.untyped"  # column info: text whose key type is the other side's
+
+# A side of a store other than SQL: (rule, role, side, store) -> its StoreSidePlan.
+SidePlanner = Callable[[Rule, str, TableSide, Any], "SidePlan"]
+_STORES: dict[type, SidePlanner] = {}
+
+
+def register_store(store: type, planner: SidePlanner) -> None:
+    """Plan the sides of `store`'s databases with `planner` (each store module registers
+    itself; docs/architecture.md, Stores)."""
+    _STORES[store] = planner
+
+
 def plan_sides(rule: Rule, databases: dict[str, Database], check: bool = False):
     """The rule's sides by role: reflected, planned and their row width sampled, each
     database's in one read-only snapshot, databases at once (one thread each: reflection and
@@ -399,10 +349,9 @@ def plan_sides(rule: Rule, databases: dict[str, Database], check: bool = False):
 
     def plan_group(group: list[tuple[str, TableSide]]) -> list[SidePlan]:
         database = databases[group[0][1].db]
-        if isinstance(database, FileStore):
-            return [_file_side_plan(rule, role, side, database) for role, side in group]
-        if isinstance(database, RedisStore):
-            return [_redis_side_plan(rule, role, side, database) for role, side in group]
+        planner = _STORES.get(type(database))
+        if planner is not None:
+            return [planner(rule, role, side, database) for role, side in group]
         for role, side in group:
             for option in ("value", "require_ttl"):
                 if getattr(side, option):
@@ -440,11 +389,11 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
     A column that does not exist is a ConfigError about the config field that names it."""
 
     def cols(names: list[str], *loc: str) -> tuple[sa.Column, ...]:
-        return _columns(info, names, *loc)
+        return columns_of(info, names, *loc)
 
     def fields(side: str) -> tuple[sa.Column, ...]:
         names = [f.source if side == "source" else f.copy_ for f in rule.fields]  # type: ignore[union-attr]
-        return tuple(_column(info, n, ("fields", i, side)) for i, n in enumerate(names))
+        return tuple(column_of(info, n, ("fields", i, side)) for i, n in enumerate(names))
 
     def predicate(text: str | None, *loc: str) -> str | None:
         if text is None:
@@ -459,17 +408,17 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
         if role == "from":
             key = rule.from_.key
             labels = cols(key, "from", "key") if key else cols(_primary_key(info, role), role)
-            extraction = _extraction(rule.from_, info, "from", rule)
+            extracted = extraction(rule.from_, info, "from", rule)
             return SidePlan(
                 role,
                 database,
                 info,
-                _extracted_columns(rule.from_.columns)
-                if extraction
+                extracted_columns(rule.from_.columns)
+                if extracted
                 else cols(rule.from_.columns, "from", "columns"),
                 labels=labels,
                 where=predicate(rule.from_.where, "from", "where"),
-                extract=extraction,
+                extract=extracted,
             )
         if role == "to":
             return SidePlan(
@@ -500,11 +449,9 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
         )
     row_key = rule.copy_.row_key
     labels = cols(row_key, "copy", "row_key") if row_key else cols(_primary_key(info, role), role)
-    extraction = _extraction(rule.copy_, info, "copy", rule)
+    extracted = extraction(rule.copy_, info, "copy", rule)
     compare, values = (
-        _extracted_copy(rule)
-        if extraction
-        else (cols(rule.copy_.key, "copy", "key"), fields("copy"))
+        extracted_copy(rule) if extracted else (cols(rule.copy_.key, "copy", "key"), fields("copy"))
     )
     return SidePlan(
         role,
@@ -514,121 +461,68 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
         labels=labels,
         values=values,
         where=predicate(rule.copy_.where, "copy", "where"),
-        extract=extraction,
+        extract=extracted,
     )
 
 
-def _file_side_plan(rule: Rule, role: str, side: TableSide, store: FileStore) -> SidePlan:
-    """A files side: a reference's `from` (rows that refer) or a pii rule's `copy` (exported
-    copies), without SQL predicates or `row_key` (its rows are named by file and line)."""
+def referring_or_copying(
+    rule: Rule, role: str, side: TableSide, store: tuple[str, str], named: str, refused: dict
+) -> bool:
+    """For a store that is read whole, never looked up by key: whether the side is a
+    reference's `from` (True) or a pii `copy` (False). Any other side, or an option in
+    `refused` (option -> why; `named` says why for the reference's `key` or the copy's
+    `row_key`: the store names its rows), is a config error. `store`: what the database is and
+    what its sides are called, e.g. ("cache is a Redis keyspace", "Redis sides")."""
+    what, sides = store
     referring = isinstance(rule, ReferenceRule) and role == "from"
     if not (referring or (isinstance(rule, PiiRule) and role == "copy")):
         raise ConfigError(
-            f"{store.name} is a directory of files: it can be a reference rule's `from` or a "
-            "pii rule's `copy` side, not this one (a referenced side is looked up by key)",
+            f"{what}: it can be a reference rule's `from` or a pii rule's `copy` side, not "
+            "this one (a referenced or source side is looked up by key)",
             (role, "db"),
         )
-    for option in ("where", "key" if referring else "row_key", "value", "require_ttl"):
+    refused = {**refused, "key" if referring else "row_key": named}
+    for option, why in refused.items():
         if getattr(side, option, None) not in (None, False):
-            raise ConfigError(
-                f"{option} is not for files ({store.name} is a directory): rows are named by "
-                "file and line" + ("; filter with extract" if referring else ""),
-                (role, option),
-            )
-    try:
-        info, paths = store.reflect(side.table)
-    except ConfigError as exc:
-        raise exc.at(role, "table") from None
-    labels = (sa.Column(FILE, sa.Text()), sa.Column(LINE, sa.BigInteger()))
-    options: dict[str, Any] = {"labels": labels, "paths": tuple(paths)}
-    options["extract"] = _extraction(side, info, role, rule)
-    if isinstance(rule, PiiRule) and options["extract"]:
-        compare, options["values"] = _extracted_copy(rule)
-    elif isinstance(rule, PiiRule):
-        compare = _columns(info, rule.copy_.key, role, "key")
-        fields = enumerate(rule.fields)
-        options["values"] = tuple(_column(info, f.copy_, ("fields", i, "copy")) for i, f in fields)
-    elif options["extract"]:
-        compare = _extracted_columns(rule.from_.columns)
-    else:
-        compare = _columns(info, rule.from_.columns, role, "columns")
-    return _store_side(FileSidePlan, role, store, info, compare, options)
+            raise ConfigError(f"{option} is not for {sides} ({what}): {why}", (role, option))
+    return referring
 
 
-def _store_side(kind, role: str, store: Any, info: TableInfo, compare, options) -> SidePlan:
+def store_side(kind, role: str, store: Any, info: TableInfo, compare, options) -> SidePlan:
     """A StoreSidePlan: `store` stands where a SidePlan holds its SQL Database, every part of
     which the subclass overrides."""
     return kind(role, store, info, compare, **options)
 
 
-def _redis_side_plan(rule: Rule, role: str, side: TableSide, store: RedisStore) -> SidePlan:
-    """A Redis side: a reference's `from` (cache entries that refer) or a PII `copy` (cached
-    copies), rows named by their key."""
-    referring = isinstance(rule, ReferenceRule) and role == "from"
-    if not (referring or (isinstance(rule, PiiRule) and role == "copy")):
-        raise ConfigError(
-            f"{store.name} is a Redis keyspace: it can be a reference rule's `from` or a pii "
-            "rule's `copy` side, not this one",
-            (role, "db"),
-        )
-    for option in ("where", "key" if referring else "row_key", "extract"):
-        if getattr(side, option, None) is not None:
-            raise ConfigError(
-                f"{option} is not for Redis sides ({store.name}): entries are named by their key",
-                (role, option),
-            )
-    value = side.value or "none"
-    if isinstance(rule, ReferenceRule):
-        names = list(rule.from_.columns)
-    else:
-        names = [*rule.copy_.key, *(f.copy_ for f in rule.fields)]
-    try:
-        info, pattern = store.reflect(side.table, value, names)
-    except ConfigError as exc:
-        raise exc.at(role, "table") from None
-
-    labels = (sa.Column(REDIS_KEY, sa.Text()),)
-    values: tuple[sa.Column, ...] = ()
-    if isinstance(rule, ReferenceRule):
-        compare = _columns(info, rule.from_.columns, role, "columns")
-    else:
-        compare = _columns(info, rule.copy_.key, role, "key")
-        fields = enumerate(rule.fields)
-        values = tuple(_column(info, f.copy_, ("fields", i, "copy")) for i, f in fields)
-    options = {"labels": labels, "values": values, "pattern": pattern, "value": value,
-               "require_ttl": side.require_ttl}  # fmt: skip
-    return _store_side(RedisSidePlan, role, store, info, compare, options)
-
-
-def _extraction(side: TableSide, info: TableInfo, role: str, rule: Rule) -> Extraction | None:
+def extraction(side: TableSide, info: TableInfo, role: str, rule: Rule) -> Extraction | None:
     """The side's `extract`: on the side that refers or copies, whose rows are read whole (a
     side looked up by key cannot be: its keys are inside text)."""
     extract = getattr(side, "extract", None)
     if extract is None:
         return None
-    source = _column(info, extract.column, (role, "extract", "column"))
+    source = column_of(info, extract.column, (role, "extract", "column"))
     if isinstance(rule, ReferenceRule):
         return Extraction(source, re.compile(extract.pattern), tuple(rule.from_.columns))
     fields = tuple(f.copy_ for f in rule.fields)
     return Extraction(source, re.compile(extract.pattern), tuple(rule.copy_.key), fields)
 
 
-def _extracted_columns(names: list[str]) -> tuple[sa.Column, ...]:
+def extracted_columns(names: list[str]) -> tuple[sa.Column, ...]:
     """The columns `extract` makes: text, a key taking the other side's key type."""
     return tuple(sa.Column(name, sa.Text(), info={UNTYPED: True}) for name in names)
 
 
-def _extracted_copy(rule: PiiRule) -> tuple[tuple[sa.Column, ...], tuple[sa.Column, ...]]:
+def extracted_copy(rule: PiiRule) -> tuple[tuple[sa.Column, ...], tuple[sa.Column, ...]]:
     """A copy's key and field columns, made by its `extract`."""
-    return _extracted_columns(rule.copy_.key), _extracted_columns([f.copy_ for f in rule.fields])
+    return extracted_columns(rule.copy_.key), extracted_columns([f.copy_ for f in rule.fields])
 
 
-def _columns(info: TableInfo, names: list[str], *loc: str) -> tuple[sa.Column, ...]:
+def columns_of(info: TableInfo, names: list[str], *loc: str) -> tuple[sa.Column, ...]:
     """The named columns; a missing one is a ConfigError about `loc`[i]."""
-    return tuple(_column(info, name, (*loc, i)) for i, name in enumerate(names))
+    return tuple(column_of(info, name, (*loc, i)) for i, name in enumerate(names))
 
 
-def _column(info: TableInfo, name: str, loc: tuple[str | int, ...]) -> sa.Column:
+def column_of(info: TableInfo, name: str, loc: tuple[str | int, ...]) -> sa.Column:
     try:
         return info.column(name)
     except ConfigError as exc:

@@ -22,10 +22,23 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from auditor.batch import LABEL
+from auditor.config.model import ReferenceRule, Rule, TableSide
 from auditor.db.engines import redact, scrub
 from auditor.db.reflect import TableInfo
 from auditor.errors import ConfigError, DatabaseError
-from auditor.files import UNTYPED, dotted
+from auditor.files import dotted
+from auditor.plan import (
+    UNTYPED,
+    SidePlan,
+    StoreSidePlan,
+    column_of,
+    columns_of,
+    referring_or_copying,
+    register_store,
+    store_side,
+)
+from auditor.result import Finding
 
 REDIS_KEY = "redis_key"  # the key of a finding on a Redis side
 KEY_COLUMN = "__key"  # how the key travels in a batch
@@ -301,3 +314,74 @@ def _json_fields(raw: bytes | None, fields: list[str]) -> dict[str, Any]:
 
 def is_redis_url(url: str) -> bool:
     return url.split(":", 1)[0].lower() in ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True)
+class RedisSidePlan(StoreSidePlan):
+    """A side read from a Redis keyspace (auditor.redis_store): rows named by their key,
+    read again by key in the recheck."""
+
+    pattern: KeyPattern | None = None
+    value: str = "none"
+    require_ttl: bool = False
+
+    def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        store: RedisStore = self.database  # type: ignore[assignment]
+        assert self.pattern is not None
+        for batch in store.stream(self.pattern, self.value, self._wanted(), batch_rows):
+            yield self._named(batch, {KEY_COLUMN: f"{LABEL}0"})
+
+    def side_findings(self, rule: str) -> Iterator[Finding]:
+        """`require_ttl`: a `no_ttl` warning per matched key that never expires, as the keys
+        are now (nothing to re-check)."""
+        if self.require_ttl:
+            store: RedisStore = self.database  # type: ignore[assignment]
+            assert self.pattern is not None
+            for key in store.keys_without_ttl(self.pattern):
+                yield Finding(rule, "no_ttl", "warning", {REDIS_KEY: key})
+
+    def ttl_sample(self) -> tuple[int, int]:
+        """(keys sampled, of which expire), for `check`; (0, 0): the pattern matches no key."""
+        store: RedisStore = self.database  # type: ignore[assignment]
+        assert self.pattern is not None
+        return store.ttl_sample(self.pattern)
+
+    def read_again(self, by: str, wanted: list[tuple]) -> Iterator[pa.RecordBatch]:
+        """The rows of these keys (`by="labels"`: the key is the only label) as they are now."""
+        assert by == "labels" and self.pattern is not None
+        store: RedisStore = self.database  # type: ignore[assignment]
+        keys = [str(labels[0]) for labels in wanted]
+        batch = store.read_again(self.pattern, self.value, self._wanted(), keys)
+        yield self._named(batch, {KEY_COLUMN: f"{LABEL}0"})
+
+
+def plan_side(rule: Rule, role: str, side: TableSide, store: RedisStore) -> SidePlan:
+    """A Redis side: a reference's `from` (cache entries that refer) or a PII `copy` (cached
+    copies), rows named by their key."""
+    refused = {"where": "it is SQL", "extract": "values are read as they are"}
+    what = (f"{store.name} is a Redis keyspace", "Redis sides")
+    referring_or_copying(rule, role, side, what, "entries are named by their key", refused)
+    value = side.value or "none"
+    if isinstance(rule, ReferenceRule):
+        names = list(rule.from_.columns)
+    else:
+        names = [*rule.copy_.key, *(f.copy_ for f in rule.fields)]
+    try:
+        info, pattern = store.reflect(side.table, value, names)
+    except ConfigError as exc:
+        raise exc.at(role, "table") from None
+
+    labels = (sa.Column(REDIS_KEY, sa.Text()),)
+    values: tuple[sa.Column, ...] = ()
+    if isinstance(rule, ReferenceRule):
+        compare = columns_of(info, rule.from_.columns, role, "columns")
+    else:
+        compare = columns_of(info, rule.copy_.key, role, "key")
+        fields = enumerate(rule.fields)
+        values = tuple(column_of(info, f.copy_, ("fields", i, "copy")) for i, f in fields)
+    options = {"labels": labels, "values": values, "pattern": pattern, "value": value,
+               "require_ttl": side.require_ttl}  # fmt: skip
+    return store_side(RedisSidePlan, role, store, info, compare, options)
+
+
+register_store(RedisStore, plan_side)
