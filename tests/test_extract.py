@@ -20,6 +20,9 @@ PATTERNS = [
     r"(?P<id>\d+)(?=px)",  # a lookahead: RE2 cannot read it
     r"ref=(?P<id>\d+)$",  # `$`: Python's also matches before a final newline
     r"x(?P<id>\d*)",  # an empty group
+    r"p(?P<id>[[:space:]]+)",  # RE2: a POSIX class; Python: the characters [:space and ]
+    r"r(?P<id>\S+)\s",  # Python's \s also matches \x0b and \x1c-\x1f, RE2's does not
+    r"r(?:(?P<id>\d+)|ef)",  # a group that takes no part: None to Python, "" to Arrow
 ]
 
 
@@ -44,7 +47,9 @@ def _explode(extraction: Extraction, texts: list[str | None]) -> tuple[list, int
 TEXTS = st.lists(
     st.one_of(
         st.none(),
-        st.text(alphabet="/produts0123456789?=&ref pxSKU-abc\n\x0b\u0663\u00e9", max_size=40),
+        st.text(
+            alphabet="/produts0123456789?=&ref pxSKU-abc\n\x0b\x1d[:]\u0663\u00e9", max_size=40
+        ),
     ),
     max_size=30,
 )
@@ -71,3 +76,16 @@ def test_several_references_in_one_row_and_rows_without_any():
         [(0, "7"), (0, "8"), (3, "1"), (4, "\u0663")],  # Arabic-Indic 3 is a digit to Python
         2,
     )
+
+
+@pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")
+def test_patterns_that_re2_reads_otherwise_stay_with_python():
+    """`[[:space:]]` is a POSIX class to RE2 and a set of characters to Python; `\\s` matches
+    \\x1d in Python only; a group that takes no part is None to Python, "" to Arrow."""
+    for pattern, texts, expected in [
+        (r"p(?P<id>[[:space:]]+)", ["p ", "ps]x"], [(1, "s]")]),
+        (r"r(?P<id>\S+)\s", ["r1\x1d", "r2 "], [(0, "1"), (1, "2")]),
+        (r"r(?:(?P<id>\d+)|ef)", ["ref", "r1"], [(0, None), (1, "1")]),
+    ]:
+        extraction = Extraction(sa.Column("line", sa.Text()), re.compile(pattern), ("id",))
+        assert _explode(extraction, texts)[0] == expected
