@@ -24,7 +24,10 @@ from pathlib import Path
 
 from auditor.errors import ResourceError
 
-PREFIX = "auditor-"
+PREFIX = "auditor-scratch-"
+# In every scratch directory: only a directory holding it is ever removed as stale, so a
+# user's own /tmp/auditor-scratch-notes (or a tool's) is never touched.
+MARKER = ".auditor-scratch"
 # A directory this young may be one whose run has not locked it yet: left for the next start.
 STALE_AFTER_S = 60
 _PROC_FD = Path("/proc/self/fd")
@@ -78,6 +81,7 @@ class Scratch:
             raise ResourceError.from_os_error(
                 exc, root, "cannot create a temp directory in"
             ) from None
+        (self.directory / MARKER).touch(mode=0o600)
         self._lock = _hold_lock(self.directory)
         self._files: weakref.WeakSet[ScratchFile] = weakref.WeakSet()
         self._guard = threading.Lock()
@@ -120,7 +124,7 @@ def _hold_lock(directory: Path) -> int | None:
 
 def remove_stale(root: Path) -> None:
     """Remove the scratch directories of runs that died (SIGKILL, power loss): this user's,
-    older than STALE_AFTER_S, whose lock no process holds."""
+    marked as auditor's (MARKER), older than STALE_AFTER_S, whose lock no process holds."""
     if fcntl is None:
         return
     with contextlib.suppress(OSError):
@@ -128,6 +132,8 @@ def remove_stale(root: Path) -> None:
             with contextlib.suppress(OSError):
                 info = entry.lstat()
                 if not entry.is_dir() or entry.is_symlink() or info.st_uid != os.getuid():
+                    continue
+                if not (entry / MARKER).is_file():
                     continue
                 if time.time() - info.st_mtime < STALE_AFTER_S:
                     continue

@@ -87,11 +87,25 @@ def test_sigkill_leaves_no_spilled_value_and_the_next_run_removes_the_directory(
         run.wait()
     left = list(temp.iterdir())
     assert [p.name[: len(scratch.PREFIX)] for p in left] == [scratch.PREFIX]
-    assert _every_byte_under(temp) == b""  # a directory, empty: no file, no value
+    assert _every_byte_under(temp) == b""  # a directory, its marker empty: no value
     old = time.time() - 2 * scratch.STALE_AFTER_S
     os.utime(left[0], (old, old))
     Scratch(str(temp)).close()  # what the next run does first
     assert list(temp.iterdir()) == []
+
+
+def test_only_auditors_own_stale_directories_are_removed(tmp_path):
+    """A directory that merely looks like a scratch directory (a user's notes, a bench's
+    folder of configs) is never removed, however old and unlocked."""
+    lookalikes = [tmp_path / f"{scratch.PREFIX}notes", tmp_path / "auditor-bench-configs"]
+    for folder in lookalikes:
+        folder.mkdir()
+        (folder / "keep.txt").write_text("mine")
+    old = time.time() - 2 * scratch.STALE_AFTER_S
+    for folder in lookalikes:
+        os.utime(folder, (old, old))
+    Scratch(str(tmp_path)).close()
+    assert all((folder / "keep.txt").read_text() == "mine" for folder in lookalikes)
 
 
 def test_a_live_run_keeps_its_directory(tmp_path):
