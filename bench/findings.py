@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--findings", type=int, default=2_000_000)
     parser.add_argument("--backend", choices=["sqlite", "pg"], default="sqlite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="auditor-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-auditor-") as tmp:
         directory = Path(tmp)
         created = None
         if args.backend == "pg":

@@ -48,7 +48,7 @@ def bench_stores(prefix: str) -> Iterator[tuple[Any, str, Path]]:
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
     try:
-        with tempfile.TemporaryDirectory(prefix="auditor-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="bench-auditor-") as tmp:
             yield client, PG_ADMIN.rsplit("/", 1)[0] + "/" + name, Path(tmp)
     finally:
         for key in client.scan_iter(match=prefix + "*", count=10_000):

@@ -557,7 +557,8 @@ def main() -> int:
     PREFIX = args.prefix
     sizes = Sizes.at(args.scale)
     compile_auditor(ROOT)
-    worktree = tempfile.TemporaryDirectory(prefix="auditor-ref-")
+    # Not named auditor-*: an auditor before a8de36a removed such directories as its stale ones.
+    worktree = tempfile.TemporaryDirectory(prefix="bench-auditor-ref-")
     git = ["git", "-C", str(ROOT), "worktree"]
     if args.compare_to:
         tree = Path(worktree.name) / "tree"
@@ -576,7 +577,7 @@ def _run(args: argparse.Namespace, sizes: Sizes) -> int:
     print(", ".join(f"{name} {version}" for name, version in package_versions().items()))
     wanted = args.workloads.split(",")
     measures: list[Measure] = []
-    with tempfile.TemporaryDirectory(prefix="auditor-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-auditor-") as tmp:
         folder = Path(tmp)
         plan = [
             ("W1", lambda: workload_w1(sizes, args.runs, folder)),
