@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditor.extract import SOURCE, Extraction
+from auditor.extract import SOURCE, Extraction, _occurrences
 
 PATTERNS = [
     r"/products/(?P<id>\d+)",
@@ -89,3 +89,26 @@ def test_patterns_that_re2_reads_otherwise_stay_with_python():
     ]:
         extraction = Extraction(sa.Column("line", sa.Text()), re.compile(pattern), ("id",))
         assert _explode(extraction, texts)[0] == expected
+
+
+def _overlapping(text: str, literal: str) -> int:
+    return sum(text.startswith(literal, i) for i in range(len(text)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=TEXTS, start=st.integers(0, 5), large=st.booleans())
+def test_literal_occurrences_stay_within_each_text(texts, start, large):
+    """The literal prefilter counts in the text buffer: never across two texts, also in a
+    slice of an array (its offsets do not start at 0)."""
+    array = pa.array(texts, pa.large_string() if large else pa.string())[start:]
+    for literal in ("/products/", "re", "pp"):
+        expected = [0 if t is None else _overlapping(t, literal) for t in texts[start:]]
+        assert _occurrences(array, literal.encode()).tolist() == expected
+
+
+def test_a_pattern_starting_with_a_literal_is_prefiltered_exactly():
+    extraction = Extraction(sa.Column("line", sa.Text()), re.compile(PATTERNS[0]), ("id",))
+    assert extraction._literal == b"/products/"
+    texts = ["x/pro", "ducts/1", "/products/a /products/2", "/products//products/3", None, ""]
+    assert _explode(extraction, texts) == _python(extraction, texts)
+    assert _explode(extraction, texts)[0] == [(2, "2"), (3, "3")]

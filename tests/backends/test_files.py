@@ -319,3 +319,38 @@ def test_pii_copies_inside_text(store, database_factory, tmp_path):
         ("mismatch", key[1], {"customer_id": "4"}, {"id": 1}),
     ]
     assert result.keyed_by_ref and result.rows_scanned["rows_unmatched"] == 1
+
+
+def _gzipped_lines(count: int) -> bytes:
+    return gzip.compress(
+        "".join(f"GET /products/{n * 7919 % 100003}\n" for n in range(count)).encode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.log.gz", b"not gzip at all", "cannot read"),
+        ("cut.log.gz", _gzipped_lines(5000)[:-100], "cannot read"),  # the end is missing
+        # a quote never closed: the line its record starts on, not the end of the file
+        ("rows.csv", b'id,url\n1,"/products/1\n2,/products/2\n3,/products/3\n', "line 2"),
+    ],
+)
+def test_an_unreadable_file_is_one_line_naming_it(tmp_path, name, content, message):
+    catalog = tmp_path / "catalog.db"
+    with sa.create_engine(f"sqlite:///{catalog}").begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE products (id INTEGER PRIMARY KEY)")
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / name).write_bytes(content)
+    rule = {"name": "r", "type": "reference",
+            "from": {"db": "exports", "table": name, "columns": ["product_id"],
+                     "extract": {"column": "url" if name.endswith("csv") else "line",
+                                 "pattern": PRODUCTS}},
+            "to": {"db": "catalog", "table": "products", "columns": ["id"]}}  # fmt: skip
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "rules": [rule], "databases": {
+        "catalog": {"url": f"sqlite:///{catalog}"}, "exports": {"path": "exports"}}}))  # fmt: skip
+    ran = cli("run", str(path), "-q")
+    assert ran.returncode == 3, ran.stdout + ran.stderr
+    assert f"exports/{name}" in ran.stderr and message in ran.stderr, ran.stderr
+    assert "Traceback" not in ran.stderr
