@@ -93,10 +93,9 @@ def retrying(
 OVERFLOW_HOLD_BYTES = 32 << 20  # what a push-style reader may hold in memory before it spills
 
 
-def read_ahead(
-    batches: Iterator[pa.RecordBatch], stop: Stop, overflow: bool = False
-) -> Iterator[pa.RecordBatch]:
-    """`batches`, read on a thread of their own while the caller works on the previous one.
+def read_ahead(batches: Iterator[Any], stop: Stop, overflow: bool = False) -> Iterator[Any]:
+    """`batches`, read on a thread of their own while the caller works on the previous one
+    (record batches; with `overflow` only, anything else too, e.g. a page of Redis keys).
 
     The drivers release the GIL while they read, so reading and preparing overlap. A pull-style
     reader (ADBC, files, Redis) waits while one batch is ready and not yet taken: memory stays
@@ -107,7 +106,7 @@ def read_ahead(
     (row order does not matter to the scan). An error of the reader is raised here; leaving
     early (or `stop`) ends the thread and closes the reader.
     """
-    ready: deque[pa.RecordBatch] = deque()
+    ready: deque[Any] = deque()
     held = [0]  # bytes in `ready`
     changed = threading.Condition()
     finished = threading.Event()
@@ -127,9 +126,10 @@ def read_ahead(
                         changed.wait(POLL_S)
                     if quitting():
                         return
-                    if not ready or held[0] + batch.nbytes <= hold:
+                    size = batch.nbytes if overflow else 0
+                    if not ready or held[0] + size <= hold:
                         ready.append(batch)
-                        held[0] += batch.nbytes
+                        held[0] += size
                         changed.notify_all()
                         continue
                 if not spill:
@@ -160,7 +160,7 @@ def read_ahead(
                 if not ready:
                     break
                 batch = ready.popleft()
-                held[0] -= batch.nbytes
+                held[0] -= batch.nbytes if overflow else 0
                 changed.notify_all()
             yield batch
         if spill:
