@@ -95,7 +95,7 @@ OVERFLOW_HOLD_BYTES = 32 << 20  # what a push-style reader may hold in memory be
 
 def read_ahead(batches: Iterator[Any], stop: Stop, overflow: bool = False) -> Iterator[Any]:
     """`batches`, read on a thread of their own while the caller works on the previous one
-    (record batches; with `overflow` only, anything else too, e.g. a page of Redis keys).
+    (record batches; without `overflow`, anything, e.g. a page of Redis keys).
 
     The drivers release the GIL while they read, so reading and preparing overlap. A pull-style
     reader (ADBC, files, Redis) waits while one batch is ready and not yet taken: memory stays
