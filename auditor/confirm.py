@@ -30,10 +30,10 @@ def _recheck(plan: RulePlan, lookups: Lookups, chunk: pa.Table, identity: list[s
     else:  # files do not change during a run: the rows as read, the other side read again
         rows = chunk.select(SideRows.of(plan.left, plan.key_types).names)
         row_names = names_of(rows, LABEL) + (key_names(width) if plan.left.extract else [])
-        first = {
-            row: i for i, row in reversed(list(enumerate(tuples([rows[n] for n in row_names]))))
-        }
-        fresh_left = rows.take(sorted(first.values()))  # a row is a candidate once per field
+        first: dict[tuple, int] = {}
+        for index, row in enumerate(tuples([rows[n] for n in row_names])):
+            first.setdefault(row, index)
+        fresh_left = rows.take(list(first.values()))  # a row is a candidate once per field
     fresh_right = lookups.fetch(plan.right, "compare", _valid_keys(fresh_left, width))
     fresh = check(plan, fresh_left, fresh_right, group_keys(fresh_right, width))
     names = names_of(chunk, LABEL) + identity

@@ -137,12 +137,12 @@ class Extraction:
     def _explode_in_python(self, batch: pa.RecordBatch, texts: pa.Array, rows) -> tuple:
         """`rows` (indices; None: all) by `finditer`: one row per match; and how many of the
         rows matched."""
-        if rows is None:
-            rows = pa.array(range(len(texts)), pa.int64())
+        indices = range(len(texts)) if rows is None else rows.to_pylist()
+        values = texts.to_pylist() if rows is None else texts.take(rows).to_pylist()
         taken: list[int] = []
         outputs = self._outputs()
         found: list[list[str | None]] = [[] for _ in outputs]
-        for row, text in zip(rows.to_pylist(), texts.take(rows).to_pylist(), strict=True):
+        for row, text in zip(indices, values, strict=True):
             if text is None:
                 continue
             for match in self.pattern.finditer(text):
@@ -169,14 +169,6 @@ def _plain_ascii(texts: pa.Array, spaces: bool) -> bool:
     if spaces:
         return not bool(np.any((raw == 0x0B) | ((raw >= 0x1C) & (raw <= 0x1F))))
     return True
-
-
-def _scattered(values: pa.Array, where: pa.Array) -> pa.Array:
-    """`values` (one per true row of the mask `where`) put back at those rows; false elsewhere."""
-    positions = pc.indices_nonzero(where).to_numpy()
-    full = np.zeros(len(where), dtype=bool)
-    full[positions] = values.to_numpy(zero_copy_only=False)
-    return pa.array(full)
 
 
 def _occurrences(texts: pa.Array, literal: bytes) -> np.ndarray:

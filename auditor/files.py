@@ -27,20 +27,17 @@ import sqlalchemy as sa
 
 from auditor.batch import LABEL
 from auditor.concurrency import read_ahead
-from auditor.config.model import PiiRule, Rule, TableSide
+from auditor.config.model import Rule, TableSide
 from auditor.db.reflect import TableInfo
 from auditor.errors import ConfigError, DatabaseError, ResourceError
 from auditor.plan import (
     UNTYPED,
     SidePlan,
     StoreSidePlan,
-    column_of,
-    columns_of,
-    extracted_columns,
-    extracted_copy,
     extraction,
     referring_or_copying,
     register_store,
+    side_columns,
     store_side,
 )
 
@@ -345,29 +342,22 @@ class FileSidePlan(StoreSidePlan):
 def plan_side(rule: Rule, role: str, side: TableSide, store: FileStore) -> SidePlan:
     """A files side: a reference's `from` (rows that refer) or a pii rule's `copy` (exported
     copies), without SQL predicates or `row_key` (its rows are named by file and line)."""
-    refused = {"where": "it is SQL; filter with extract", "value": "it is for Redis"}
+    for_redis = "it is for Redis"
+    refused = {
+        "where": "it is SQL; filter with extract",
+        "value": for_redis,
+        "require_ttl": for_redis,
+    }
     what = (f"{store.name} is a directory of files", "files")
-    named = "rows are named by file and line"
-    referring_or_copying(rule, role, side, what, named, {**refused, "require_ttl": "for Redis"})
+    referring_or_copying(rule, role, side, what, "rows are named by file and line", refused)
     try:
         info, paths = store.reflect(side.table)
     except ConfigError as exc:
         raise exc.at(role, "table") from None
     labels = (sa.Column(FILE, sa.Text()), sa.Column(LINE, sa.BigInteger()))
-    options: dict[str, Any] = {"labels": labels, "paths": tuple(paths)}
-    options["extract"] = extraction(side, info, role, rule)
-    if isinstance(rule, PiiRule) and options["extract"]:
-        compare, options["values"] = extracted_copy(rule)
-    elif isinstance(rule, PiiRule):
-        compare = columns_of(info, rule.copy_.key, role, "key")
-        fields = enumerate(rule.fields)
-        options["values"] = tuple(
-            column_of(info, f.copy_, ("fields", i, "copy")) for i, f in fields
-        )
-    elif options["extract"]:
-        compare = extracted_columns(rule.from_.columns)
-    else:
-        compare = columns_of(info, rule.from_.columns, role, "columns")
+    extracted = extraction(side, info, role, rule)
+    compare, values = side_columns(rule, info, role, extracted)
+    options = {"labels": labels, "values": values, "extract": extracted, "paths": tuple(paths)}
     return store_side(FileSidePlan, role, store, info, compare, options)
 
 

@@ -390,10 +390,6 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
     def cols(names: list[str], *loc: str) -> tuple[sa.Column, ...]:
         return columns_of(info, names, *loc)
 
-    def fields(side: str) -> tuple[sa.Column, ...]:
-        names = [f.source if side == "source" else f.copy_ for f in rule.fields]  # type: ignore[union-attr]
-        return tuple(column_of(info, n, ("fields", i, side)) for i, n in enumerate(names))
-
     def predicate(text: str | None, *loc: str) -> str | None:
         if text is None:
             return None
@@ -414,9 +410,7 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
                 role,
                 database,
                 info,
-                extracted_columns(rule.from_.columns)
-                if extracted
-                else cols(rule.from_.columns, "from", "columns"),
+                side_columns(rule, info, role, extracted)[0],
                 labels=labels,
                 where=predicate(rule.from_.where, "from", "where"),
                 extract=extracted,
@@ -445,15 +439,13 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
             database,
             info,
             cols(rule.source.key, "source", "key"),
-            values=fields("source"),
+            values=field_columns(info, rule, "source"),
             where=predicate(rule.source.where, "source", "where"),
         )
     row_key = rule.copy_.row_key
     labels = cols(row_key, "copy", "row_key") if row_key else cols(_primary_key(info, role), role)
     extracted = extraction(rule.copy_, info, "copy", rule)
-    compare, values = (
-        extracted_copy(rule) if extracted else (cols(rule.copy_.key, "copy", "key"), fields("copy"))
-    )
+    compare, values = side_columns(rule, info, role, extracted)
     return SidePlan(
         role,
         database,
@@ -513,9 +505,25 @@ def extracted_columns(names: list[str]) -> tuple[sa.Column, ...]:
     return tuple(sa.Column(name, sa.Text(), info={UNTYPED: True}) for name in names)
 
 
-def extracted_copy(rule: PiiRule) -> tuple[tuple[sa.Column, ...], tuple[sa.Column, ...]]:
-    """A copy's key and field columns, made by its `extract`."""
-    return extracted_columns(rule.copy_.key), extracted_columns([f.copy_ for f in rule.fields])
+def side_columns(
+    rule: Rule, info: TableInfo, role: str, extracted: Extraction | None
+) -> tuple[tuple[sa.Column, ...], tuple[sa.Column, ...]]:
+    """The compared columns and PII value columns of a reference's `from` or a pii `copy`,
+    whatever its store: made by its `extract`, or the table's own."""
+    if isinstance(rule, ReferenceRule):
+        names = rule.from_.columns
+        return (
+            extracted_columns(names) if extracted else columns_of(info, names, role, "columns")
+        ), ()
+    if extracted:
+        return extracted_columns(rule.copy_.key), extracted_columns([f.copy_ for f in rule.fields])
+    return columns_of(info, rule.copy_.key, role, "key"), field_columns(info, rule, "copy")
+
+
+def field_columns(info: TableInfo, rule: PiiRule, side: str) -> tuple[sa.Column, ...]:
+    """A pii rule's field columns on its `source` or `copy` side."""
+    names = [f.source if side == "source" else f.copy_ for f in rule.fields]
+    return tuple(column_of(info, n, ("fields", i, side)) for i, n in enumerate(names))
 
 
 def columns_of(info: TableInfo, names: list[str], *loc: str) -> tuple[sa.Column, ...]:

@@ -34,10 +34,9 @@ from auditor.plan import (
     UNTYPED,
     SidePlan,
     StoreSidePlan,
-    column_of,
-    columns_of,
     referring_or_copying,
     register_store,
+    side_columns,
     store_side,
 )
 from auditor.result import Finding
@@ -386,13 +385,7 @@ def plan_side(rule: Rule, role: str, side: TableSide, store: RedisStore) -> Side
         raise exc.at(role, "table") from None
 
     labels = (sa.Column(REDIS_KEY, sa.Text()),)
-    values: tuple[sa.Column, ...] = ()
-    if isinstance(rule, ReferenceRule):
-        compare = columns_of(info, rule.from_.columns, role, "columns")
-    else:
-        compare = columns_of(info, rule.copy_.key, role, "key")
-        fields = enumerate(rule.fields)
-        values = tuple(column_of(info, f.copy_, ("fields", i, "copy")) for i, f in fields)
+    compare, values = side_columns(rule, info, role, None)
     options = {"labels": labels, "values": values, "pattern": pattern, "value": value,
                "require_ttl": side.require_ttl}  # fmt: skip
     return store_side(RedisSidePlan, role, store, info, compare, options)
