@@ -55,6 +55,7 @@ TEXTS = st.lists(
 )
 
 
+@pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")  # [[:space:]]
 @pytest.mark.parametrize("pattern", PATTERNS)
 @settings(max_examples=150, deadline=None)
 @given(texts=TEXTS)
