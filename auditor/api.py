@@ -80,7 +80,7 @@ class CheckResult:
     warnings: tuple[str, ...] = ()  # about the databases: a login that could write
 
 
-def _selected(config: Config, names: Iterable[str] | None):
+def selected_rules(config: Config, names: Iterable[str] | None):
     if not names:
         return list(config.rules)
     known = {rule.name for rule in config.rules}
@@ -91,7 +91,9 @@ def _selected(config: Config, names: Iterable[str] | None):
     return [rule for rule in config.rules if rule.name in wanted]
 
 
-def _plan(config: Config, rule, databases: dict[str, Database], check: bool = False) -> RulePlan:
+def plan_rule(
+    config: Config, rule, databases: dict[str, Database], check: bool = False
+) -> RulePlan:
     """Reflect a rule's tables inside one read-only snapshot per database it touches; an
     error about the config names its file, line and field."""
     try:
@@ -108,8 +110,8 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
             ping(database)
         checks = []
         audited: dict[str, dict[str, sa.Table]] = {}
-        for rule in _selected(config, rules):
-            plan = _plan(config, rule, databases, check=True)
+        for rule in selected_rules(config, rules):
+            plan = plan_rule(config, rule, databases, check=True)
             for side in plan.sides:
                 audited.setdefault(side.database.name, {})[side.info.label] = side.info.table
             lookups = [(plan.left, plan.left.labels), (plan.right, plan.right.compare)]
@@ -185,7 +187,7 @@ def run(
     stop = stop or threading.Event()
     memory.tune()
     started = _now()
-    selected = _selected(config, rules)
+    selected = selected_rules(config, rules)
     earlier = _baseline(config, baseline, [rule.name for rule in selected])
     databases = open_databases(config)
     for database in databases.values():
@@ -198,7 +200,10 @@ def run(
                 results.append(_skipped(rule, "interrupted"))
                 continue
             log.event("rule_start", rule=rule.name)
-            result = _run_one(config, rule, databases, options, progress, stop)
+            result = replace(
+                _run_one(config, rule, databases, options, progress, stop),
+                rule_sha256=rule.fingerprint(),
+            )
             log.event(
                 "rule_done" if result.error is None else "rule_error",
                 logging.INFO if result.error is None else logging.ERROR,
@@ -301,7 +306,7 @@ def _plan_retrying(
 ) -> RulePlan:
     """Plan the rule; a connection lost while planning (killed, server restarted) is retried
     like a lost scan."""
-    return retrying(lambda: _plan(config, rule, databases), rule.name, "plan_retry", stop)
+    return retrying(lambda: plan_rule(config, rule, databases), rule.name, "plan_retry", stop)
 
 
 def _skipped(rule, status: str) -> RuleResult:

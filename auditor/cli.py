@@ -331,6 +331,52 @@ def diff(
     raise typer.Exit(result.exit_code(fail_on.value))
 
 
+@app.command()
+def fix(
+    report: Annotated[
+        Path, typer.Argument(metavar="REPORT", help="A JSON report of `run`.", show_default=False)
+    ],
+    config: Annotated[
+        Path, typer.Option("--config", metavar="CONFIG", help="The config the report came from.")
+    ],
+    rule: Annotated[
+        list[str] | None,
+        typer.Option("--rule", metavar="NAME", help="Fix only this rule (repeatable)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="DIR", help="Where the plan goes [fixes/<report name>/]."),
+    ] = None,
+    apply: Annotated[
+        bool, _flag("--apply", help="Apply the plan through each database's fix_url.")
+    ] = False,
+    yes: Annotated[bool, _flag("--yes", help="Apply without asking.")] = False,
+    log_file: Annotated[
+        str | None, typer.Option("--log-file", metavar="PATH", help="Append a JSON-lines log here.")
+    ] = None,
+    verbose: Annotated[bool, _flag("--verbose", help="JSON-lines log on stderr.")] = False,
+) -> None:
+    """Turn REPORT's findings into a guarded repair plan per the rules' `fix:`; --apply runs it."""
+    from auditor.fix import fix as plan_fixes
+
+    log.configure(log_file, verbose)
+    cfg = load_config(config)
+    if apply and not yes and not sys.stdin.isatty():
+        raise ConfigError("--apply without a terminal to ask on needs --yes")
+    confirm = None if yes else _confirm_fix
+    result = plan_fixes(cfg, str(report), rules=rule, out=out, apply=apply, confirm=confirm)
+    terminal = _terminal()
+    terminal.render_fix(terminal.console(), result)
+    raise typer.Exit(result.exit_code)
+
+
+def _confirm_fix(result: Any) -> bool:
+    planned = sum(rule.planned_total for rule in result.rules)
+    databases = sorted({rule.database for rule in result.rules if rule.planned_total})
+    question = f"Apply {planned:,} changes to {', '.join(databases)} (plan in {result.out})?"
+    return typer.confirm(question, default=False)
+
+
 def _self_command() -> str:
     """How the user can run this same auditor again (it may not be on PATH, e.g. in .venv)."""
     script = Path(sys.argv[0])

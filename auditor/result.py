@@ -145,6 +145,7 @@ class RuleResult:
     errno: int | None = None
     # One row can hold several references (`extract`): a finding is then known by its ref too.
     keyed_by_ref: bool = False
+    rule_sha256: str | None = None  # the rule as configured (see config.model.fingerprint)
 
     @property
     def total(self) -> int:
@@ -152,19 +153,23 @@ class RuleResult:
 
     def to_dict(self, findings: Any = None) -> dict[str, Any]:
         """`findings` stands in for the list when given (the JSON writer streams them)."""
-        return {
-            "name": self.name,
-            "type": self.type,
-            "severity": self.severity,
-            "description": self.description,
-            "status": self.status,
-            "error": self.error,
-            "rows_scanned": dict(self.rows_scanned),
-            "duration_s": round(self.duration_s, 3),
-            "counts": dict(self.counts),
-            "findings": [f.to_dict() for f in self.findings] if findings is None else findings,
-            "findings_truncated": self.findings_truncated,
-        } | ({"identity": list(REF_IDENTITY)} if self.keyed_by_ref else {})
+        return (
+            {
+                "name": self.name,
+                "type": self.type,
+                "severity": self.severity,
+                "description": self.description,
+                "status": self.status,
+                "error": self.error,
+                "rows_scanned": dict(self.rows_scanned),
+                "duration_s": round(self.duration_s, 3),
+                "counts": dict(self.counts),
+                "findings": [f.to_dict() for f in self.findings] if findings is None else findings,
+                "findings_truncated": self.findings_truncated,
+            }
+            | ({"identity": list(REF_IDENTITY)} if self.keyed_by_ref else {})
+            | ({"rule_sha256": self.rule_sha256} if self.rule_sha256 else {})
+        )
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path, loc: Loc, m
     value = loader.construct_object(node, deep=True)
     if isinstance(value, str):
         line = node.start_mark.line + 1
-        if len(loc) == 3 and loc[0] == "databases" and loc[2] == "url":
+        if len(loc) == 3 and loc[0] == "databases" and loc[2] in ("url", "fix_url"):
             return _interpolate_url(value, path, line, loc)
         return _interpolate(value, path, line, loc)
     return value
@@ -301,6 +301,10 @@ def _cross_check(config: Config, marks: _Marks) -> None:
                 f"(first used by rules[{seen[rule.name]}])"
             )
         seen[rule.name] = index
+        mistake = rule.fix_mistake()
+        if mistake is not None:
+            file, line = marks.find(("rules", index, "fix", mistake[0]))
+            raise ConfigError(f"{file}:{line}: rules[{index}].fix.{mistake[0]}: {mistake[1]}")
         for side_name, side in rule.sides().items():
             if side.db not in config.databases:
                 file, line = marks.find(("rules", index, side_name, "db"))

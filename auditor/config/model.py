@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,6 +34,8 @@ class DatabaseConfig(Model):
     """A SQL database (`url`) or a directory of files (`path`, relative to the config)."""
 
     url: str | None = None
+    # A writable login for `auditor fix --apply` (SPEC §10); the audit itself only uses `url`.
+    fix_url: str | None = None
     schema_: str | None = Field(default=None, alias="schema")
     path: str | None = None
     format: FileFormat = "auto"
@@ -43,6 +46,8 @@ class DatabaseConfig(Model):
             raise ValueError("give either url (a database) or path (a directory of files)")
         if self.path is not None and self.schema_ is not None:
             raise ValueError("schema is for SQL databases, not a path")
+        if self.path is not None and self.fix_url is not None:
+            raise ValueError("fix_url is for databases; auditor writes no files of a path")
         return self
 
 
@@ -159,11 +164,39 @@ class FieldRule(Model):
         return [validate_normalizer(item) for item in value]
 
 
+RowAction = Literal["delete", "nullify", "none"]
+
+
+class ReferenceFix(Model):
+    """What `auditor fix` does per finding kind of a reference rule (SPEC §10); default none."""
+
+    stale_alias: Literal["rewrite", "none"] = "none"
+    orphan: RowAction = "none"
+    soft_deleted: RowAction = "none"
+
+
+class PiiFix(Model):
+    """What `auditor fix` does per finding kind of a pii rule (SPEC §10). A mismatch that names
+    a `suggested_key` is a wrong entity: only `wrong_entity: rekey` touches it."""
+
+    mismatch: Literal["copy_source", "none"] = "none"
+    missing_value: Literal["copy_source", "none"] = "none"
+    wrong_entity: Literal["rekey", "none"] = "none"
+
+
 class RuleBase(Model):
+    """What both rule types share."""
+
     name: str
     severity: Severity = "error"
     description: str | None = None
     key_type: KeyType = "auto"
+
+    def fingerprint(self) -> str:
+        """SHA-256 of what the rule checks (its fix block left out: changing what `auditor
+        fix` does with findings does not change the findings)."""
+        text = self.model_dump_json(by_alias=True, exclude={"fix"})
+        return hashlib.sha256(text.encode()).hexdigest()
 
     @field_validator("name")
     @classmethod
@@ -179,6 +212,7 @@ class ReferenceRule(RuleBase):
     to: ToSide
     aliases: AliasSide | None = None
     allow_null: bool = True
+    fix: ReferenceFix = Field(default_factory=ReferenceFix)
 
     @model_validator(mode="after")
     def _same_width(self) -> ReferenceRule:
@@ -190,6 +224,18 @@ class ReferenceRule(RuleBase):
         if self.aliases and len(self.aliases.old) != width:
             raise ValueError(f"aliases.old has {len(self.aliases.old)} columns, expected {width}")
         return self
+
+    def fix_mistake(self) -> tuple[str, str] | None:
+        """(fix key, why) when the fix block contradicts the rest of the rule, else None."""
+        if self.fix.stale_alias == "rewrite" and self.aliases is None:
+            return "stale_alias", "rewrite needs aliases (the retired -> current ids)"
+        for kind in ("orphan", "soft_deleted"):
+            if getattr(self.fix, kind) == "nullify" and not self.allow_null:
+                return kind, (
+                    "nullify under allow_null: false would make each fixed row a "
+                    "null_reference finding; use delete or none"
+                )
+        return None
 
     def sides(self) -> dict[str, TableSide]:
         sides: dict[str, TableSide] = {"from": self.from_, "to": self.to}
@@ -205,6 +251,7 @@ class PiiRule(RuleBase):
     fields: Annotated[list[FieldRule], Field(min_length=1)]
     missing_source: Literal["report", "ignore"] = "report"
     suggest_keys: bool = True
+    fix: PiiFix = Field(default_factory=PiiFix)
 
     @model_validator(mode="after")
     def _same_width(self) -> PiiRule:
@@ -219,6 +266,12 @@ class PiiRule(RuleBase):
         if problem:
             raise ValueError(f"copy.key and fields' copy columns {problem}")
         return self
+
+    def fix_mistake(self) -> tuple[str, str] | None:
+        """(fix key, why) when the fix block contradicts the rest of the rule, else None."""
+        if self.fix.wrong_entity == "rekey" and not self.suggest_keys:
+            return "wrong_entity", "rekey needs suggest_keys: true (it names the right row)"
+        return None
 
     def sides(self) -> dict[str, TableSide]:
         return {"source": self.source, "copy": self.copy_}

@@ -257,3 +257,40 @@ def new_findings_line(failing: dict[str, int], since: str | None, files: list[st
     html = next((f for f in files if f.endswith(".html")), files[0] if files else None)
     total = sum(failing.values())
     return f"{total:,} new findings{where} ({rules})" + (f"; see {html}" if html else "")
+
+
+def render_fix(out: Console, result: Any) -> None:
+    """`auditor fix`: per rule what was planned and, after --apply, what happened to it."""
+    for warning in result.warnings:
+        out.print(Text(f"warning: {printable(warning)}", style="yellow"))
+    title = "Repairs applied" if result.applied else "Repair plan (nothing changed yet)"
+    table = Table(title=title, title_justify="left")
+    columns = ["Rule", "Table", "Planned", "Skipped", "Left alone"]
+    if result.applied:
+        columns += ["Applied", "Failed"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("Rule", "Table") else "right")
+    for rule in result.rules:
+        cells: list[Text | str] = [
+            Text(printable(rule.name)),
+            Text(printable(rule.table or "-")),
+            f"{rule.planned_total:,}",
+            Text(f"{sum(rule.skipped.values()):,}", "yellow" if rule.skipped else ""),
+            f"{sum(rule.left_alone.values()):,}",
+        ]
+        if result.applied:
+            cells += [
+                Text(f"{rule.applied:,}", "green" if rule.applied else ""),
+                Text(f"{rule.failed:,}", "bold red" if rule.failed else ""),
+            ]
+        table.add_row(*cells)
+    out.print(table)
+    for rule in result.rules:
+        for reason, count in sorted(rule.skipped.items()):
+            out.print(Text(f"{printable(rule.name)}: {count:,} skipped: {reason}", "dim"))
+        for error in rule.errors[:3]:
+            out.print(Text(f"{printable(rule.name)}: {printable(error)}", "red"))
+    for path in result.files:
+        out.print(Text(f"wrote {path}", "dim"))
+    if result.interrupted:
+        out.print(Text("interrupted: the batch in flight was rolled back", "bold red"))

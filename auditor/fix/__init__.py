@@ -1,0 +1,480 @@
+"""`auditor fix` (SPEC §10): a report's findings -> a reviewed repair plan, applied on request.
+
+Stages: the report names findings (identities only: it is masked); `changes` reads each one's
+rows again and decides what still holds; `sql` turns changes into guarded statements; this
+module writes the plan files and, with `apply`, runs them through each database's `fix_url`,
+one transaction a batch, the undo of a batch written (and synced) before the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import sqlalchemy as sa
+from sqlalchemy.sql.dml import UpdateBase
+
+from auditor import api, log
+from auditor.config.model import Config, PiiRule, ReferenceRule
+from auditor.db.engines import open_databases
+from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted
+from auditor.fix import sql
+from auditor.fix.changes import Change, RuleChanges, rule_changes
+from auditor.plan import RulePlan, StoreSidePlan
+from auditor.recheck import Lookups
+from auditor.report.diff import UNKNOWN_STATUSES, load_report
+
+
+@dataclass
+class RuleFix:
+    """One rule's plan and, after `apply`, what happened to it."""
+
+    name: str
+    database: str | None = None  # where its changes go
+    table: str | None = None
+    planned: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, action) -> n
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> findings
+    left_alone: Counter[tuple[str, str]] = field(default_factory=Counter)
+    applied: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def planned_total(self) -> int:
+        return sum(self.planned.values())
+
+
+@dataclass
+class FixResult:
+    report: str
+    out: Path
+    files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    rules: list[RuleFix] = field(default_factory=list)
+    applied: bool = False  # --apply ran (whatever it found to do)
+    declined: bool = False  # --apply was asked, and the person said no
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """SPEC §10: 0 all applied (or only planned), 1 some skipped or failed, 130 stopped."""
+        if self.interrupted:
+            return Interrupted.exit_code
+        if self.declined:
+            return 1
+        if not self.applied:
+            return 0
+        troubled = any(r.skipped or r.failed or r.applied < r.planned_total for r in self.rules)
+        return 1 if troubled else 0
+
+
+def default_out(report: str | Path) -> Path:
+    """`fixes/<report name>/`, next to where auditor runs."""
+    return Path("fixes") / Path(report).stem
+
+
+def fix(
+    config: Config,
+    report_path: str,
+    *,
+    rules: list[str] | None = None,
+    out: Path | None = None,
+    apply: bool = False,
+    confirm: Callable[[FixResult], bool] | None = None,
+) -> FixResult:
+    """Plan the repairs of a report's findings (files in `out`), and apply them if asked.
+
+    `confirm` is asked once before anything is written to a database (`--apply` without
+    `--yes` on a terminal); declining leaves the plan files only.
+    """
+    report = load_report(report_path)
+    result = FixResult(report_path, out or default_out(report_path))
+    selected = [_checked(config, rule, report.rules, result) for rule in _wanted(config, rules)]
+    databases = open_databases(config)
+    stop = threading.Event()
+    try:
+        plans: list[tuple[RuleFix, RulePlan | None, RuleChanges | None]] = []
+        for rule, entry in selected:
+            outcome = RuleFix(rule.name)
+            result.rules.append(outcome)
+            if entry is None:
+                continue
+            plan = api.plan_rule(config, rule, databases)
+            _refuse_unfixable(config, plan)
+            with contextlib.ExitStack() as stack:
+                lookups = Lookups(plan, stack, stop)
+                found = rule_changes(plan, lookups, report.source.findings({rule.name}))
+            outcome.database, outcome.table = plan.left.database.name, plan.left.info.label
+            outcome.skipped.update(found.skipped)
+            outcome.left_alone.update(found.left_alone)
+            outcome.planned.update(Counter((c.kind, c.action) for c in found.changes))
+            plans.append((outcome, plan, found))
+            log.event(
+                "fix_planned",
+                rule=rule.name,
+                planned=outcome.planned_total,
+                skipped=sum(outcome.skipped.values()),
+                left_alone=sum(outcome.left_alone.values()),
+            )
+        _write_plan(result, plans, config)
+        if apply:
+            planned = any(o.planned_total for o, _, _ in plans)
+            if planned and confirm is not None and not confirm(result):
+                result.declined = True
+                return result
+            _apply(config, result, plans)
+        return result
+    finally:
+        for database in databases.values():
+            database.close()
+
+
+def _wanted(config: Config, names: list[str] | None):
+    rules = api.selected_rules(config, names)
+    return [r for r in rules if names or _has_actions(r)]
+
+
+def _has_actions(rule: ReferenceRule | PiiRule) -> bool:
+    return any(value != "none" for value in rule.fix.model_dump().values())
+
+
+def _checked(config: Config, rule, rules: dict[str, Any], result: FixResult):
+    """(rule, its report entry), or (rule, None) with a warning when the report cannot say
+    which findings it has; a truncated list is refused (SPEC §10)."""
+    entry = rules.get(rule.name, (None, None))[0]
+    if entry is None:
+        result.warnings.append(f"rule {rule.name!r} is not in the report: nothing to fix")
+        return rule, None
+    if entry.get("status") in UNKNOWN_STATUSES:
+        result.warnings.append(
+            f"rule {rule.name!r} is {entry['status']!r} in the report: its findings are unknown"
+        )
+        return rule, None
+    if not _has_actions(rule):
+        return rule, entry
+    if entry.get("findings_truncated"):
+        raise ConfigError(
+            f"{result.report}: the findings of rule {rule.name!r} were truncated; rerun the audit "
+            "with --max-findings 0 to fix them"
+        )
+    if entry.get("rule_sha256") not in (None, rule.fingerprint()):
+        result.warnings.append(
+            f"rule {rule.name!r} changed in {config.path} since the report was written: "
+            "its findings are re-checked under the rule as it is now"
+        )
+    return rule, entry
+
+
+def _refuse_unfixable(config: Config, plan: RulePlan) -> None:
+    """A fix the planned side cannot take is a config error naming the fix key's line."""
+    rule = plan.rule
+    index = config.rules.index(rule)
+    side = plan.left
+    for kind, action in rule.fix.model_dump().items():
+        if action == "none":
+            continue
+        problem = None
+        if isinstance(side, StoreSidePlan):
+            problem = f"{side.database.name} is not a SQL database; auditor fix changes SQL tables"
+        elif side.extract is not None:
+            problem = "the ids are inside text (extract): auditor fix changes whole columns"
+        elif action == "nullify":
+            required = [c.name for c in side.compare if not c.nullable]
+            if required:
+                problem = f"{side.info.label}.{required[0]} is NOT NULL; use delete or none"
+        if problem:
+            where = config.locate(("rules", index, "fix", kind))
+            raise ConfigError(f"{where}: {action}: {problem}")
+
+
+def _write_plan(result: FixResult, plans, config: Config) -> None:
+    """`<db>.sql` per database with changes, and `plan.md`; private files in a private folder."""
+    out = result.out
+    try:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        by_database: dict[str, list[tuple[RulePlan, RuleChanges]]] = {}
+        for _outcome, plan, found in plans:
+            if found.changes:
+                by_database.setdefault(plan.left.database.name, []).append((plan, found))
+        for name, entries in by_database.items():
+            path = out / f"{name}.sql"
+            with _private(path) as handle:
+                _write_sql(handle, entries)
+            result.files.append(path)
+        path = out / "plan.md"
+        with _private(path) as handle:
+            handle.write(_plan_markdown(result, config, by_database))
+        result.files.append(path)
+    except OSError as exc:
+        from auditor.errors import ResourceError
+
+        raise ResourceError.from_os_error(exc, str(out), "cannot write the plan to") from None
+
+
+@contextlib.contextmanager
+def _private(path: Path) -> Iterator[TextIO]:
+    """A file only its owner can read (it holds raw values), replaced if it exists."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+        yield handle
+
+
+def _write_sql(handle: TextIO, entries: list[tuple[RulePlan, RuleChanges]]) -> None:
+    target = _target(entries[0][0])
+    dialect = target.database.engine.dialect
+    handle.write(
+        f"-- auditor fix: {sum(len(f.changes) for _, f in entries):,} guarded changes to "
+        f"database {target.database.name!r}, in one transaction.\n"
+        "-- Each statement changes a row only while it still holds the audited value: "
+        "running this file twice changes nothing the second time.\n"
+        f"{sql.begin(target)}\n"
+    )
+    for plan, found in entries:
+        target = _target(plan)
+        handle.write(f"\n-- rule {plan.rule.name}: {len(found.changes):,} changes\n")
+        for batch in sql.batches(found.changes):
+            handle.write(sql.render(sql.statement(target, batch), dialect) + "\n")
+    handle.write("\nCOMMIT;\n")
+
+
+def _target(plan: RulePlan) -> sql.Target:
+    side = plan.left
+    return sql.Target(side.database, side.info.table, tuple(c.name for c in side.labels))
+
+
+HOW_TO_APPLY = {
+    "postgresql": 'psql "$URL" -v ON_ERROR_STOP=1 -f {file}',
+    "mysql": "mariadb -h HOST -u USER -p DATABASE < {file}",
+    "mariadb": "mariadb -h HOST -u USER -p DATABASE < {file}",
+    "sqlite": "sqlite3 PATH.db < {file}",
+}
+
+
+def _plan_markdown(result: FixResult, config: Config, by_database: dict) -> str:
+    lines = [
+        "# auditor fix: repair plan",
+        "",
+        f"- Report: `{result.report}`",
+        f"- Config: `{config.path}`",
+        f"- Planned: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}",
+        "",
+        "Every finding was read again from the databases before it was planned: what no longer",
+        "holds is skipped. Each statement repeats the value the row held when it was read, so a",
+        "row changed since then is left alone and running a file twice changes nothing more.",
+        "These files hold raw values: they are readable by their owner only; delete them when",
+        "done.",
+        "",
+    ]
+    for warning in result.warnings:
+        lines.append(f"> **Warning:** {warning}")
+    if result.warnings:
+        lines.append("")
+    lines += ["## Per rule", "", "| rule | kind | action | planned |", "|---|---|---|---:|"]
+    for rule in result.rules:
+        for (kind, action), count in sorted(rule.planned.items()):
+            lines.append(f"| {rule.name} | {kind} | {action} | {count:,} |")
+    lines += ["", "## Skipped and left alone", ""]
+    quiet = True
+    for rule in result.rules:
+        for reason, count in sorted(rule.skipped.items()):
+            lines.append(f"- {rule.name}: {count:,} skipped: {reason}")
+            quiet = False
+        for (kind, why), count in sorted(rule.left_alone.items()):
+            lines.append(f"- {rule.name}: {count:,} {kind} left alone: {why}")
+            quiet = False
+    if quiet:
+        lines.append("Nothing.")
+    lines += ["", "## Files", ""]
+    for name, entries in by_database.items():
+        backend = entries[0][0].left.database.url.get_backend_name()
+        tables = ", ".join(sorted({plan.left.info.label for plan, _ in entries}))
+        how = HOW_TO_APPLY.get(backend, "your database's client").format(file=f"{name}.sql")
+        lines += [
+            f"- `{name}.sql`: guarded changes to {tables} on database `{name}` "
+            f"({backend}), one transaction. By hand: `{how}`; or "
+            f"`auditor fix {result.report} --config {config.path} --apply` with "
+            f"`databases.{name}.fix_url` set (it re-checks every finding first and writes "
+            f"`undo/{name}.sql` before changing anything).",
+        ]
+    if not by_database:
+        lines.append("No changes: nothing to apply.")
+    return "\n".join(lines) + "\n"
+
+
+class _Signals:
+    """SIGINT/SIGTERM while applying: the batch in flight rolls back. A signal during a
+    commit waits for the commit (and its bookkeeping) to end, so the undo file is never cut
+    short of a change that was made."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.shielded = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:  # type: ignore[no-untyped-def]
+        self.pending = True
+        if not self.shielded:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def shield(self) -> Iterator[None]:
+        self.shielded = True
+        try:
+            yield
+        finally:
+            self.shielded = False
+        if self.pending:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+class _UndoFile:
+    """`undo/<db>.sql`: what puts back each applied batch, synced to disk before the batch
+    runs; cut back to where it was when the batch rolls back."""
+
+    def __init__(self, path: Path, target: sql.Target) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self.handle = os.fdopen(fd, "w+", encoding="utf-8", newline="\n")
+        self.path = path
+        self.dialect = target.database.engine.dialect
+        self.handle.write(
+            f"-- auditor fix: undo of the changes applied to database {target.database.name!r} "
+            f"at {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}.\n"
+            "-- Each statement is guarded by the value written: it leaves alone a row changed "
+            "since.\n"
+            f"{sql.begin(target)}\n"
+        )
+        self._sync()
+
+    def position(self) -> int:
+        """Where the next batch's undo starts: what `cut` goes back to if it rolls back."""
+        return self.handle.tell()
+
+    def add(self, statements: Iterable[UpdateBase]) -> None:
+        """Write a batch's undo and sync it to disk (before the batch changes anything)."""
+        for statement in statements:
+            self.handle.write(sql.render(statement, self.dialect) + "\n")
+        self._sync()
+
+    def cut(self, position: int) -> None:
+        self.handle.seek(position)
+        self.handle.truncate()
+        self._sync()
+
+    def close(self) -> None:
+        self.handle.write("COMMIT;\n")
+        self._sync()
+        self.handle.close()
+
+    def _sync(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+
+def _apply(config: Config, result: FixResult, plans) -> None:
+    """Run the plan: per database through its fix_url, one transaction a batch."""
+    result.applied = True
+    by_database: dict[str, list[tuple[RuleFix, RulePlan, RuleChanges]]] = {}
+    for outcome, plan, found in plans:
+        if found.changes:
+            by_database.setdefault(plan.left.database.name, []).append((outcome, plan, found))
+    writers = {
+        name: sql.writer(entries[0][1].left.database, config.databases[name].fix_url, name)
+        for name, entries in by_database.items()
+    }
+    with _Signals() as signals:
+        try:
+            for name, entries in by_database.items():
+                _apply_database(result, writers[name], entries, signals)
+        except KeyboardInterrupt:
+            result.interrupted = True
+        finally:
+            for writer in writers.values():
+                writer.engine.dispose()
+
+
+def _apply_database(result: FixResult, writer: sql.Writer, entries, signals: _Signals) -> None:
+    name = writer.database.name
+    undo = _UndoFile(result.out / "undo" / f"{name}.sql", _target(entries[0][1]))
+    result.files.append(undo.path)
+    try:
+        with writer.connect() as conn:
+            for outcome, plan, found in entries:
+                target = _target(plan)
+                for batch in sql.batches(found.changes):
+                    _apply_batch(conn, writer, target, batch, undo, outcome, signals)
+                log.event(
+                    "fix_applied", rule=outcome.name, applied=outcome.applied,
+                    failed=outcome.failed,
+                )  # fmt: skip
+    finally:
+        undo.close()
+
+
+def _apply_batch(
+    conn: sa.Connection,
+    writer: sql.Writer,
+    target: sql.Target,
+    batch: list[Change],
+    undo: _UndoFile,
+    outcome: RuleFix,
+    signals: _Signals,
+) -> None:
+    """One transaction: lock the rows that still hold the audited values, write their undo,
+    change exactly them, commit. A failed batch is rolled back and counted, the rest go on."""
+    position = None
+    try:
+        transaction = conn.begin()
+        try:
+            rows = sql.locked_rows(conn, target, batch)
+            held = {sql.key_of(target, row) for row in rows}
+            changes = [c for c in batch if tuple(str(v) for v in c.key) in held]
+            if changes:
+                position = undo.position()
+                undo.add(sql.undo_statements(target, changes, rows))
+                conn.execute(sql.statement(target, changes))
+            with signals.shield():
+                transaction.commit()
+                position = None
+                outcome.applied += len(changes)
+                if len(changes) < len(batch):
+                    outcome.skipped["changed since it was planned"] += len(batch) - len(changes)
+        except BaseException:
+            if transaction.is_active:
+                transaction.rollback()
+            raise
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise DatabaseError(writer.failure("lost the connection of", exc)) from None
+        outcome.failed += len(batch)
+        outcome.errors.append(writer.failure("a batch failed on", exc))
+    except AuditorError:
+        raise
+    finally:
+        if position is not None:
+            undo.cut(position)
+
+
+__all__ = ["FixResult", "RuleFix", "default_out", "fix"]
