@@ -596,7 +596,7 @@ def display(columns, row: dict[str, Any], prefix: str) -> dict[str, Any]:
     shown: dict[str, Any] = {}
     for i, column in enumerate(columns):
         value = row[f"{prefix}{i}"]
-        if value is not None and category(column) == "int":
+        if type(value) is str and category(column) == "int":  # read as text (MariaDB)
             with contextlib.suppress(ValueError):
                 value = int(value)
         shown[column.name] = value

@@ -23,3 +23,12 @@ def test_bench_runs_and_finds_the_seeded_numbers(tmp_path):
     measures = json.loads(report.read_text())["measures"]
     assert {m["workload"] for m in measures} == {"W1", "W3", "M"}
     assert all(m["ok"] and m["seconds"] for m in measures)
+
+
+def test_fix_bench_runs_and_repairs_every_alias():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "fix_aliases.py"), "--stale", "300"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "auditor fix --apply" in result.stdout and "FAIL" not in result.stdout

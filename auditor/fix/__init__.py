@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import sqlalchemy as sa
 from sqlalchemy.sql.dml import UpdateBase
@@ -25,12 +25,12 @@ from sqlalchemy.sql.dml import UpdateBase
 from auditor import api, log
 from auditor.config.model import Config, PiiRule, ReferenceRule
 from auditor.db.engines import open_databases
-from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted
+from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted, ResourceError
 from auditor.fix import sql
 from auditor.fix.changes import Change, RuleChanges, rule_changes
 from auditor.plan import RulePlan, StoreSidePlan
 from auditor.recheck import Lookups
-from auditor.report.diff import UNKNOWN_STATUSES, load_report
+from auditor.report.diff import UNKNOWN_STATUSES, Report, load_report
 
 
 @dataclass
@@ -50,6 +50,15 @@ class RuleFix:
     @property
     def planned_total(self) -> int:
         return sum(self.planned.values())
+
+    def counts(self) -> dict[str, Any]:
+        """For the log: counts only, never a value."""
+        return {
+            "rule": self.name,
+            "planned": self.planned_total,
+            "skipped": sum(self.skipped.values()),
+            "left_alone": sum(self.left_alone.values()),
+        }
 
 
 @dataclass
@@ -92,49 +101,88 @@ def fix(
 ) -> FixResult:
     """Plan the repairs of a report's findings (files in `out`), and apply them if asked.
 
-    `confirm` is asked once before anything is written to a database (`--apply` without
-    `--yes` on a terminal); declining leaves the plan files only.
+    Findings are read, re-checked, written and applied CHUNK at a time, so memory stays flat
+    however many a report lists. With `apply` and no `confirm` (`--yes`), each chunk is
+    applied as it is planned; with `confirm` (asked once, on a terminal) the whole plan is
+    written first, and applying re-checks every finding again.
     """
     report = load_report(report_path)
     result = FixResult(report_path, out or default_out(report_path))
     selected = [_checked(config, rule, report.rules, result) for rule in _wanted(config, rules)]
     databases = open_databases(config)
-    stop = threading.Event()
+    writers: dict[str, sql.Writer] = {}
     try:
-        plans: list[tuple[RuleFix, RulePlan | None, RuleChanges | None]] = []
+        plans: list[tuple[RuleFix, RulePlan]] = []
         for rule, entry in selected:
             outcome = RuleFix(rule.name)
             result.rules.append(outcome)
-            if entry is None:
-                continue
-            plan = api.plan_rule(config, rule, databases)
-            _refuse_unfixable(config, plan)
-            with contextlib.ExitStack() as stack:
-                lookups = Lookups(plan, stack, stop)
-                found = rule_changes(plan, lookups, report.source.findings({rule.name}))
-            outcome.database, outcome.table = plan.left.database.name, plan.left.info.label
-            outcome.skipped.update(found.skipped)
-            outcome.left_alone.update(found.left_alone)
-            outcome.planned.update(Counter((c.kind, c.action) for c in found.changes))
-            plans.append((outcome, plan, found))
-            log.event(
-                "fix_planned",
-                rule=rule.name,
-                planned=outcome.planned_total,
-                skipped=sum(outcome.skipped.values()),
-                left_alone=sum(outcome.left_alone.values()),
-            )
-        _write_plan(result, plans, config)
-        if apply:
-            planned = any(o.planned_total for o, _, _ in plans)
-            if planned and confirm is not None and not confirm(result):
-                result.declined = True
-                return result
-            _apply(config, result, plans)
+            if entry is not None:
+                plan = api.plan_rule(config, rule, databases)
+                _refuse_unfixable(config, plan)
+                outcome.database, outcome.table = plan.left.database.name, plan.left.info.label
+                plans.append((outcome, plan))
+        writers = _writers(config, plans) if apply else {}
+        at_once = apply and confirm is None
+        with _Signals() as signals:
+            try:
+                _plan_pass(result, config, report, plans, writers if at_once else None, signals)
+                if apply and not at_once:
+                    assert confirm is not None
+                    if not any(o.planned_total for o, _ in plans) or confirm(result):
+                        _apply_pass(result, report, plans, writers, signals)
+                    else:
+                        result.declined = True
+            except KeyboardInterrupt:
+                result.interrupted = True
         return result
     finally:
+        for writer in writers.values():
+            writer.engine.dispose()
         for database in databases.values():
             database.close()
+
+
+def _chunks(plan: RulePlan, report: Report) -> Iterator[RuleChanges]:
+    """The rule's findings in the report, re-checked a chunk at a time (fresh snapshots)."""
+    with contextlib.ExitStack() as stack:
+        lookups = Lookups(plan, stack, threading.Event())
+        yield from rule_changes(plan, lookups, report.source.findings({plan.rule.name}))
+
+
+def _plan_pass(result, config, report, plans, writers, signals) -> None:  # type: ignore[no-untyped-def]
+    """Re-check, write the plan files and, given `writers` (--yes), apply each chunk."""
+    files = _PlanFiles(result.out)
+    applier = _Applier(result, writers, signals) if writers is not None else None
+    if applier is not None:
+        result.applied = True
+    try:
+        for outcome, plan in plans:
+            for chunk in _chunks(plan, report):
+                outcome.skipped.update(chunk.skipped)
+                outcome.left_alone.update(chunk.left_alone)
+                outcome.planned.update(Counter((c.kind, c.action) for c in chunk.changes))
+                files.write(plan, chunk.changes)
+                if applier is not None:
+                    applier.apply(outcome, plan, chunk.changes)
+            log.event("fix_planned", **outcome.counts())
+    finally:
+        if applier is not None:
+            applier.close()
+        files.close(result, config)
+
+
+def _apply_pass(result, report, plans, writers, signals) -> None:  # type: ignore[no-untyped-def]
+    """Apply a written plan after the person said yes: every finding re-checked again."""
+    result.applied = True
+    applier = _Applier(result, writers, signals)
+    try:
+        for outcome, plan in plans:
+            outcome.skipped.clear()
+            for chunk in _chunks(plan, report):
+                outcome.skipped.update(chunk.skipped)
+                applier.apply(outcome, plan, chunk.changes)
+    finally:
+        applier.close()
 
 
 def _wanted(config: Config, names: list[str] | None):
@@ -195,56 +243,110 @@ def _refuse_unfixable(config: Config, plan: RulePlan) -> None:
             raise ConfigError(f"{where}: {action}: {problem}")
 
 
-def _write_plan(result: FixResult, plans, config: Config) -> None:
-    """`<db>.sql` per database with changes, and `plan.md`; private files in a private folder."""
-    out = result.out
-    try:
-        out.mkdir(parents=True, exist_ok=True, mode=0o700)
-        by_database: dict[str, list[tuple[RulePlan, RuleChanges]]] = {}
-        for _outcome, plan, found in plans:
-            if found.changes:
-                by_database.setdefault(plan.left.database.name, []).append((plan, found))
-        for name, entries in by_database.items():
-            path = out / f"{name}.sql"
-            with _private(path) as handle:
-                _write_sql(handle, entries)
-            result.files.append(path)
-        path = out / "plan.md"
-        with _private(path) as handle:
-            handle.write(_plan_markdown(result, config, by_database))
-        result.files.append(path)
-    except OSError as exc:
-        from auditor.errors import ResourceError
-
-        raise ResourceError.from_os_error(exc, str(out), "cannot write the plan to") from None
-
-
-@contextlib.contextmanager
-def _private(path: Path) -> Iterator[TextIO]:
-    """A file only its owner can read (it holds raw values), replaced if it exists."""
+def _private(path: Path, mode: str = "w") -> TextIO:
+    """A new file only its owner can read (it holds raw values), replacing one there."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-        yield handle
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    return cast(TextIO, os.fdopen(fd, mode, encoding="utf-8", newline="\n"))
 
 
-def _write_sql(handle: TextIO, entries: list[tuple[RulePlan, RuleChanges]]) -> None:
-    target = _target(entries[0][0])
-    dialect = target.database.engine.dialect
-    handle.write(
-        f"-- auditor fix: {sum(len(f.changes) for _, f in entries):,} guarded changes to "
-        f"database {target.database.name!r}, in one transaction.\n"
-        "-- Each statement changes a row only while it still holds the audited value: "
-        "running this file twice changes nothing the second time.\n"
-        f"{sql.begin(target)}\n"
-    )
-    for plan, found in entries:
+class _PlanFiles:
+    """`<db>.sql` per database, opened at its first change and written a chunk at a time;
+    `plan.md` when all is planned."""
+
+    def __init__(self, out: Path) -> None:
+        try:
+            out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ResourceError.from_os_error(exc, str(out), "cannot write the plan to") from None
+        self.out = out
+        self.handles: dict[str, TextIO] = {}
+        self.backends: dict[str, str] = {}
+        self.tables: dict[str, set[str]] = {}
+        self.counts: Counter[str] = Counter()
+        self.rules: set[str] = set()
+
+    def write(self, plan: RulePlan, changes: list[Change]) -> None:
+        if not changes:
+            return
         target = _target(plan)
-        handle.write(f"\n-- rule {plan.rule.name}: {len(found.changes):,} changes\n")
-        for batch in sql.batches(found.changes):
+        name = target.database.name
+        if name not in self.handles:
+            self.handles[name] = _private(self.out / f"{name}.sql")
+            self.handles[name].write(
+                f"-- auditor fix: guarded changes to database {name!r}, in one transaction.\n"
+                "-- Each statement changes a row only while it still holds the value read when "
+                "it was planned:\n-- running this file twice changes nothing the second time.\n"
+                f"{sql.begin(target)}\n"
+            )
+            self.backends[name], self.tables[name] = target.backend, set()
+        handle = self.handles[name]
+        self.tables[name].add(plan.left.info.label)
+        if plan.rule.name not in self.rules:
+            self.rules.add(plan.rule.name)
+            handle.write(f"\n-- rule {plan.rule.name}\n")
+        dialect = target.database.engine.dialect
+        for batch in sql.batches(changes):
             handle.write(sql.render(sql.statement(target, batch), dialect) + "\n")
-    handle.write("\nCOMMIT;\n")
+        self.counts[name] += len(changes)
+
+    def close(self, result: FixResult, config: Config) -> None:
+        for name, handle in self.handles.items():
+            handle.write(f"\nCOMMIT;\n-- {self.counts[name]:,} changes\n")
+            handle.close()
+            result.files.append(self.out / f"{name}.sql")
+        with _private(self.out / "plan.md") as handle:
+            handle.write(_plan_markdown(result, config, self))
+        result.files.append(self.out / "plan.md")
+
+
+class _Applier:
+    """Applies changes through each database's writer: one connection and one undo file per
+    database, opened at its first change."""
+
+    def __init__(self, result: FixResult, writers: dict[str, sql.Writer], signals: _Signals):
+        self.result, self.writers, self.signals = result, writers, signals
+        self.stack = contextlib.ExitStack()
+        self.connections: dict[str, sa.Connection] = {}
+        self.undo: dict[str, _UndoFile] = {}
+
+    def apply(self, outcome: RuleFix, plan: RulePlan, changes: list[Change]) -> None:
+        if not changes:
+            return
+        target = _target(plan)
+        name = target.database.name
+        writer = self.writers[name]
+        if name not in self.connections:
+            self.connections[name] = self.stack.enter_context(writer.connect())
+        if name not in self.undo:
+            self.undo[name] = _UndoFile(self.result.out / "undo" / f"{name}.sql", target)
+            self.result.files.append(self.undo[name].path)
+        for batch in sql.batches(changes):
+            _apply_batch(
+                self.connections[name], writer, target, batch, self.undo[name], outcome,
+                self.signals,
+            )  # fmt: skip
+
+    def close(self) -> None:
+        for undo in self.undo.values():
+            undo.close()
+        self.stack.close()
+        for outcome in self.result.rules:
+            if outcome.planned_total:
+                log.event("fix_applied", rule=outcome.name, applied=outcome.applied,
+                          failed=outcome.failed)  # fmt: skip
+
+
+def _writers(config: Config, plans: list[tuple[RuleFix, RulePlan]]) -> dict[str, sql.Writer]:
+    """A writer per database a rule changes (a missing fix_url fails before any change)."""
+    writers: dict[str, sql.Writer] = {}
+    for _, plan in plans:
+        database = plan.left.database
+        if database.name not in writers:
+            fix_url = config.databases[database.name].fix_url
+            writers[database.name] = sql.writer(database, fix_url, database.name)
+    return writers
 
 
 def _target(plan: RulePlan) -> sql.Target:
@@ -260,7 +362,7 @@ HOW_TO_APPLY = {
 }
 
 
-def _plan_markdown(result: FixResult, config: Config, by_database: dict) -> str:
+def _plan_markdown(result: FixResult, config: Config, files: _PlanFiles) -> str:
     lines = [
         "# auditor fix: repair plan",
         "",
@@ -295,18 +397,18 @@ def _plan_markdown(result: FixResult, config: Config, by_database: dict) -> str:
     if quiet:
         lines.append("Nothing.")
     lines += ["", "## Files", ""]
-    for name, entries in by_database.items():
-        backend = entries[0][0].left.database.url.get_backend_name()
-        tables = ", ".join(sorted({plan.left.info.label for plan, _ in entries}))
+    for name, count in files.counts.items():
+        backend = files.backends[name]
+        tables = ", ".join(sorted(files.tables[name]))
         how = HOW_TO_APPLY.get(backend, "your database's client").format(file=f"{name}.sql")
         lines += [
-            f"- `{name}.sql`: guarded changes to {tables} on database `{name}` "
+            f"- `{name}.sql`: {count:,} guarded changes to {tables} on database `{name}` "
             f"({backend}), one transaction. By hand: `{how}`; or "
             f"`auditor fix {result.report} --config {config.path} --apply` with "
             f"`databases.{name}.fix_url` set (it re-checks every finding first and writes "
             f"`undo/{name}.sql` before changing anything).",
         ]
-    if not by_database:
+    if not files.counts:
         lines.append("No changes: nothing to apply.")
     return "\n".join(lines) + "\n"
 
@@ -353,10 +455,7 @@ class _UndoFile:
 
     def __init__(self, path: Path, target: sql.Target) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        self.handle = os.fdopen(fd, "w+", encoding="utf-8", newline="\n")
+        self.handle = _private(path, "w+")
         self.path = path
         self.dialect = target.database.engine.dialect
         self.handle.write(
@@ -391,46 +490,6 @@ class _UndoFile:
     def _sync(self) -> None:
         self.handle.flush()
         os.fsync(self.handle.fileno())
-
-
-def _apply(config: Config, result: FixResult, plans) -> None:
-    """Run the plan: per database through its fix_url, one transaction a batch."""
-    result.applied = True
-    by_database: dict[str, list[tuple[RuleFix, RulePlan, RuleChanges]]] = {}
-    for outcome, plan, found in plans:
-        if found.changes:
-            by_database.setdefault(plan.left.database.name, []).append((outcome, plan, found))
-    writers = {
-        name: sql.writer(entries[0][1].left.database, config.databases[name].fix_url, name)
-        for name, entries in by_database.items()
-    }
-    with _Signals() as signals:
-        try:
-            for name, entries in by_database.items():
-                _apply_database(result, writers[name], entries, signals)
-        except KeyboardInterrupt:
-            result.interrupted = True
-        finally:
-            for writer in writers.values():
-                writer.engine.dispose()
-
-
-def _apply_database(result: FixResult, writer: sql.Writer, entries, signals: _Signals) -> None:
-    name = writer.database.name
-    undo = _UndoFile(result.out / "undo" / f"{name}.sql", _target(entries[0][1]))
-    result.files.append(undo.path)
-    try:
-        with writer.connect() as conn:
-            for outcome, plan, found in entries:
-                target = _target(plan)
-                for batch in sql.batches(found.changes):
-                    _apply_batch(conn, writer, target, batch, undo, outcome, signals)
-                log.event(
-                    "fix_applied", rule=outcome.name, applied=outcome.applied,
-                    failed=outcome.failed,
-                )  # fmt: skip
-    finally:
-        undo.close()
 
 
 def _apply_batch(

@@ -79,8 +79,11 @@ def action_for(rule: ReferenceRule | PiiRule, finding: dict[str, Any]) -> tuple[
 
 def rule_changes(
     plan: RulePlan, lookups: Lookups, findings: Iterable[dict[str, Any]]
-) -> RuleChanges:
-    """The changes that repair `findings` (one rule's, from a report) as the rows are now."""
+) -> Iterator[RuleChanges]:
+    """Per CHUNK of `findings` (one rule's, from a report): the changes that repair them as
+    the rows are now, and what was skipped or left alone. Memory stays flat: a chunk is used
+    (written, applied) before the next is read."""
+    rekeyed: set[tuple] = set()  # a wrong-entity row has a finding per field: one rekey
     result = RuleChanges(plan.rule.name)
     wanted: list[tuple[dict[str, Any], str]] = []
     for finding in findings:
@@ -90,15 +93,20 @@ def rule_changes(
             continue
         wanted.append((finding, action))
         if len(wanted) >= CHUNK:
-            _chunk(plan, lookups, wanted, result)
-            wanted = []
+            _chunk(plan, lookups, wanted, result, rekeyed)
+            yield result
+            result, wanted = RuleChanges(plan.rule.name), []
     if wanted:
-        _chunk(plan, lookups, wanted, result)
-    return result
+        _chunk(plan, lookups, wanted, result, rekeyed)
+    yield result
 
 
 def _chunk(
-    plan: RulePlan, lookups: Lookups, wanted: list[tuple[dict[str, Any], str]], into: RuleChanges
+    plan: RulePlan,
+    lookups: Lookups,
+    wanted: list[tuple[dict[str, Any], str]],
+    into: RuleChanges,
+    rekeyed: set[tuple],
 ) -> None:
     labels = [_label_tuple(plan, finding) for finding, _ in wanted]
     fresh_left = lookups.fetch(plan.left, "labels", labels)
@@ -115,12 +123,11 @@ def _chunk(
     copies = {_shown(plan, row): row for row in fresh_left.to_pylist()}
     schema = fresh_left.schema
     now = {(_shown(plan, row), row["kind"], row["field"]): row for row in rows}
-    seen: set[tuple] = set()
     for finding, action in wanted:
         if action == "rekey":
             shown = _identity(finding["key"])
-            if shown not in seen:
-                seen.add(shown)
+            if shown not in rekeyed:
+                rekeyed.add(shown)
                 _rekey(plan, lookups, finding, copies.get(shown), schema, into)
             continue
         _copy_change(plan, finding, action, now, into)
@@ -280,7 +287,9 @@ def _shown(plan: RulePlan, row: dict[str, Any]) -> tuple:
 
 
 def _identity(values: dict[str, Any]) -> tuple:
-    return tuple(sorted((name, str(value)) for name, value in values.items()))
+    """Column values as text, in the columns' order (a report keeps it): what a finding's key
+    or ref and a re-read row are matched by."""
+    return tuple(map(str, values.values()))
 
 
 def _key(plan: RulePlan, row: dict[str, Any]) -> tuple:

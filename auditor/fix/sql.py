@@ -2,21 +2,25 @@
 
 Every statement repeats the values the audit-time re-read saw (`WHERE id = 7 AND product_id =
 9004`): a re-run changes nothing, and a row a concurrent writer changed is left alone. Rows go
-`BATCH` to a statement: `UPDATE ... FROM (VALUES ...)` on PostgreSQL (a hash join), a `CASE`
-on the row key under a row-value `IN` elsewhere. Values are bound, or rendered as literals by
-SQLAlchemy's dialect (quotes, backslashes under MariaDB's escapes), never pasted.
+`BATCH` to a statement: joined to one JSON value of typed rows on PostgreSQL (see
+_joined_rows), a `CASE` on the row key under a row-value `IN` elsewhere. Values are bound, or
+rendered as literals by SQLAlchemy's dialect (quotes, backslashes under MariaDB's escapes),
+never pasted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import datetime as dt
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -54,10 +58,14 @@ def statement(target: Target, changes: list[Change]) -> UpdateBase:
     """One guarded statement for changes of one action on the same columns."""
     table = target.table
     first = changes[0]
+    if target.backend == "postgresql":
+        rows, matched = _joined_rows(target, changes)
+        if first.action == "delete":
+            return sa.delete(table).where(*matched)
+        assignments = {name: rows.c[f"n{i}"] for i, name in enumerate(first.columns)}
+        return sa.update(table).values(assignments).where(*matched)
     if first.action == "delete":
         return sa.delete(table).where(_guard(target, changes))
-    if target.backend == "postgresql":
-        return _update_from_values(target, changes)
     labels = [table.c[n] for n in target.labels]
     assignments = {}
     for index, name in enumerate(first.columns):
@@ -84,29 +92,44 @@ def undo_statements(target: Target, changes: list[Change], rows: list[dict[str, 
     yield statement(target, reverse)
 
 
-def _update_from_values(target: Target, changes: list[Change]) -> UpdateBase:
-    """PostgreSQL: `UPDATE t SET c = v.n0 FROM (VALUES ...) AS v WHERE t.id = v.k0 AND ...`."""
+def _joined_rows(target: Target, changes: list[Change]) -> tuple[Any, list[Any]]:
+    """PostgreSQL: the batch as one JSON value turned into typed rows (`jsonb_to_recordset(...)
+    AS fix(k0 BIGINT, o0 BIGINT, n0 BIGINT)`), and the conditions joining them to the table's
+    rows that still hold the old values. One literal a batch, however many rows: rendering
+    1,000 rows as a VALUES list took SQLAlchemy 70 ms, a join on them is a hash join."""
     table = target.table
     first = changes[0]
-    names = [f"k{i}" for i in range(len(target.labels))]
-    names += [f"o{i}" for i in range(len(first.columns))]
-    names += [f"n{i}" for i in range(len(first.columns))]
-    types = [table.c[n].type for n in target.labels] + [table.c[n].type for n in first.columns] * 2
-    values = sa.values(*(sa.column(n, t) for n, t in zip(names, types, strict=True)), name="fix")
-    rows = [(*c.key, *c.old, *(c.new or ())) for c in changes]
-    values = values.data(rows)
-    matched = [
-        table.c[label] == sa.cast(values.c[f"k{i}"], table.c[label].type)
-        for i, label in enumerate(target.labels)
-    ]
+    columns = [(f"k{i}", table.c[n]) for i, n in enumerate(target.labels)]
+    columns += [(f"o{i}", table.c[n]) for i, n in enumerate(first.columns)]
+    if first.new is not None:
+        columns += [(f"n{i}", table.c[n]) for i, n in enumerate(first.columns)]
+    names = [name for name, _ in columns]
+    data = [dict(zip(names, (*c.key, *c.old, *(c.new or ())), strict=True)) for c in changes]
+    text = json.dumps(data, ensure_ascii=False, default=_json_value, separators=(",", ":"))
+    rows = (
+        sa.func.jsonb_to_recordset(sa.cast(sa.literal(text, sa.Text), JSONB))
+        .table_valued(*(sa.column(name, _record_type(c)) for name, c in columns))
+        .render_derived(name="fix", with_types=True)
+    )
+    matched = [table.c[n] == rows.c[f"k{i}"] for i, n in enumerate(target.labels)]
     matched += [
-        table.c[name].is_not_distinct_from(sa.cast(values.c[f"o{i}"], table.c[name].type))
-        for i, name in enumerate(first.columns)
+        table.c[n].is_not_distinct_from(rows.c[f"o{i}"]) for i, n in enumerate(first.columns)
     ]
-    assignments = {
-        name: sa.cast(values.c[f"n{i}"], table.c[name].type) for i, name in enumerate(first.columns)
-    }
-    return sa.update(table).values(assignments).where(*matched)
+    return rows, matched
+
+
+def _record_type(column: sa.Column) -> Any:
+    """The column's own type for the record (a type SQLAlchemy did not recognise: text)."""
+    return sa.Text() if isinstance(column.type, sa.types.NullType) else column.type
+
+
+def _json_value(value: Any) -> Any:
+    """A value JSON has no form for, as the text PostgreSQL reads back into its type."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return str(value)  # UUID, Decimal
 
 
 def _guard(target: Target, changes: list[Change]) -> sa.ColumnElement[bool]:
@@ -178,8 +201,12 @@ def locked_rows(conn: Connection, target: Target, changes: list[Change]) -> list
         columns = list(table.c)
     else:
         columns = [table.c[n] for n in (*target.labels, *changes[0].columns)]
-    query = sa.select(*columns).where(_guard(target, changes))
-    if target.backend != "sqlite":  # a SQLite write transaction holds the whole file
+    if target.backend == "postgresql":
+        _rows, matched = _joined_rows(target, changes)
+        query = sa.select(*columns).where(*matched).with_for_update(of=table)
+    else:
+        query = sa.select(*columns).where(_guard(target, changes))
+    if target.backend not in ("sqlite", "postgresql"):  # SQLite: the transaction holds the file
         query = query.with_for_update()
     return [dict(row) for row in conn.execute(query).mappings()]
 

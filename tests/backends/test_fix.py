@@ -191,26 +191,36 @@ def test_wrong_entity_is_left_alone_by_copy_source(pair, write_config, tmp_path)
 @pytest.mark.parametrize(
     "pair", ["sqlite-sqlite", "postgresql-postgresql", "mariadb-mariadb"], indirect=True
 )
-def test_a_row_changed_after_the_audit_is_skipped(pair, write_config, tmp_path):
-    """A concurrent writer between planning and applying (here: while the person is asked),
-    and one between the audit and the plan: neither row is overwritten."""
+def test_a_row_changed_after_the_audit_is_skipped(pair, write_config, tmp_path, monkeypatch):
+    """Concurrent writers: after the audit, while the person is asked (applying re-checks
+    every finding again), and between the re-check and the batch (the statement's guard):
+    no changed row is overwritten."""
     path, reviews = reference_config(pair, write_config)
     audit(path, tmp_path / "before.json")
     reviews.execute("UPDATE reviews SET product_id = 1 WHERE id = 6")  # fixed by someone else
 
-    def concurrent_writer(planned) -> bool:
-        reviews.execute("UPDATE reviews SET product_id = 51 WHERE id = 3")  # still an orphan
-        reviews.execute("UPDATE reviews SET product_id = 100 WHERE id = 5")  # another alias
+    def while_asked(planned) -> bool:
+        reviews.execute("UPDATE reviews SET product_id = 51 WHERE id = 3")  # another orphan
         return True
 
-    config = load_config(path)
-    result = fix.fix(config, str(tmp_path / "before.json"), apply=True, confirm=concurrent_writer,
-                     out=tmp_path / "f")  # fmt: skip
+    real_apply = fix._Applier.apply
+
+    def just_before_the_batch(self, outcome, plan, changes):
+        if plan.rule.name == "reviews-products":
+            reviews.execute("UPDATE reviews SET product_id = 100 WHERE id = 5")  # another alias
+            reviews.execute("UPDATE reviews SET product_id = 50 WHERE id = 7")  # another orphan
+        return real_apply(self, outcome, plan, changes)
+
+    monkeypatch.setattr(fix._Applier, "apply", just_before_the_batch)
+    result = fix.fix(load_config(path), str(tmp_path / "before.json"), apply=True,
+                     confirm=while_asked, out=tmp_path / "f")  # fmt: skip
     outcome = {r.name: r for r in result.rules}["reviews-products"]
-    assert outcome.skipped == {"no longer holds": 1, "changed since it was planned": 2}
-    assert outcome.applied == 2 and result.exit_code == 1
+    assert outcome.skipped == {"no longer holds": 2, "changed since it was planned": 2}
+    assert outcome.applied == 1 and result.exit_code == 1  # 4 -> 1 only
     now = {row[0]: row[1] for row in rows(reviews, "reviews")}
-    assert (now[3], now[5], now[6], now[4], 7 in now) == (51, 100, 1, 1, False)
+    assert (now[3], now[4], now[5], now[6], now[7]) == (51, 1, 100, 1, 50)
+    plan = (tmp_path / "f" / "reviews.sql").read_text()  # written before the person was asked
+    assert plan.count("\n-- rule reviews-products") == 1
 
 
 HOSTILE = [
