@@ -26,9 +26,11 @@ from auditor import api, log
 from auditor.config.model import Config, PiiRule, ReferenceRule
 from auditor.db.engines import open_databases
 from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted, ResourceError
+from auditor.fix import files as files_fix
+from auditor.fix import redis as redis_fix
 from auditor.fix import sql
 from auditor.fix.changes import Change, RuleChanges, rule_changes
-from auditor.plan import RulePlan, StoreSidePlan
+from auditor.plan import RulePlan
 from auditor.recheck import Lookups
 from auditor.report.diff import UNKNOWN_STATUSES, Report, load_report
 
@@ -40,6 +42,7 @@ class RuleFix:
     name: str
     database: str | None = None  # where its changes go
     table: str | None = None
+    store: str = "sql"  # sql | redis | files (files are never changed: see auditor.fix.files)
     planned: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, action) -> n
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> findings
     left_alone: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -81,7 +84,10 @@ class FixResult:
             return 1
         if not self.applied:
             return 0
-        troubled = any(r.skipped or r.failed or r.applied < r.planned_total for r in self.rules)
+        troubled = any(
+            r.skipped or r.failed or (r.store != "files" and r.applied < r.planned_total)
+            for r in self.rules
+        )
         return 1 if troubled else 0
 
 
@@ -120,6 +126,7 @@ def fix(
                 plan = api.plan_rule(config, rule, databases)
                 _refuse_unfixable(config, plan)
                 outcome.database, outcome.table = plan.left.database.name, plan.left.info.label
+                outcome.store = store_of(plan)
                 plans.append((outcome, plan))
         writers = _writers(config, plans) if apply else {}
         at_once = apply and confirm is None
@@ -137,7 +144,8 @@ def fix(
         return result
     finally:
         for writer in writers.values():
-            writer.engine.dispose()
+            if isinstance(writer, sql.Writer):
+                writer.engine.dispose()
         for database in databases.values():
             database.close()
 
@@ -230,8 +238,11 @@ def _refuse_unfixable(config: Config, plan: RulePlan) -> None:
         if action == "none":
             continue
         problem = None
-        if isinstance(side, StoreSidePlan):
-            problem = f"{side.database.name} is not a SQL database; auditor fix changes SQL tables"
+        store = store_of(plan)
+        if store == "redis":
+            problem = redis_fix.refusal(side, action)
+        elif store == "files":
+            problem = files_fix.refusal(side, action)
         elif side.extract is not None:
             problem = "the ids are inside text (extract): auditor fix changes whole columns"
         elif action == "nullify":
@@ -241,6 +252,16 @@ def _refuse_unfixable(config: Config, plan: RulePlan) -> None:
         if problem:
             where = config.locate(("rules", index, "fix", kind))
             raise ConfigError(f"{where}: {action}: {problem}")
+
+
+def store_of(plan: RulePlan) -> str:
+    """Where a rule's changes go: "sql", "redis" or "files"."""
+    from auditor.files import FileSidePlan
+    from auditor.redis_store import RedisSidePlan
+
+    if isinstance(plan.left, RedisSidePlan):
+        return "redis"
+    return "files" if isinstance(plan.left, FileSidePlan) else "sql"
 
 
 def _private(path: Path, mode: str = "w") -> TextIO:
@@ -266,12 +287,29 @@ class _PlanFiles:
         self.tables: dict[str, set[str]] = {}
         self.counts: Counter[str] = Counter()
         self.rules: set[str] = set()
+        self.redirects: dict[str, Counter[tuple[str, str]]] = {}
 
     def write(self, plan: RulePlan, changes: list[Change]) -> None:
         if not changes:
             return
+        name = plan.left.database.name
+        self.tables.setdefault(name, set()).add(plan.left.info.label)
+        store = self.backends.setdefault(name, store_of(plan))
+        if store == "files":
+            self.redirects.setdefault(name, Counter()).update(
+                files_fix.redirects(plan.left, changes)
+            )
+            self.counts[name] += len(changes)
+            return
+        if store == "redis":
+            if name not in self.handles:
+                self.handles[name] = _private(self.out / f"{name}.redis")
+            handle = self.handles[name]
+            for command in redis_fix.commands(plan.left, changes):
+                handle.write(command.line() + "\n")
+            self.counts[name] += len(changes)
+            return
         target = _target(plan)
-        name = target.database.name
         if name not in self.handles:
             self.handles[name] = _private(self.out / f"{name}.sql")
             self.handles[name].write(
@@ -280,9 +318,8 @@ class _PlanFiles:
                 "it was planned:\n-- running this file twice changes nothing the second time.\n"
                 f"{sql.begin(target)}\n"
             )
-            self.backends[name], self.tables[name] = target.backend, set()
+            self.backends[name] = target.backend
         handle = self.handles[name]
-        self.tables[name].add(plan.left.info.label)
         if plan.rule.name not in self.rules:
             self.rules.add(plan.rule.name)
             handle.write(f"\n-- rule {plan.rule.name}\n")
@@ -293,9 +330,17 @@ class _PlanFiles:
 
     def close(self, result: FixResult, config: Config) -> None:
         for name, handle in self.handles.items():
+            if self.backends[name] == "redis":
+                handle.close()
+                result.files.append(self.out / f"{name}.redis")
+                continue
             handle.write(f"\nCOMMIT;\n-- {self.counts[name]:,} changes\n")
             handle.close()
             result.files.append(self.out / f"{name}.sql")
+        for name, rows in self.redirects.items():
+            path = self.out / f"{name}-redirects.csv"
+            files_fix.write(path, rows, _private)
+            result.files.append(path)
         with _private(self.out / "plan.md") as handle:
             handle.write(_plan_markdown(result, config, self))
         result.files.append(self.out / "plan.md")
@@ -305,14 +350,18 @@ class _Applier:
     """Applies changes through each database's writer: one connection and one undo file per
     database, opened at its first change."""
 
-    def __init__(self, result: FixResult, writers: dict[str, sql.Writer], signals: _Signals):
+    def __init__(self, result: FixResult, writers: dict[str, Any], signals: _Signals):
         self.result, self.writers, self.signals = result, writers, signals
         self.stack = contextlib.ExitStack()
         self.connections: dict[str, sa.Connection] = {}
         self.undo: dict[str, _UndoFile] = {}
+        self.redis_undo: dict[str, TextIO] = {}
 
     def apply(self, outcome: RuleFix, plan: RulePlan, changes: list[Change]) -> None:
-        if not changes:
+        if not changes or outcome.store == "files":
+            return
+        if outcome.store == "redis":
+            self._redis(outcome, plan, changes)
             return
         target = _target(plan)
         name = target.database.name
@@ -328,7 +377,35 @@ class _Applier:
                 self.signals,
             )  # fmt: skip
 
+    def _redis(self, outcome: RuleFix, plan: RulePlan, changes: list[Change]) -> None:
+        """Each change one guarded script; its undo line written before the next runs (a
+        signal waits for both)."""
+        name = plan.left.database.name
+        writer = self.writers[name]
+        if name not in self.redis_undo:
+            path = self.result.out / "undo" / f"{name}.redis"
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.redis_undo[name] = _private(path)
+            self.result.files.append(path)
+        undo = self.redis_undo[name]
+        for command in redis_fix.commands(plan.left, changes):
+            with self.signals.shield():
+                reply = writer.run(command)
+                line = redis_fix.undo(command, reply) if reply not in (0, None) else None
+                if line is None:
+                    outcome.skipped["changed since it was planned"] += 1
+                    continue
+                undo.write(line + "\n")
+                undo.flush()
+                os.fsync(undo.fileno())
+                outcome.applied += 1
+
     def close(self) -> None:
+        for handle in self.redis_undo.values():
+            handle.close()
+        for writer in self.writers.values():
+            if isinstance(writer, redis_fix.RedisWriter):
+                writer.close()
         for undo in self.undo.values():
             undo.close()
         self.stack.close()
@@ -338,13 +415,18 @@ class _Applier:
                           failed=outcome.failed)  # fmt: skip
 
 
-def _writers(config: Config, plans: list[tuple[RuleFix, RulePlan]]) -> dict[str, sql.Writer]:
+def _writers(config: Config, plans: list[tuple[RuleFix, RulePlan]]) -> dict[str, Any]:
     """A writer per database a rule changes (a missing fix_url fails before any change)."""
-    writers: dict[str, sql.Writer] = {}
+    writers: dict[str, Any] = {}
     for _, plan in plans:
         database = plan.left.database
-        if database.name not in writers:
-            fix_url = config.databases[database.name].fix_url
+        fix_url = config.databases[database.name].fix_url
+        store = store_of(plan)
+        if database.name in writers or store == "files":
+            continue
+        if store == "redis":
+            writers[database.name] = redis_fix.writer(database.name, fix_url)
+        else:
             writers[database.name] = sql.writer(database, fix_url, database.name)
     return writers
 
@@ -400,6 +482,23 @@ def _plan_markdown(result: FixResult, config: Config, files: _PlanFiles) -> str:
     for name, count in files.counts.items():
         backend = files.backends[name]
         tables = ", ".join(sorted(files.tables[name]))
+        if backend == "files":
+            lines.append(
+                f"- `{name}-redirects.csv`: {len(files.redirects[name]):,} distinct texts in "
+                f"{tables} holding a retired id (in {count:,} places), each with the same text "
+                "holding the current id: redirects for your web server, or a search-and-"
+                "replace you run. auditor does not change files; --apply leaves them alone."
+            )
+            continue
+        if backend == "redis":
+            lines.append(
+                f"- `{name}.redis`: {count:,} guarded changes to the keys {tables} on "
+                f"database `{name}`: each line an EVAL that changes a key only while it holds "
+                f"what was read. By hand: `redis-cli -u URL < {name}.redis` (a 0 reply: left "
+                f"alone); or --apply with `databases.{name}.fix_url` set (the undo goes to "
+                f"`undo/{name}.redis`)."
+            )
+            continue
         how = HOW_TO_APPLY.get(backend, "your database's client").format(file=f"{name}.sql")
         lines += [
             f"- `{name}.sql`: {count:,} guarded changes to {tables} on database `{name}` "

@@ -439,3 +439,150 @@ def test_sigterm_rolls_back_the_batch_in_flight(backend, database_factory, write
     assert undo.count("INSERT") == 2 and "UPDATE" not in undo and "DELETE" not in undo
     run_file(reviews, tmp_path / "f" / "undo" / "reviews.sql")
     assert rows(reviews, "legacy_refs") == before
+
+
+def _keyspace(client, prefix: str) -> dict[bytes, Any]:
+    """Every key under the prefix: its value (a hash as a dict) and whether it expires."""
+    state = {}
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        kind = client.type(key)
+        value = client.hgetall(key) if kind == b"hash" else client.get(key)
+        state[key] = (value, client.ttl(key) > 0)
+    return state
+
+
+def _redis_config(tmp_path, shop, prefix: str) -> Path:
+    from tests.conftest import REDIS_URL
+
+    shop.execute("CREATE TABLE products (id INTEGER PRIMARY KEY, deleted INTEGER)")
+    shop.execute("INSERT INTO products VALUES (1, 0), (2, 0), (3, 1)")
+    shop.execute("CREATE TABLE aliases (old_id INTEGER PRIMARY KEY, new_id INTEGER)")
+    shop.execute("INSERT INTO aliases VALUES (100, 1)")
+    shop.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, email VARCHAR(80))")
+    shop.execute("INSERT INTO customers VALUES (1, 'ann@example.com'), (2, 'bob@example.com')")
+    aliases = {"db": "shop", "table": "aliases", "old": ["old_id"], "new": ["new_id"]}
+    live = {"db": "shop", "table": "products", "columns": ["id"], "soft_delete": "deleted = 1"}
+    rules = [
+        {"name": "pages", "type": "reference", "to": live,
+         "from": {"db": "cache", "table": f"{prefix}:page:{{id}}", "columns": ["id"]},
+         "fix": {"orphan": "delete", "soft_deleted": "delete"}},
+        {"name": "carts", "type": "reference", "to": live, "aliases": aliases,
+         "from": {"db": "cache", "table": f"{prefix}:cart:{{cart}}", "value": "hash",
+                  "columns": ["product_id"]},
+         "fix": {"stale_alias": "rewrite", "orphan": "delete"}},
+        {"name": "customers", "type": "pii",
+         "source": {"db": "shop", "table": "customers", "key": ["id"]},
+         "copy": {"db": "cache", "table": f"{prefix}:customer:{{id}}", "value": "hash",
+                  "key": ["id"]},
+         "fields": [{"source": "email", "copy": "email", "normalize": ["email"]}],
+         "fix": {"mismatch": "copy_source", "missing_value": "copy_source"}},
+    ]  # fmt: skip
+    data = {
+        "version": 1,
+        "rules": rules,
+        "databases": {"shop": {"url": shop.url}, "cache": {"url": REDIS_URL, "fix_url": REDIS_URL}},
+    }
+    path = tmp_path / "cache.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_redis_fixes_round_trip(backend, cache, database_factory, tmp_path):
+    client, prefix = cache
+    path = _redis_config(tmp_path, database_factory(backend), prefix)
+    for key in ("page:1", "page:9", "page:3", "page:2:reviews"):
+        client.set(f"{prefix}:{key}", "cached page \x00\xff", ex=3600 if key == "page:9" else None)
+    client.hset(f"{prefix}:cart:a", mapping={"product_id": "100", "qty": "2"})  # stale -> 1
+    client.hset(f"{prefix}:cart:b", mapping={"product_id": "77"})  # orphan
+    client.hset(f"{prefix}:cart:c", mapping={"product_id": "2"})  # fine
+    client.hset(f"{prefix}:customer:1", mapping={"email": " ANN@example.com "})  # near miss
+    client.hset(f"{prefix}:customer:2", mapping={"email": "bobby@example.com", "n": "B"})
+    client.hset(f"{prefix}:customer:3", mapping={"email": "who@example.com"})  # no source
+    before = _keyspace(client, prefix)
+    audit(path, tmp_path / "before.json")
+
+    out = tmp_path / "f"
+    result = fix.fix(load_config(path), str(tmp_path / "before.json"), out=out, apply=True)
+    assert {r.name: r.applied for r in result.rules} == {"pages": 2, "carts": 2, "customers": 1}
+    assert result.exit_code == 0
+    assert oct((out / "cache.redis").stat().st_mode)[-3:] == "600"
+    after = audit(path, tmp_path / "after.json")
+    assert after == {"pages": {}, "carts": {}, "customers": {"missing_source": 1}}
+    now = _keyspace(client, prefix)
+    assert f"{prefix}:page:9".encode() not in now and f"{prefix}:cart:b".encode() not in now
+    assert now[f"{prefix}:cart:a".encode()][0] == {b"product_id": b"1", b"qty": b"2"}
+    assert now[f"{prefix}:customer:2".encode()][0] == {b"email": b"bob@example.com", b"n": b"B"}
+    assert now[f"{prefix}:customer:1".encode()] == before[f"{prefix}:customer:1".encode()]
+
+    again = fix.fix(load_config(path), str(tmp_path / "before.json"), out=tmp_path / "g",
+                    apply=True)  # fmt: skip
+    assert sum(r.applied for r in again.rules) == 0 and _keyspace(client, prefix) == now
+    _redis_cli(out / "cache.redis")  # the plan by hand: every script finds its key changed
+    assert _keyspace(client, prefix) == now
+
+    _redis_cli(out / "undo" / "cache.redis")
+    assert _keyspace(client, prefix) == before
+
+
+def _redis_cli(path: Path) -> None:
+    from tests.conftest import REDIS_URL
+
+    try:
+        with path.open("rb") as stdin:
+            done = subprocess.run(["redis-cli", "-u", REDIS_URL], stdin=stdin,
+                                  capture_output=True, timeout=60)  # fmt: skip
+    except FileNotFoundError:
+        if IN_CI:
+            raise
+        pytest.skip("redis-cli is not installed")
+    assert done.returncode == 0 and b"ERR" not in done.stdout + done.stderr, done
+
+
+def test_redis_values_other_than_hash_take_only_delete(cache, database_factory, tmp_path):
+    client, prefix = cache
+    path = _redis_config(tmp_path, database_factory("sqlite"), prefix)
+    data = yaml.safe_load(path.read_text())
+    data["rules"][0]["fix"] = {"orphan": "nullify"}
+    path.write_text(yaml.safe_dump(data))
+    client.set(f"{prefix}:page:9", "x")
+    audit(path, tmp_path / "r.json")
+    done = auditor("fix", str(tmp_path / "r.json"), "--config", str(path))
+    assert done.returncode == 2 and "rules[0].fix.orphan" in done.stderr
+    assert "no NULL" in done.stderr
+
+
+def test_files_get_a_redirects_csv(database_factory, tmp_path):
+    shop = database_factory("sqlite")
+    shop.execute("CREATE TABLE products (id INTEGER PRIMARY KEY)")
+    shop.execute("INSERT INTO products VALUES (1), (5)")
+    shop.execute("CREATE TABLE aliases (old_id INTEGER PRIMARY KEY, new_id INTEGER)")
+    shop.execute("INSERT INTO aliases VALUES (100, 1), (101, 5)")
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "a.log").write_text(
+        "GET /products/100?x=/products/101 200\nGET /products/1 200\nGET /products/100 304\n"
+        "GET /products/9 404\n"
+    )
+    data = {"version": 1, "databases": {"shop": {"url": shop.url}, "exports": {"path": "exports"}},
+            "rules": [{"name": "log", "type": "reference",
+                       "from": {"db": "exports", "table": "*.log", "columns": ["id"],
+                                "extract": {"column": "line", "pattern": "/products/(?P<id>\\d+)"}},
+                       "to": {"db": "shop", "table": "products", "columns": ["id"]},
+                       "aliases": {"db": "shop", "table": "aliases", "old": ["old_id"],
+                                   "new": ["new_id"]},
+                       "fix": {"stale_alias": "rewrite"}}]}  # fmt: skip
+    path = tmp_path / "files.yaml"
+    path.write_text(yaml.safe_dump(data))
+    audit(path, tmp_path / "r.json")
+    log = (exports / "a.log").read_text()
+    result = fix.fix(load_config(path), str(tmp_path / "r.json"), out=tmp_path / "f", apply=True)
+    assert result.exit_code == 0 and result.rules[0].applied == 0
+    assert (exports / "a.log").read_text() == log  # files are never changed
+    redirects = (tmp_path / "f" / "exports-redirects.csv").read_text().splitlines()
+    assert redirects == [
+        "old,new,lines",
+        "/products/100,/products/1,2",
+        "/products/101,/products/5,1",
+    ]
+    assert "exports-redirects.csv" in (tmp_path / "f" / "plan.md").read_text()
