@@ -17,17 +17,18 @@ BLOCK = re.compile(r"(<!-- cli:start[^>]*-->\n).*?(<!-- cli:end -->)", re.S)
 
 
 def _options(command) -> list[str]:  # noqa: ANN001 - typer's own click command
+    """Each option as `` `--name METAVAR`: what it does ``."""
     rows = []
     for param in command.params:
         if param.param_type_name != "option" or param.name == "help":
             continue
-        names = ", ".join(f"`{n}`" for n in param.opts + param.secondary_opts)
+        names = ", ".join(param.opts + param.secondary_opts)
         metavar = param.metavar if param.metavar not in (None, "") else ""
         choices = getattr(getattr(param, "type_descriptor", None), "choices", None)
         if choices:
             metavar = "|".join(str(getattr(c, "value", c)) for c in choices)
-        value = f" {metavar}".replace("|", "\\|") if metavar and not param.is_flag else ""
-        rows.append(f"| {names}{value} | {param.help or ''} |")
+        value = f" {metavar}" if metavar and not param.is_flag else ""
+        rows.append(f"`{names}{value}`: {(param.help or '').rstrip('.')}")
     return rows
 
 
@@ -45,10 +46,11 @@ def reference() -> str:
     lines.append(
         "| `auditor --version`, `auditor --debug COMMAND` | the version; tracebacks on stderr |"
     )
+    lines.append("")
     for name, command in commands:
         rows = _options(command)
         if rows:
-            lines += ["", f"`auditor {name}` options:", "", "| option | |", "|---|---|", *rows]
+            lines.append(f"- `auditor {name}` options: " + "; ".join(rows) + ".")
     return "\n".join(lines) + "\n"
 
 

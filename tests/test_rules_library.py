@@ -9,6 +9,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 import auditor
+from auditor import fix
+from auditor.report import json as json_report
 from tests.conftest import REDIS_URL
 from tests.scenarios import EXPECTED_PII, crm_schema, orders_schema
 
@@ -134,11 +136,21 @@ def test_soft_delete(pair, monkeypatch):
     }
 
 
-def test_id_change_aliases(pair, monkeypatch):
+def test_id_change_aliases(pair, monkeypatch, tmp_path):
     _catalog_pair(pair, monkeypatch)
     assert _audit("id-change-aliases.yaml") == {
         ("reviews-use-current-product-ids", "stale_alias"): {(5, 1), (6, 4)},
         ("reviews-use-current-product-ids", "orphan"): {3, 4, 7},
+    }
+    monkeypatch.setenv("REVIEWS_FIX_URL", pair[1].url)  # its fix block, applied
+    config = auditor.load_config(RULES / "id-change-aliases.yaml")
+    report = tmp_path / "report.json"
+    with report.open("w") as out:
+        json_report.write(auditor.run(config), out)
+    result = fix.fix(config, str(report), out=tmp_path / "fixes", apply=True)
+    assert [r.applied for r in result.rules] == [2]
+    assert _audit("id-change-aliases.yaml") == {
+        ("reviews-use-current-product-ids", "orphan"): {3, 4, 7}
     }
 
 
