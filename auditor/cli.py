@@ -361,13 +361,18 @@ def fix(
 
     log.configure(log_file, verbose)
     cfg = load_config(config)
-    if apply and not yes and not sys.stdin.isatty():
+    if apply and not yes and not _interactive():
         raise ConfigError("--apply without a terminal to ask on needs --yes")
     confirm = None if yes else _confirm_fix
     result = plan_fixes(cfg, str(report), rules=rule, out=out, apply=apply, confirm=confirm)
     terminal = _terminal()
     terminal.render_fix(terminal.console(), result)
     raise typer.Exit(result.exit_code)
+
+
+def _interactive() -> bool:
+    """Whether a person can be asked (stdin is a terminal)."""
+    return sys.stdin.isatty()
 
 
 def _confirm_fix(result: Any) -> bool:

@@ -586,3 +586,38 @@ def test_files_get_a_redirects_csv(database_factory, tmp_path):
         "/products/101,/products/5,1",
     ]
     assert "exports-redirects.csv" in (tmp_path / "f" / "plan.md").read_text()
+
+
+@pytest.mark.parametrize(("answer", "code"), [("n", 1), ("y", 0)])
+def test_apply_asks_once_on_a_terminal(answer, code, database_factory, write_config, tmp_path,
+                                       monkeypatch):  # fmt: skip
+    from typer.testing import CliRunner
+
+    from auditor import cli
+
+    path, orders = pii_config(
+        (database_factory("sqlite"), database_factory("sqlite")), write_config, PII_FIX
+    )
+    audit(path, tmp_path / "r.json")
+    before = rows(orders, "orders")
+    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    done = CliRunner().invoke(
+        cli.app, ["fix", str(tmp_path / "r.json"), "--config", str(path), "--apply",
+                  "--out", str(tmp_path / "f")], input=f"{answer}\n",
+    )  # fmt: skip
+    assert done.exit_code == code, done.output
+    assert done.output.count("Apply 7 changes to orders") == 1
+    assert (rows(orders, "orders") == before) == (answer == "n")
+    assert (tmp_path / "f" / "orders.sql").exists()  # the plan is there to read either way
+
+
+def test_a_copy_changed_since_the_audit_is_skipped(database_factory, write_config, tmp_path):
+    """The report is masked: the copy's value now must still fit the masked value it holds."""
+    path, orders = pii_config(
+        (database_factory("sqlite"), database_factory("sqlite")), write_config, PII_FIX
+    )
+    audit(path, tmp_path / "r.json")
+    orders.execute("UPDATE orders SET customer_email = 'zoe@example.net' WHERE id = 2")
+    result = fix.fix(load_config(path), str(tmp_path / "r.json"), out=tmp_path / "f")
+    assert result.rules[0].skipped == {"the copy's value changed since the audit": 1}
+    assert "zoe" not in (tmp_path / "f" / "orders.sql").read_text()
