@@ -104,6 +104,8 @@ def plan_rule(
 
 def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
     """Validate against the live databases without reading a data row."""
+    from auditor.fix import refuse_unfixable  # auditor.fix builds on this module
+
     databases = open_databases(config)
     try:
         for database in databases.values():
@@ -112,6 +114,7 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
         audited: dict[str, dict[str, sa.Table]] = {}
         for rule in selected_rules(config, rules):
             plan = plan_rule(config, rule, databases, check=True)
+            refuse_unfixable(config, plan)  # its fix block, against the planned sides
             for side in plan.sides:
                 audited.setdefault(side.database.name, {})[side.info.label] = side.info.table
             lookups = [(plan.left, plan.left.labels), (plan.right, plan.right.compare)]

@@ -206,14 +206,14 @@ def _condition(dialect, columns: Sequence[sa.Column], by: str, key_types, chunk:
             others = [part for (part,) in chunk if type(part) is not int]
         else:
             bound, others = [], [part for (part,) in chunk]
-        bound += [v for part in others for v in _bind_values(column, kind, key_type, part)]
+        bound += [v for part in others for v in stored_forms(column, kind, key_type, part)]
         return dialect.in_values(column, bound) if bound else sa.false()
     return sa.or_(*(_match(columns, by, key_types, value) for value in chunk))
 
 
 def _match(columns: Sequence[sa.Column], by: str, key_types: Sequence[str], value: tuple):
     variants = [
-        _bind_values(column, category(column), key_types[i] if by == "compare" else "label", part)
+        stored_forms(column, category(column), key_types[i] if by == "compare" else "label", part)
         for i, (column, part) in enumerate(zip(columns, value, strict=True))
     ]
     options = [
@@ -223,7 +223,7 @@ def _match(columns: Sequence[sa.Column], by: str, key_types: Sequence[str], valu
     return sa.or_(*options) if options else sa.false()
 
 
-def _bind_values(column: sa.Column, kind: str, key_type: str, value: Any) -> list[Any]:
+def stored_forms(column: sa.Column, kind: str, key_type: str, value: Any) -> list[Any]:
     """The stored forms a canonical value may have in this column (`kind`: its category)."""
     if kind == "int" and type(value) is int:
         return [value + 2**64 if value < 0 and unsigned_64(column) else value]

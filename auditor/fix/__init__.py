@@ -116,7 +116,7 @@ def fix(
     result = FixResult(report_path, out or default_out(report_path))
     selected = [_checked(config, rule, report.rules, result) for rule in _wanted(config, rules)]
     databases = open_databases(config)
-    writers: dict[str, sql.Writer] = {}
+    writers: dict[str, Any] = {}
     try:
         plans: list[tuple[RuleFix, RulePlan]] = []
         for rule, entry in selected:
@@ -124,7 +124,7 @@ def fix(
             result.rules.append(outcome)
             if entry is not None:
                 plan = api.plan_rule(config, rule, databases)
-                _refuse_unfixable(config, plan)
+                refuse_unfixable(config, plan)
                 outcome.database, outcome.table = plan.left.database.name, plan.left.info.label
                 outcome.store = store_of(plan)
                 plans.append((outcome, plan))
@@ -157,7 +157,14 @@ def _chunks(plan: RulePlan, report: Report) -> Iterator[RuleChanges]:
         yield from rule_changes(plan, lookups, report.source.findings({plan.rule.name}))
 
 
-def _plan_pass(result, config, report, plans, writers, signals) -> None:  # type: ignore[no-untyped-def]
+def _plan_pass(
+    result: FixResult,
+    config: Config,
+    report: Report,
+    plans: list[tuple[RuleFix, RulePlan]],
+    writers: dict[str, Any] | None,
+    signals: _Signals,
+) -> None:
     """Re-check, write the plan files and, given `writers` (--yes), apply each chunk."""
     files = _PlanFiles(result.out)
     applier = _Applier(result, writers, signals) if writers is not None else None
@@ -179,7 +186,13 @@ def _plan_pass(result, config, report, plans, writers, signals) -> None:  # type
         files.close(result, config)
 
 
-def _apply_pass(result, report, plans, writers, signals) -> None:  # type: ignore[no-untyped-def]
+def _apply_pass(
+    result: FixResult,
+    report: Report,
+    plans: list[tuple[RuleFix, RulePlan]],
+    writers: dict[str, Any],
+    signals: _Signals,
+) -> None:
     """Apply a written plan after the person said yes: every finding re-checked again."""
     result.applied = True
     applier = _Applier(result, writers, signals)
@@ -229,7 +242,7 @@ def _checked(config: Config, rule, rules: dict[str, Any], result: FixResult):
     return rule, entry
 
 
-def _refuse_unfixable(config: Config, plan: RulePlan) -> None:
+def refuse_unfixable(config: Config, plan: RulePlan) -> None:
     """A fix the planned side cannot take is a config error naming the fix key's line."""
     rule = plan.rule
     index = config.rules.index(rule)

@@ -27,7 +27,7 @@ from auditor.config.model import PiiRule, ReferenceRule
 from auditor.db.reflect import category
 from auditor.mask import Masker, partial
 from auditor.plan import RulePlan, display
-from auditor.recheck import Lookups, _bind_values
+from auditor.recheck import Lookups, stored_forms
 
 # Findings re-checked per round of look-ups: memory stays flat however many a report lists.
 CHUNK = 5_000
@@ -308,5 +308,5 @@ def _stored(column: sa.Column, value: Any) -> Any:
     """A value as the column stores it (text from a batch back to an int, a UUID, a date)."""
     if value is None:
         return None
-    forms = _bind_values(column, category(column), "label", value)
+    forms = stored_forms(column, category(column), "label", value)
     return forms[0] if forms else value

@@ -24,7 +24,14 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.sql.dml import UpdateBase
 
-from auditor.db.engines import DEFAULT_DRIVERS, Database, reason, redact, scrub
+from auditor.db.engines import (
+    DEFAULT_DRIVERS,
+    Database,
+    reason,
+    redact,
+    scrub,
+    without_values,
+)
 from auditor.errors import ConfigError, DatabaseError
 from auditor.fix.changes import Change
 
@@ -237,10 +244,12 @@ class Writer:
             conn.close()
 
     def failure(self, what: str, exc: BaseException) -> str:
+        """The driver's reason without the URL's secrets, nor a data value it quotes (a
+        duplicate key's value)."""
         name = self.database.name
-        return f"{what} the fix_url of database {name!r} ({redact(self.url)}): " + scrub(
-            reason(exc), self.url
-        )
+        known = " ".join(str(p) for p in (self.url.username, self.url.host, self.url.database) if p)
+        said = without_values(scrub(reason(exc), self.url), known)
+        return f"{what} the fix_url of database {name!r} ({redact(self.url)}): {said}"
 
 
 def writer(database: Database, fix_url: str | None, name: str) -> Writer:

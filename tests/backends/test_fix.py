@@ -369,10 +369,13 @@ def test_nullify_on_a_not_null_column_is_a_config_error(database_factory, write_
     }]  # fmt: skip
     path = write_config(data)
     audit(path, tmp_path / "r.json")
-    done = auditor("fix", str(tmp_path / "r.json"), "--config", str(path))
-    assert done.returncode == 2, done.stderr
-    assert "NOT NULL" in done.stderr and f"{path.name}:" in done.stderr
-    assert "rules[0].fix.orphan" in done.stderr and "Traceback" not in done.stderr
+    for done in (
+        auditor("fix", str(tmp_path / "r.json"), "--config", str(path)),
+        auditor("check", str(path)),  # `check` says so first
+    ):
+        assert done.returncode == 2, done.stderr
+        assert "NOT NULL" in done.stderr and f"{path.name}:" in done.stderr
+        assert "rules[0].fix.orphan" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_truncated_report_is_refused(database_factory, write_config, tmp_path):
