@@ -624,3 +624,38 @@ def test_a_copy_changed_since_the_audit_is_skipped(database_factory, write_confi
     result = fix.fix(load_config(path), str(tmp_path / "r.json"), out=tmp_path / "f")
     assert result.rules[0].skipped == {"the copy's value changed since the audit": 1}
     assert "zoe" not in (tmp_path / "f" / "orders.sql").read_text()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_a_failing_batch_is_rolled_back_and_counted(backend, database_factory, write_config,
+                                                    tmp_path, monkeypatch):  # fmt: skip
+    """A rewrite the database refuses (a unique key): that batch rolls back, its undo is cut,
+    the next batch still applies; exit 1, and the refused value is not shown."""
+    catalog, shop = database_factory(backend), database_factory(backend)
+    catalog.execute("CREATE TABLE products (id INTEGER PRIMARY KEY)")
+    catalog.execute("INSERT INTO products VALUES (1), (2)")
+    catalog.execute("CREATE TABLE aliases (old_id INTEGER PRIMARY KEY, new_id INTEGER)")
+    catalog.execute("INSERT INTO aliases VALUES (100, 1), (200, 2)")
+    shop.execute("CREATE TABLE favourites (id INTEGER PRIMARY KEY, product_id INTEGER UNIQUE)")
+    shop.execute("INSERT INTO favourites VALUES (1, 1), (2, 100), (3, 200)")
+    data = {"version": 1,
+            "databases": {"catalog": {"url": catalog.url},
+                          "shop": {"url": shop.url, "fix_url": shop.url}},
+            "rules": [{"name": "favourites", "type": "reference",
+                       "from": {"db": "shop", "table": "favourites", "columns": ["product_id"]},
+                       "to": {"db": "catalog", "table": "products", "columns": ["id"]},
+                       "aliases": {"db": "catalog", "table": "aliases", "old": ["old_id"],
+                                   "new": ["new_id"]},
+                       "fix": {"stale_alias": "rewrite"}}]}  # fmt: skip
+    path = write_config(data)
+    audit(path, tmp_path / "r.json")
+    monkeypatch.setattr(fix.sql, "BATCH", 1)
+    result = fix.fix(load_config(path), str(tmp_path / "r.json"), out=tmp_path / "f", apply=True)
+    outcome = result.rules[0]
+    assert (outcome.applied, outcome.failed, result.exit_code) == (1, 1, 1)
+    assert "a batch failed" in outcome.errors[0] and "100" not in outcome.errors[0]
+    assert rows(shop, "favourites") == [(1, 1), (2, 100), (3, 2)]
+    undo = (tmp_path / "f" / "undo" / "shop.sql").read_text()
+    assert undo.count("UPDATE") == 1
+    run_file(shop, tmp_path / "f" / "undo" / "shop.sql")
+    assert rows(shop, "favourites") == [(1, 1), (2, 100), (3, 200)]
