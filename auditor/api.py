@@ -21,6 +21,7 @@ from auditor.config.model import Config
 from auditor.db.engines import Database, open_databases, ping
 from auditor.engine import RunOptions, run_rule
 from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted, ResourceError
+from auditor.incremental import Incremental
 from auditor.mask import Masker
 from auditor.plan import RulePlan, build_plan
 from auditor.report.diff import (
@@ -44,6 +45,7 @@ class SideCheck:
     lookup_index: str | None  # CREATE INDEX statement that would serve look-ups, or None
     rereadable: bool = True  # files are not read again by the recheck
     ttl_sample: tuple[int, int] | None = None  # Redis: (keys sampled, of which expire)
+    changed_index: str | None = None  # CREATE INDEX that would serve `changed >= watermark`
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,11 @@ class RuleCheck:
             for side in self.sides
             if side.lookup_index
         ] + [f"{side.table}: the key pattern matches no key" for side in self.sides
-             if side.ttl_sample == (0, 0)]  # fmt: skip
+             if side.ttl_sample == (0, 0)] + [
+            f"{side.table}: no index on its `changed` column; an incremental run reads "
+            f"it by range, consider: {side.changed_index}"
+            for side in self.sides if side.changed_index
+        ]  # fmt: skip
 
     @property
     def notes(self) -> list[str]:
@@ -128,6 +134,7 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
                     side.lookup_index_hint(columns),
                     side.rereadable,
                     side.ttl_sample(),
+                    _changed_index(plan, side),
                 )
                 for side, columns in lookups
             )
@@ -140,6 +147,14 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
         return CheckResult(str(config.path), _redacted(databases), tuple(checks), warnings)
     finally:
         _dispose(databases)
+
+
+def _changed_index(plan: RulePlan, side) -> str | None:  # type: ignore[no-untyped-def]
+    """The index an incremental run's `changed >= watermark` read wants on the referencing or
+    copy side (the only side read from a watermark), when it has none."""
+    if side is not plan.left or side.changed is None:
+        return None
+    return side.lookup_index_hint((side.changed,))
 
 
 def _write_warning(database: Database, tables: list[sa.Table]) -> str | None:
@@ -243,6 +258,16 @@ def run(
     if fail_on_new and status in ("pass", "fail"):
         exit_code = compared.exit_code(fail_on)
     return replace(audit, baseline=path, diff=compared, exit_code=exit_code)
+
+
+def incremental_state(config: Config, full: bool = False) -> Incremental:
+    """Where `run --incremental` keeps each rule's state: `settings.state_dir` (relative to
+    the config) / the config's name."""
+    folder = Path(config.settings.state_dir)
+    if config.path and not folder.is_absolute():
+        folder = Path(config.path).parent / folder
+    stem = Path(config.path).stem if config.path else "audit"
+    return Incremental(folder / stem, config.settings.change_lag_s, full)
 
 
 def reports_directory(config: Config) -> Path | None:

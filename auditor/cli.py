@@ -146,10 +146,22 @@ def run(
         bool,
         _flag("--fail-on-new", help="Exit 1 only for findings new since --baseline."),
     ] = False,
+    incremental: Annotated[
+        bool,
+        _flag(
+            "--incremental",
+            help="Read only rows changed since the last run (sides with `changed`); keep state.",
+        ),
+    ] = False,
+    full: Annotated[
+        bool, _flag("--full", help="With --incremental: read everything, then keep the state.")
+    ] = False,
 ) -> None:
     """Run the audit described by CONFIG; exit 0 pass, 1 findings, 2 config, 3 database."""
     if fail_on_new and baseline is None:
         raise ConfigError("--fail-on-new needs --baseline PATH|last")
+    if full and not incremental:
+        raise ConfigError("--full goes with --incremental (a run without it is always full)")
     log.configure(log_file, verbose)
     cfg = load_config(config)
     settings = cfg.settings
@@ -160,6 +172,8 @@ def run(
         overrides["max_findings"] = max_findings
     if mask:
         overrides["masker"] = Masker.create(mask.value)
+    if incremental:
+        overrides["incremental"] = api.incremental_state(cfg, full)
     explicit = {
         "json": json_path,
         "html": html_path,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from auditor import compare, confirm, log, pairing
+from auditor import compare, confirm, incremental, log, pairing
 from auditor.concurrency import retrying
 from auditor.config.model import PiiRule, ReferenceRule, Settings
 from auditor.findings import FindingLog
@@ -40,6 +40,7 @@ class RunOptions:
     hold_rows: int | None = None  # None: HOLD_MAX_ROWS; 0 always partitions
     # Called between scan and recheck; tests use it to change the data in that window.
     before_recheck: Callable[[], None] | None = None
+    incremental: incremental.Incremental | None = None  # `run --incremental` (SPEC §11)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RunOptions:
@@ -96,21 +97,39 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
     rule = plan.rule
     collector = Collector(options.max_findings)
     rows: dict[str, int] = {}
+    state = _state(plan, options)
+    groups = None  # the referenced side's key groups, for the next state
+    mode = "full"
     with scratch() as space, contextlib.ExitStack() as stack:
+        lookups = Lookups(plan, stack, stop)
         right = pairing.held_right_side(plan, options, progress, stop, rows)
         if right is None:
+            if state is not None:
+                state.reason, state = "the referenced side is too big to hold in memory", None
             left, right = pairing.scan_both(plan, options, progress, stop, space, rows)
             pairs = pairing.partition_pairs(left, right, pairing.rows_per_partition(options, plan))
             log.event("scan_done", rule=rule.name, rows=sum(rows.values()),
                       duration_s=round(time.monotonic() - started, 3))  # fmt: skip
         else:
-            pairs = pairing.streamed_pairs(plan, options, progress, stop, rows, right.read(0))
-        lookups = Lookups(plan, stack, stop)
+            held = right.read(0)
+            reread, since = None, None
+            if state is not None:
+                groups = incremental.key_groups(plan, held)
+                previous = state.load()
+                if previous is not None:
+                    changed = incremental.changed_keys(plan, previous[0], groups)
+                    reread = incremental.left_rows(plan, lookups, changed, previous[1])
+                    since, mode = state.since, "incremental"
+            pairs = pairing.streamed_pairs(
+                plan, options, progress, stop, rows, held, reread=reread, since=since
+            )
         confirm_chunk = confirm.references if isinstance(rule, ReferenceRule) else confirm.copies
 
         def confirmed(candidates: pa.Table) -> None:
             if stop.is_set():  # stopping: queued chunks are dropped, the rule is interrupted
                 return
+            if state is not None:
+                state.record(candidates)
             room = collector.room(candidates.num_rows)
             for kind, build, count in confirm_chunk(plan, options, lookups, candidates, room):
                 if build is None:
@@ -157,7 +176,10 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
             suggested = suggest_keys(plan, lookups, right, collector.log.labelled())
             log.event("suggest_done", rule=rule.name,
                       duration_s=round(time.monotonic() - compared, 3))  # fmt: skip
+    if state is not None and groups is not None and not stop.is_set():
+        state.save(groups)
     return RuleResult(
+        incremental=_incremental_summary(options, state, mode),
         name=rule.name,
         type=rule.type,
         severity=rule.severity,
@@ -170,3 +192,33 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
         keyed_by_ref=plan.left.extract is not None,
         findings_truncated=collector.truncated,
     )
+
+
+def _state(plan: RulePlan, options: RunOptions) -> incremental.RuleState | None:
+    """This rule's incremental state, or None: not asked, or the rule cannot (said once)."""
+    if options.incremental is None:
+        return None
+    state = options.incremental.for_rule(plan)
+    why = state.supported
+    if why is not None:
+        incremental.say(plan.rule.name, why)
+        return None
+    state.read_watermark()
+    return state
+
+
+def _incremental_summary(
+    options: RunOptions, state: incremental.RuleState | None, mode: str
+) -> dict[str, Any] | None:
+    """What the report says of an incremental run: full or incremental, from which watermark,
+    and why a run was full."""
+    if options.incremental is None:
+        return None
+    if state is None:
+        return {"mode": "full", "since": None, "watermark": None, "reason": "not incremental"}
+    return {
+        "mode": mode,
+        "since": incremental.shown(state.since) if mode == "incremental" else None,
+        "watermark": incremental.shown(state.next_watermark),
+        "reason": state.reason if mode == "full" else None,
+    }

@@ -347,6 +347,7 @@ def plan_side(rule: Rule, role: str, side: TableSide, store: FileStore) -> SideP
         "where": "it is SQL; filter with extract",
         "value": for_redis,
         "require_ttl": for_redis,
+        "changed": "it is for SQL tables (files are read whole)",
     }
     what = (f"{store.name} is a directory of files", "files")
     referring_or_copying(rule, role, side, what, "rows are named by file and line", refused)

@@ -9,14 +9,15 @@ auditor.compare.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from auditor import log
+from auditor import incremental, log
 from auditor.batch import SideRows
 from auditor.checks.reference import group_keys
 from auditor.compare import key_index
@@ -153,9 +154,14 @@ def streamed_pairs(
     stop: Stop,
     rows: dict[str, int],
     right: pa.Table,
+    reread: pa.Table | None = None,
+    since: Any = None,
 ):
     """(chunk of referencing rows, the held side, its key groups, their KeyIndex) as the
     referencing side streams.
+
+    An incremental run (auditor.incremental) streams only rows changed `since`, after the
+    rows it `reread` by key (which the stream then leaves out).
 
     Chunks have a fixed size (one partition's worth), so memory does not grow with either table.
     Integer keys of the held side are indexed once (KeyIndex); other keys are hashed again per
@@ -174,7 +180,11 @@ def streamed_pairs(
     buffered = 0
     # A lost connection here propagates: run_rule starts the rule over (see there).
     size = batch_rows(side, options)
-    for batch in prepared_batches(side, rows_of, size, report, stop):
+    batches = prepared_batches(side, rows_of, size, report, stop, since)
+    if reread is not None:
+        report(side.role, reread.num_rows)
+        batches = itertools.chain(reread.to_batches(), incremental.without(batches, reread))
+    for batch in batches:
         buffer.append(batch)
         buffered += batch.num_rows
         if buffered >= chunk_rows:

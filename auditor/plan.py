@@ -51,6 +51,7 @@ class SidePlan:
     row_bytes: int | None = None  # estimated width of a row as read (see sample_row_bytes)
     key_range: tuple[int, int] | None = None  # smallest and largest key (see read_key_range)
     extract: Extraction | None = None  # references found inside a text column (SPEC §9)
+    changed: sa.Column | None = None  # moves when a row changes (incremental runs, SPEC §11)
 
     # A SQL table is read again by key in the recheck; files are not (see auditor.files).
     rereadable = True
@@ -105,9 +106,10 @@ class SidePlan:
                 first[column.name] = name
         return repeated
 
-    def select(self, filtered: bool = True) -> sa.Select:
+    def select(self, filtered: bool = True, since: Any = None) -> sa.Select:
         """The scan query: compare keys k*, row labels r*, values v* (each column once, see
-        `repeated`), soft-delete flag; `filtered=False` leaves out the side's `where`."""
+        `repeated`), soft-delete flag; `filtered=False` leaves out the side's `where`; `since`:
+        only rows whose `changed` column is past it (an incremental run)."""
         repeated = self.repeated
         exprs = [self._expr(c).label(n) for n, c in self._outputs() if n not in repeated]
         if self.soft_delete:
@@ -116,11 +118,18 @@ class SidePlan:
         query = sa.select(*exprs).select_from(self.info.table)
         if self.where and filtered:
             query = query.where(sa.literal_column(f"({self.where})"))
+        if since is not None:
+            assert self.changed is not None
+            query = query.where(self.changed >= sa.literal(since, self.changed.type))
         return query
 
     def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """The side's rows as raw batches named as `select` names them (k*, r*, v*, ...)."""
         return self.database.stream(self.sql(), batch_rows)
+
+    def stream_changed(self, batch_rows: int, since: Any) -> Iterator[pa.RecordBatch]:
+        """As `stream`, only the rows whose `changed` column is at `since` or past it."""
+        return self.database.stream(self.sql(since), batch_rows)
 
     @property
     def pushes(self) -> bool:
@@ -208,14 +217,18 @@ class SidePlan:
             )
         )
 
-    def sql(self) -> str:
+    def sql(self, since: Any = None) -> str:
         """The scan query as text for the fast drivers, which run it as it is: without the
         `%%` a pyformat driver needs for each `%` (a `where` of `code = '50%'` would match
         '50%%'; a table named `t%` would not be found)."""
         dialect = copy.copy(self.database.engine.dialect)
         dialect.paramstyle, dialect.positional = "named", False
         dialect.identifier_preparer = dialect.preparer(dialect)
-        return str(self.select().compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        return str(
+            self.select(since=since).compile(
+                dialect=dialect, compile_kwargs={"literal_binds": True}
+            )
+        )
 
     def lookup_index_hint(self, columns: tuple[sa.Column, ...]) -> str | None:
         """`CREATE INDEX ...` that would serve look-ups on `columns`, or None when one exists."""
@@ -390,6 +403,10 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
     def cols(names: list[str], *loc: str) -> tuple[sa.Column, ...]:
         return columns_of(info, names, *loc)
 
+    def changed(side: TableSide, role: str) -> sa.Column | None:
+        name = getattr(side, "changed", None)
+        return None if name is None else cols([name], role, "changed")[0]
+
     def predicate(text: str | None, *loc: str) -> str | None:
         if text is None:
             return None
@@ -414,6 +431,7 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
                 labels=labels,
                 where=predicate(rule.from_.where, "from", "where"),
                 extract=extracted,
+                changed=changed(rule.from_, "from"),
             )
         if role == "to":
             return SidePlan(
@@ -423,6 +441,7 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
                 cols(rule.to.columns, "to", "columns"),
                 where=predicate(rule.to.where, "to", "where"),
                 soft_delete=predicate(rule.to.soft_delete, "to", "soft_delete"),
+                changed=changed(rule.to, "to"),
             )
         assert rule.aliases is not None
         return SidePlan(
@@ -441,6 +460,7 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
             cols(rule.source.key, "source", "key"),
             values=field_columns(info, rule, "source"),
             where=predicate(rule.source.where, "source", "where"),
+            changed=changed(rule.source, "source"),
         )
     row_key = rule.copy_.row_key
     labels = cols(row_key, "copy", "row_key") if row_key else cols(_primary_key(info, role), role)
@@ -455,6 +475,7 @@ def _side_plan(rule: Rule, role: str, database: Database, info: TableInfo) -> Si
         values=values,
         where=predicate(rule.copy_.where, "copy", "where"),
         extract=extracted,
+        changed=changed(rule.copy_, "copy"),
     )
 
 

@@ -371,7 +371,11 @@ class RedisSidePlan(StoreSidePlan):
 def plan_side(rule: Rule, role: str, side: TableSide, store: RedisStore) -> SidePlan:
     """A Redis side: a reference's `from` (cache entries that refer) or a PII `copy` (cached
     copies), rows named by their key."""
-    refused = {"where": "it is SQL", "extract": "values are read as they are"}
+    refused = {
+        "where": "it is SQL",
+        "extract": "values are read as they are",
+        "changed": "it is for SQL tables (a keyspace is read whole)",
+    }
     what = (f"{store.name} is a Redis keyspace", "Redis sides")
     referring_or_copying(rule, role, side, what, "entries are named by their key", refused)
     value = side.value or "none"

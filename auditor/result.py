@@ -146,6 +146,7 @@ class RuleResult:
     # One row can hold several references (`extract`): a finding is then known by its ref too.
     keyed_by_ref: bool = False
     rule_sha256: str | None = None  # the rule as configured (see config.model.fingerprint)
+    incremental: dict[str, Any] | None = None  # `run --incremental`: mode, since, watermark
 
     @property
     def total(self) -> int:
@@ -169,6 +170,7 @@ class RuleResult:
             }
             | ({"identity": list(REF_IDENTITY)} if self.keyed_by_ref else {})
             | ({"rule_sha256": self.rule_sha256} if self.rule_sha256 else {})
+            | ({"incremental": self.incremental} if self.incremental else {})
         )
 
 

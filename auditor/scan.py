@@ -17,6 +17,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -212,7 +213,12 @@ EXTRACT_THREADS = 2  # the machine's cores: extracting is the costly part of suc
 
 
 def prepared_batches(
-    side: SidePlan, rows: SideRows, batch_size: int, progress: Progress, stop: Stop
+    side: SidePlan,
+    rows: SideRows,
+    batch_size: int,
+    progress: Progress,
+    stop: Stop,
+    since: Any = None,
 ) -> Iterator[pa.RecordBatch]:
     """One side, read in one read-only statement (one snapshot), as batches of `rows`.
 
@@ -234,7 +240,10 @@ def prepared_batches(
     try:
         with ThreadPoolExecutor(max(threads, 1), thread_name_prefix="extract") as pool:
             pending: deque = deque()
-            for raw in read_ahead(side.stream(batch_size), stop, overflow=side.pushes):
+            stream = (
+                side.stream(batch_size) if since is None else side.stream_changed(batch_size, since)
+            )
+            for raw in read_ahead(stream, stop, overflow=side.pushes):
                 if stop.is_set():
                     raise Interrupted("interrupted while scanning")
                 if not raw.num_rows:

@@ -57,6 +57,10 @@ class Settings(Model):
     max_findings: Annotated[int, Field(ge=0)] = 1000
     fail_on: FailOn = "error"
     statement_timeout_s: PositiveInt | None = 300
+    # Incremental runs (SPEC §11): where each rule's state lives (relative to the config), and
+    # how far back before the last run's newest change rows are read again.
+    state_dir: str = ".auditor-state/"
+    change_lag_s: Annotated[int, Field(ge=0)] = 300
 
 
 class ReportsConfig(Model):
@@ -108,9 +112,14 @@ class Extract(Model):
 
 
 class FromSide(TableSide):
+    """The referencing rows. `changed`: the column that moves when a row changes (a timestamp
+    or an increasing version); `run --incremental` then reads only rows changed since the last
+    run (SPEC §11). The same on every table side."""
+
     columns: Columns
     key: Columns | None = None
     extract: Extract | None = None
+    changed: str | None = None
 
     @model_validator(mode="after")
     def _extracted_columns(self) -> FromSide:
@@ -123,6 +132,7 @@ class FromSide(TableSide):
 class ToSide(TableSide):
     columns: Columns
     soft_delete: str | None = None
+    changed: str | None = None
 
     @field_validator("soft_delete")
     @classmethod
@@ -143,12 +153,14 @@ class AliasSide(TableSide):
 
 class SourceSide(TableSide):
     key: Columns
+    changed: str | None = None
 
 
 class CopySide(TableSide):
     key: Columns
     row_key: Columns | None = None
     extract: Extract | None = None
+    changed: str | None = None
 
 
 class FieldRule(Model):

@@ -1,0 +1,291 @@
+"""Incremental runs (SPEC §11): read what changed, and prove nothing else could have.
+
+A referencing (or copy) row's outcome depends on its own values and on the state of the key
+it points at. So, with the state a rule kept from its last run (the referenced/source side's
+keys as groups: how many rows hold each, whether all are soft-deleted and, for pii, a hash of
+their fields; the labels of the rows that were findings; a watermark on the referencing
+side's `changed` column), a run reads:
+
+- the referencing rows changed since the watermark (`changed >= watermark`; the watermark is
+  the newest value seen minus `change_lag_s`, so a row committed late or stamped by a clock
+  that went back within the lag is read again);
+- the referenced side whole (held in memory, as a full run does: its keys are what tells
+  deleted, soft-deleted, restored, added and edited keys from the state);
+- by key, the referencing rows pointing at any key whose group changed, and the rows of the
+  last run's findings;
+
+and checks exactly those against the referenced side. Every other row is unchanged and points
+at an unchanged key that was fine: it is still fine. The result equals a full run's. A state
+that is missing, unreadable or made under another rule or store is discarded (said once) and
+the run is full; any run that ends without error stores the next state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from auditor import log
+from auditor.batch import DELETED, LABEL, VALUE, SideRows, key_names, names_of
+from auditor.config.model import PiiRule
+from auditor.plan import RulePlan, StoreSidePlan
+
+STATE_VERSION = 1
+GROUPS = "keys.parquet"
+FINDINGS = "findings.parquet"
+META = "state.json"
+
+
+@dataclass
+class Incremental:
+    """What `run --incremental` needs for a run: where states live and how far back to read."""
+
+    folder: Path  # state_dir/<config name>/
+    lag_s: int
+    full: bool = False  # --full: read everything, then store the state
+
+    def for_rule(self, plan: RulePlan) -> RuleState:
+        return RuleState(self.folder / plan.rule.name, plan, self.lag_s, self.full)
+
+
+@dataclass
+class RuleState:
+    """One rule's state on disk, and what this run learns for the next."""
+
+    folder: Path
+    plan: RulePlan
+    lag_s: int
+    full: bool
+    reason: str | None = None  # why this run is full
+    since: Any = None  # the watermark read from (incremental runs)
+    next_watermark: Any = None
+    labels: list[pa.Table] = field(default_factory=list)
+
+    @property
+    def supported(self) -> str | None:
+        """Why the rule cannot run incrementally, or None."""
+        left = self.plan.left
+        if isinstance(left, StoreSidePlan):
+            return f"{left.label} is not a SQL table"
+        if left.changed is None:
+            return f"{left.role} has no `changed` column: read in full"
+        return None
+
+    def fingerprint(self) -> str:
+        """The rule and the stores it reads: a state made under others is not used."""
+        plan = self.plan
+        sides = [(s.role, s.database.redacted, s.info.label) for s in plan.sides]
+        text = json.dumps([STATE_VERSION, plan.rule.fingerprint(), sides, plan.key_types])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def read_watermark(self) -> None:
+        """The newest `changed` value now, before anything is read (a row changed while the
+        run reads is read again next time), minus the lag."""
+        left = self.plan.left
+        assert left.changed is not None
+        with left.database.snapshot() as conn:
+            newest = conn.execute(sa.select(sa.func.max(left.changed))).scalar()
+        self.next_watermark = _minus_lag(newest, self.lag_s)
+
+    def load(self) -> tuple[pa.Table, pa.Table] | None:
+        """(key groups, finding labels) of the last run, or None (said why) for a full run."""
+        if self.full:
+            self.reason = "--full"
+            return None
+        meta_path = self.folder / META
+        if not meta_path.exists():
+            self.reason = "no state yet"
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("fingerprint") != self.fingerprint():
+                self.reason = "the rule or its stores changed since the state was stored"
+                return None
+            groups = pq.read_table(self.folder / meta["groups"])
+            labels = pq.read_table(self.folder / meta["findings"])
+            self.since = _loaded(meta["watermark"])
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+            self.reason = f"the state could not be read ({type(exc).__name__})"
+            return None
+        return groups, labels
+
+    def record(self, candidates: pa.Table) -> None:
+        """The row labels of candidates: the rows the next run reads again by key."""
+        names = names_of(candidates, LABEL)
+        if candidates.num_rows:
+            self.labels.append(candidates.select(names))
+
+    def save(self, groups: pa.Table) -> None:
+        """Store the next state: new files first, then `state.json` naming them, atomically
+        replaced; a crash in between leaves the last state whole."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        generation = uuid.uuid4().hex[:12]
+        names = {
+            "groups": f"keys-{generation}.parquet",
+            "findings": f"findings-{generation}.parquet",
+        }
+        schema = _label_schema(self.plan)
+        labels = pa.concat_tables([t.cast(schema) for t in self.labels] or [schema.empty_table()])
+        pq.write_table(groups, self.folder / names["groups"], compression="zstd")
+        pq.write_table(labels, self.folder / names["findings"], compression="zstd")
+        meta = {
+            "version": STATE_VERSION,
+            "fingerprint": self.fingerprint(),
+            "watermark": _stored(self.next_watermark),
+            "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            **names,
+        }
+        temporary = self.folder / f"{META}.{generation}.tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(meta, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.folder / META)
+        for old in self.folder.iterdir():
+            if old.suffix == ".parquet" and generation not in old.name:
+                with contextlib.suppress(OSError):
+                    old.unlink()
+
+
+def key_groups(plan: RulePlan, right: pa.Table) -> pa.Table:
+    """The referenced/source side as its state keeps it: per canonical key, how many rows hold
+    it, whether all of them are soft-deleted and (pii) a hash of their compared values."""
+    keys = key_names(len(plan.key_types))
+    columns = {name: right[name] for name in keys}
+    if DELETED in right.column_names:
+        columns[DELETED] = right[DELETED]
+    else:
+        columns[DELETED] = pa.array([0] * right.num_rows, pa.int8())
+    aggregates: list[tuple[str, str]] = [(keys[0], "count"), (DELETED, "min")]
+    if isinstance(plan.rule, PiiRule):
+        columns["h"] = _row_hashes(right)
+        aggregates += [("h", "min"), ("h", "max")]
+    table = pa.table(columns)
+    grouped = table.group_by(keys).aggregate(aggregates)
+    return grouped.sort_by([(k, "ascending") for k in keys])
+
+
+def changed_keys(plan: RulePlan, before: pa.Table, now: pa.Table) -> list[tuple]:
+    """Canonical keys whose group differs between the state and now (deleted, added,
+    soft-deleted, restored, duplicated or no longer, fields edited)."""
+    keys = key_names(len(plan.key_types))
+    if before.schema != now.schema:
+        before = before.cast(now.schema)
+    joined = before.join(now, keys, join_type="full outer", left_suffix="_a", right_suffix="_b")
+    differs = None
+    for name in now.column_names:
+        if name in keys:
+            continue
+        a, b = joined[f"{name}_a"], joined[f"{name}_b"]
+        unequal = pc.or_kleene(
+            pc.invert(pc.equal(pc.is_null(a), pc.is_null(b))),
+            pc.fill_null(pc.not_equal(a, b), False),
+        )
+        differs = unequal if differs is None else pc.or_(differs, unequal)
+    if differs is None:
+        return []
+    picked = joined.filter(differs)
+    return list(zip(*(picked[k].to_pylist() for k in keys), strict=True))
+
+
+def _row_hashes(right: pa.Table) -> pa.Array:
+    """A 63-bit hash of each row's compared values (NULL and "" told apart)."""
+    values = [right[n].to_pylist() for n in names_of(right, VALUE)]
+    hashes = []
+    for row in zip(*values, strict=True):
+        text = json.dumps(row, ensure_ascii=False)
+        digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+        hashes.append(int.from_bytes(digest, "big") >> 1)
+    return pa.array(hashes, pa.int64())
+
+
+def _minus_lag(value: Any, lag_s: int) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime | dt.date):
+        return value - dt.timedelta(seconds=lag_s)
+    return value  # an increasing version: rows committed late are what the lag cannot cover
+
+
+def _stored(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return {"type": "datetime", "value": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"type": "date", "value": value.isoformat()}
+    if isinstance(value, int):
+        return {"type": "int", "value": value}
+    return {"type": "text", "value": str(value)}
+
+
+def _loaded(stored: dict[str, Any] | None) -> Any:
+    if stored is None:
+        return None
+    kind, value = stored["type"], stored["value"]
+    if kind == "datetime":
+        return dt.datetime.fromisoformat(value)
+    if kind == "date":
+        return dt.date.fromisoformat(value)
+    if kind == "int":
+        return int(value)
+    return value
+
+
+def shown(value: Any) -> Any:
+    """A watermark as the report shows it."""
+    stored = _stored(value)
+    return None if stored is None else stored["value"]
+
+
+def left_rows(plan: RulePlan, lookups: Any, keys: list[tuple], labels: pa.Table) -> pa.Table:
+    """The referencing rows read again by key (each once): those pointing at changed keys and
+    those that were findings."""
+    tables = [SideRows.of(plan.left, plan.key_types).empty_table()]
+    if keys:
+        tables.append(lookups.fetch(plan.left, "compare", [k for k in keys if None not in k]))
+    if labels.num_rows:
+        wanted = list(dict.fromkeys(zip(*(c.to_pylist() for c in labels.columns), strict=True)))
+        tables.append(lookups.fetch(plan.left, "labels", wanted))
+    table = pa.concat_tables(tables)
+    seen: set[tuple] = set()
+    keep = []
+    for row in zip(*(c.to_pylist() for c in table.columns), strict=True):
+        keep.append(row not in seen)
+        seen.add(row)
+    return table.filter(pa.array(keep, pa.bool_()))
+
+
+def _label_schema(plan: RulePlan) -> pa.Schema:
+    schema = SideRows.of(plan.left, plan.key_types).schema
+    return pa.schema([schema.field(n) for n in names_of(schema, LABEL)])
+
+
+def without(batches: Iterator[pa.RecordBatch], read: pa.Table) -> Iterator[pa.RecordBatch]:
+    """`batches` without the rows whose labels are in `read` (already read by key)."""
+    names = names_of(read, LABEL)
+    if not read.num_rows:
+        yield from batches
+        return
+    taken = set(zip(*(read[n].to_pylist() for n in names), strict=True))
+    for batch in batches:
+        labels = zip(*(batch.column(n).to_pylist() for n in names), strict=True)
+        keep = pa.array([row not in taken for row in labels], pa.bool_())
+        yield batch.filter(keep)
+
+
+def say(rule: str, reason: str) -> None:
+    log.event("incremental_full", rule=rule, reason=reason)
