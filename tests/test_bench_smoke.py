@@ -32,3 +32,13 @@ def test_fix_bench_runs_and_repairs_every_alias():
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "auditor fix --apply" in result.stdout and "FAIL" not in result.stdout
+
+
+def test_incremental_bench_runs_and_agrees_with_a_full_run():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "incremental.py"), "--reviews", "20000",
+         "--products", "2000"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT / "bench",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "mode incremental" in result.stdout and "FAIL" not in result.stdout

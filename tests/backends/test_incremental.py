@@ -288,3 +288,35 @@ def test_check_suggests_an_index_on_changed(database_factory, tmp_path):
     world.shop.execute("CREATE INDEX ix_reviews_version ON reviews (version)")
     result = api.check(load_config(world.config()))
     assert len([w for rule in result.rules for w in rule.warnings if "`changed`" in w]) == 1
+
+
+def test_a_crash_while_storing_leaves_the_last_state(database_factory, tmp_path, monkeypatch):
+    """The new files are written before `state.json` names them: a run that dies in between
+    leaves the last state whole, and the next run reads from it, correctly."""
+    from auditor import incremental
+
+    world = World(database_factory("sqlite"), database_factory("sqlite"), tmp_path)
+    world.reset()
+    path = world.config()
+    findings(path, incremental=True)
+    world.review(2, 77)
+    real = incremental.pq.write_table
+    calls = []
+
+    def dies_on_the_second_file(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(incremental.pq, "write_table", dies_on_the_second_file)
+    config = load_config(path)
+    options = RunOptions.from_settings(config.settings, incremental=api.incremental_state(config))
+    failed = api.run(config, options=options)
+    assert failed.exit_code == 3 and failed.rules[0].error == "cannot read or write: disk full"
+    monkeypatch.setattr(incremental.pq, "write_table", real)
+    world.review(5, 78)
+    found, summary = findings(path, incremental=True)
+    assert summary["reviews"]["mode"] == "incremental"
+    assert found == findings(path, incremental=False)[0]
+    assert len(found["reviews"]) >= 2
