@@ -63,8 +63,8 @@ class RuleCheck:
             if side.lookup_index
         ] + [f"{side.table}: the key pattern matches no key" for side in self.sides
              if side.ttl_sample == (0, 0)] + [
-            f"{side.table}: no index on its `changed` column; an incremental run reads "
-            f"it by range, consider: {side.changed_index}"
+            f"{side.table}: an incremental run reads it by `changed` and by the referencing "
+            f"columns, consider: {side.changed_index}"
             for side in self.sides if side.changed_index
         ]  # fmt: skip
 
@@ -150,11 +150,13 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
 
 
 def _changed_index(plan: RulePlan, side) -> str | None:  # type: ignore[no-untyped-def]
-    """The index an incremental run's `changed >= watermark` read wants on the referencing or
-    copy side (the only side read from a watermark), when it has none."""
+    """The indexes an incremental run's reads want on the referencing or copy side, when it
+    has none: on `changed` (rows changed since the watermark) and on the referencing columns
+    (the rows pointing at a key that changed)."""
     if side is not plan.left or side.changed is None:
         return None
-    return side.lookup_index_hint((side.changed,))
+    hints = [side.lookup_index_hint((side.changed,)), side.lookup_index_hint(side.compare)]
+    return "; ".join(hint for hint in hints if hint) or None
 
 
 def _write_warning(database: Database, tables: list[sa.Table]) -> str | None:

@@ -42,6 +42,7 @@ def load(url: str, products: int, reviews: int) -> None:
             {"p": products, "n": reviews},
         )
         conn.exec_driver_sql("CREATE INDEX reviews_version ON reviews (version)")
+        conn.exec_driver_sql("CREATE INDEX reviews_product ON reviews (product_id)")
         conn.exec_driver_sql("ANALYZE")
     engine.dispose()
 
