@@ -2,8 +2,8 @@
 
     python bench/incremental.py --reviews 5000000 --products 200000
 
-Builds two new PostgreSQL databases (W1's reference rule: reviews -> products, with a
-`version` column on reviews, indexed), runs `auditor run --incremental` once (full: stores the
+Builds a new PostgreSQL database (W1's reference rule: reviews -> products; reviews has a
+`version` column, indexed as `auditor check` suggests, with product_id), runs `auditor run --incremental` once (full: stores the
 state), then changes 1% of the reviews (a new product id, version bumped; a tenth of them an
 orphan) and 0.1% of the products (half deleted, half soft-deleted), and times, each in a child
 process with its peak RSS:
