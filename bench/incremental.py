@@ -37,7 +37,7 @@ def load(url: str, products: int, reviews: int) -> None:
         )
         conn.execute(
             sa.text(
-                "INSERT INTO reviews SELECT i, 1 + (i * 7919) % :p, i FROM generate_series(1, :n) i"
+                "INSERT INTO reviews SELECT i, 1 + (i::bigint * 7919) % :p, i FROM generate_series(1, :n) i"
             ),
             {"p": products, "n": reviews},
         )
