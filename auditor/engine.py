@@ -104,9 +104,13 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
         lookups = Lookups(plan, stack, stop)
         right = pairing.held_right_side(plan, options, progress, stop, rows)
         if right is None:
-            if state is not None:
-                state.reason, state = "the referenced side is too big to hold in memory", None
-            left, right = pairing.scan_both(plan, options, progress, stop, space, rows)
+            if state is None:
+                left, right = pairing.scan_both(plan, options, progress, stop, space, rows)
+            else:
+                left, right, groups, changed_only = pairing.scan_changed(
+                    plan, options, progress, stop, space, rows, state, lookups
+                )
+                mode = "incremental" if changed_only else "full"
             pairs = pairing.partition_pairs(left, right, pairing.rows_per_partition(options, plan))
             log.event("scan_done", rule=rule.name, rows=sum(rows.values()),
                       duration_s=round(time.monotonic() - started, 3))  # fmt: skip

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from auditor import incremental, log
-from auditor.batch import SideRows
+from auditor.batch import SideRows, key_names
 from auditor.checks.reference import group_keys
 from auditor.compare import key_index
 from auditor.concurrency import CancelToken, Stop, retrying
@@ -261,3 +261,50 @@ def scan_both(
             wait(futures)
             raise error
     return spills[0], spills[1]
+
+
+def scan_changed(
+    plan: RulePlan,
+    options: RunOptions,
+    progress: Progress,
+    stop: Stop,
+    space: Scratch,
+    rows: dict[str, int],
+    state: incremental.RuleState,
+    lookups: Any,
+) -> tuple[Spill, Spill, pa.Table, bool]:
+    """scan_both for an incremental run whose referenced side is too big to hold: that side
+    is read whole into its partitions first (its key groups are what the state is diffed
+    with), then the referencing rows the diff and the watermark name. Returns both spills,
+    the key groups, and whether the run was incremental (False: no usable state, so the
+    referencing side was read whole)."""
+    estimates = (plan.left.info.estimated_rows, plan.right.info.estimated_rows)
+    partitions = partition_count(*estimates, rows_per_partition=rows_per_partition(options, plan))
+    key_range = plan.partition_range
+    left, right = (
+        Spill(SideRows.of(side, plan.key_types).schema, partitions, space, key_range=key_range)
+        for side in (plan.left, plan.right)
+    )
+    read_side(plan, plan.right, right, options, progress, stop, rows)
+    keys = [(name, "ascending") for name in key_names(len(plan.key_types))]
+    groups = pa.concat_tables(
+        [incremental.key_groups(plan, right.read(part)) for part in range(partitions)]
+    ).sort_by(keys)
+    previous = state.load()
+    if previous is None:
+        read_side(plan, plan.left, left, options, progress, stop, rows)
+        return left, right, groups, False
+    changed = incremental.changed_keys(plan, previous[0], groups)
+    reread = incremental.left_rows(plan, lookups, changed, previous[1])
+    report = _counter(plan, plan.left, progress, rows)
+    rows[plan.left.role] = 0
+    report(plan.left.role, reread.num_rows)
+    rows_of = SideRows.of(plan.left, plan.key_types)
+    streamed = prepared_batches(
+        plan.left, rows_of, batch_rows(plan.left, options), report, stop, state.since
+    )
+    for batch in itertools.chain(reread.to_batches(), incremental.without(streamed, reread)):
+        if batch.num_rows:
+            left.add(batch)
+    left.finish()
+    return left, right, groups, True

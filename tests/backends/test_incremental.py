@@ -178,10 +178,12 @@ def world(request, database_factory, tmp_path) -> World:
 
 
 @settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(steps=st.lists(st.lists(OPERATIONS, min_size=1, max_size=4), min_size=1, max_size=4))
-def test_incremental_findings_equal_a_full_runs(world, steps):
+def test_incremental_findings_equal_a_full_runs(world, strategy, steps):
+    """Both ways the referenced side is read: held in memory, and into partitions on disk
+    (a side too big to hold)."""
     world.reset()
     path = world.config()
     first, summary = findings(path, incremental=True)
