@@ -9,8 +9,8 @@ side's `changed` column), a run reads:
 - the referencing rows changed since the watermark (`changed >= watermark`; the watermark is
   the newest value seen minus `change_lag_s`, so a row committed late or stamped by a clock
   that went back within the lag is read again);
-- the referenced side whole (held in memory, as a full run does: its keys are what tells
-  deleted, soft-deleted, restored, added and edited keys from the state);
+- the referenced side whole (held in memory or into partitions, as a full run does: its keys
+  are what tells deleted, soft-deleted, restored, added and edited keys from the state);
 - by key, the referencing rows pointing at any key whose group changed, and the rows of the
   last run's findings;
 
@@ -45,9 +45,7 @@ from auditor.config.model import PiiRule
 from auditor.plan import RulePlan, StoreSidePlan
 
 STATE_VERSION = 1
-GROUPS = "keys.parquet"
-FINDINGS = "findings.parquet"
-META = "state.json"
+META = "state.json"  # names the current generation's files: keys-<g>.parquet, findings-<g>...
 
 
 @dataclass
