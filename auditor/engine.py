@@ -118,8 +118,8 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
             held = right.read(0)
             reread, since = None, None
             if state is not None:
-                groups = incremental.key_groups(plan, held)
                 previous = state.load()
+                groups = state.groups(held, previous and previous[0])
                 if previous is not None:
                     changed = incremental.changed_keys(plan, previous[0], groups)
                     reread = incremental.left_rows(plan, lookups, changed, previous[1])

@@ -45,6 +45,7 @@ from auditor.config.model import PiiRule
 from auditor.plan import RulePlan, StoreSidePlan
 
 STATE_VERSION = 1
+EDITED_BATCH = 50_000  # rows of a source changed since, read to hash again
 META = "state.json"  # names the current generation's files: keys-<g>.parquet, findings-<g>...
 
 
@@ -71,7 +72,11 @@ class RuleState:
     reason: str | None = None  # why this run is full
     since: Any = None  # the watermark read from (incremental runs)
     next_watermark: Any = None
+    # A pii source with its own `changed`: only its rows changed since are hashed again.
+    source_since: Any = None
+    next_source_watermark: Any = None
     labels: list[pa.Table] = field(default_factory=list)
+    _edited: pa.Table | None = None  # keys of source rows changed since (see `groups`)
 
     @property
     def supported(self) -> str | None:
@@ -98,6 +103,37 @@ class RuleState:
         with left.database.snapshot() as conn:
             newest = conn.execute(sa.select(sa.func.max(left.changed))).scalar()
         self.next_watermark = _minus_lag(newest, self.lag_s)
+        if self._source_changed is not None:
+            with self.plan.right.database.snapshot() as conn:
+                newest = conn.execute(sa.select(sa.func.max(self._source_changed))).scalar()
+            self.next_source_watermark = _minus_lag(newest, self.lag_s)
+
+    @property
+    def _source_changed(self) -> sa.Column | None:
+        right = self.plan.right
+        if isinstance(self.plan.rule, PiiRule) and not isinstance(right, StoreSidePlan):
+            return right.changed
+        return None
+
+    def groups(self, right: pa.Table, previous: pa.Table | None) -> pa.Table:
+        """The key groups of (a partition of) the referenced side now. A pii source with its
+        own `changed` and a state: only the keys of rows changed since are hashed again (read
+        after the side itself, so an edit made while it was read is seen next time), the
+        others keep the state's hash."""
+        if previous is None or self._source_changed is None or self.source_since is None:
+            return key_groups(self.plan, right)
+        if self._edited is None:
+            self._edited = self._edited_keys()
+        return key_groups(self.plan, right, previous, self._edited)
+
+    def _edited_keys(self) -> pa.Table:
+        side = self.plan.right
+        rows_of = SideRows.of(side, self.plan.key_types)
+        keys = key_names(len(self.plan.key_types))
+        tables = [rows_of.empty_table().select(keys)]
+        for raw in side.stream_changed(EDITED_BATCH, self.source_since):
+            tables.append(pa.Table.from_batches([rows_of.prepare(raw, side.repeated)]).select(keys))
+        return pa.concat_tables(tables).group_by(keys).aggregate([])
 
     def load(self) -> tuple[pa.Table, pa.Table] | None:
         """(key groups, finding labels) of the last run, or None (said why) for a full run."""
@@ -116,6 +152,7 @@ class RuleState:
             groups = pq.read_table(self.folder / meta["groups"])
             labels = pq.read_table(self.folder / meta["findings"])
             self.since = _loaded(meta["watermark"])
+            self.source_since = _loaded(meta.get("source_watermark"))
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
             self.reason = f"the state could not be read ({type(exc).__name__})"
             return None
@@ -144,6 +181,7 @@ class RuleState:
             "version": STATE_VERSION,
             "fingerprint": self.fingerprint(),
             "watermark": _stored(self.next_watermark),
+            "source_watermark": _stored(self.next_source_watermark),
             "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **names,
         }
@@ -170,21 +208,38 @@ def _compact(table: pa.Table) -> dict[str, Any]:
     }
 
 
-def key_groups(plan: RulePlan, right: pa.Table) -> pa.Table:
+def key_groups(
+    plan: RulePlan,
+    right: pa.Table,
+    previous: pa.Table | None = None,
+    edited: pa.Table | None = None,
+) -> pa.Table:
     """The referenced/source side as its state keeps it: per canonical key, how many rows hold
-    it, whether all of them are soft-deleted and (pii) a hash of their compared values."""
+    it, whether all of them are soft-deleted and (pii) a hash of their compared values. Given
+    the `previous` groups and the `edited` keys, only edited keys' rows are hashed; the rest
+    keep their previous hash (a key in neither gets none: it counts as changed)."""
     keys = key_names(len(plan.key_types))
     columns = {name: right[name] for name in keys}
     if DELETED in right.column_names:
         columns[DELETED] = right[DELETED]
     else:
-        columns[DELETED] = pa.array([0] * right.num_rows, pa.int8())
+        columns[DELETED] = pa.array(np.zeros(right.num_rows, dtype=np.int8))
     aggregates: list[tuple[str, str]] = [(keys[0], "count"), (DELETED, "min")]
-    if isinstance(plan.rule, PiiRule):
+    pii = isinstance(plan.rule, PiiRule)
+    if pii and edited is None:
         columns["h"] = _row_hashes(right)
         aggregates.append(("h", "min"))  # a duplicated key is not compared: one hash will do
-    table = pa.table(columns)
-    grouped = table.group_by(keys).aggregate(aggregates)
+    grouped = pa.table(columns).group_by(keys).aggregate(aggregates)
+    if pii and edited is not None and previous is not None:
+        changed = right.join(edited, keys, join_type="left semi")
+        hashed = pa.table({**{k: changed[k] for k in keys}, "h": _row_hashes(changed)})
+        fresh = hashed.group_by(keys).aggregate([("h", "min")]).rename_columns([*keys, "h_new"])
+        kept = previous.select([*keys, "h_min"]).rename_columns([*keys, "h_old"])
+        grouped = grouped.join(kept, keys, join_type="left outer").join(
+            fresh, keys, join_type="left outer"
+        )
+        hashes = pc.coalesce(grouped["h_new"], grouped["h_old"])
+        grouped = grouped.drop_columns(["h_new", "h_old"]).append_column("h_min", hashes)
     return grouped.sort_by([(k, "ascending") for k in keys])
 
 

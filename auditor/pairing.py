@@ -286,11 +286,11 @@ def scan_changed(
         for side in (plan.left, plan.right)
     )
     read_side(plan, plan.right, right, options, progress, stop, rows)
+    previous = state.load()
     keys = [(name, "ascending") for name in key_names(len(plan.key_types))]
     groups = pa.concat_tables(
-        [incremental.key_groups(plan, right.read(part)) for part in range(partitions)]
+        [state.groups(right.read(part), previous and previous[0]) for part in range(partitions)]
     ).sort_by(keys)
-    previous = state.load()
     if previous is None:
         read_side(plan, plan.left, left, options, progress, stop, rows)
         return left, right, groups, False

@@ -44,7 +44,8 @@ class World:
         )
         self.catalog.execute("CREATE TABLE aliases (old_id INTEGER PRIMARY KEY, new_id INTEGER)")
         self.catalog.execute(
-            "CREATE TABLE customers (id INTEGER PRIMARY KEY, email VARCHAR(40), name VARCHAR(40))"
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, email VARCHAR(40), "
+            "name VARCHAR(40), version BIGINT)"
         )
         self.shop.execute(
             "CREATE TABLE reviews (id INTEGER PRIMARY KEY, product_id INTEGER, version BIGINT)"
@@ -56,7 +57,7 @@ class World:
         for product in PRODUCTS:
             self.catalog.execute(f"INSERT INTO products VALUES ({product}, 0)")
             self.catalog.execute(
-                f"INSERT INTO customers VALUES ({product}, 'c{product}@x.org', 'C {product}')"
+                f"INSERT INTO customers VALUES ({product}, 'c{product}@x.org', 'C {product}', 0)"
             )
         for row in range(1, 13):
             self.review(row, row % 10)
@@ -79,7 +80,7 @@ class World:
             "INSERT INTO orders VALUES (:r, :c, :e, :v)", r=row, c=customer, e=email, v=self.bump()
         )
 
-    def config(self, lag: int = 0) -> Path:
+    def config(self, lag: int = 0, source_changed: bool = False) -> Path:
         catalog, shop = self.catalog.url, self.shop.url
         aliases = {"db": "catalog", "table": "aliases", "old": ["old_id"], "new": ["new_id"]}
         data = {
@@ -93,7 +94,8 @@ class World:
                  "to": {"db": "catalog", "table": "products", "columns": ["id"],
                         "soft_delete": "deleted = 1"}},
                 {"name": "orders", "type": "pii",
-                 "source": {"db": "catalog", "table": "customers", "key": ["id"]},
+                 "source": {"db": "catalog", "table": "customers", "key": ["id"],
+                            **({"changed": "version"} if source_changed else {})},
                  "copy": {"db": "shop", "table": "orders", "key": ["customer_id"],
                           "changed": "version"},
                  "fields": [{"source": "email", "copy": "email", "normalize": ["email"]}]},
@@ -137,6 +139,7 @@ OPERATIONS = st.one_of(
         st.sampled_from(["c1@x.org", "C2@X.org", "new@x.org", None]),
     ),  # fmt: skip
     st.tuples(st.just("delete_customer"), st.sampled_from(list(PRODUCTS)), st.none()),
+    st.tuples(st.just("insert_customer"), st.integers(1, 10), st.none()),
     st.tuples(
         st.just("order"),
         st.integers(1, 16),
@@ -164,9 +167,18 @@ def apply(world: World, operation: tuple[str, int, Any]) -> None:
         if value is not None:
             catalog.execute("INSERT INTO aliases VALUES (:o, :n)", o=target, n=value)
     elif name == "customer_email":
-        catalog.execute("UPDATE customers SET email = :e WHERE id = :c", e=value, c=target)
+        catalog.execute(
+            "UPDATE customers SET email = :e, version = :v WHERE id = :c",
+            e=value, c=target, v=world.bump(),
+        )  # fmt: skip
     elif name == "delete_customer":
         catalog.execute("DELETE FROM customers WHERE id = :c", c=target)
+    elif name == "insert_customer":
+        catalog.execute("DELETE FROM customers WHERE id = :c", c=target)
+        catalog.execute(
+            "INSERT INTO customers VALUES (:c, :e, 'New', :v)",
+            c=target, e=f"c{target}@x.org", v=world.bump(),
+        )  # fmt: skip
     elif name == "order":
         world.order(target, *value)
 
@@ -180,12 +192,16 @@ def world(request, database_factory, tmp_path) -> World:
 @settings(
     max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(steps=st.lists(st.lists(OPERATIONS, min_size=1, max_size=4), min_size=1, max_size=4))
-def test_incremental_findings_equal_a_full_runs(world, strategy, steps):
+@given(
+    steps=st.lists(st.lists(OPERATIONS, min_size=1, max_size=4), min_size=1, max_size=4),
+    source_changed=st.booleans(),
+)
+def test_incremental_findings_equal_a_full_runs(world, strategy, steps, source_changed):
     """Both ways the referenced side is read: held in memory, and into partitions on disk
-    (a side too big to hold)."""
+    (a side too big to hold); the pii source with a `changed` column of its own (only its
+    rows changed since are hashed again) and without."""
     world.reset()
-    path = world.config()
+    path = world.config(source_changed=source_changed)
     first, summary = findings(path, incremental=True)
     assert {s["mode"] for s in summary.values()} == {"full"}
     for step in steps:
