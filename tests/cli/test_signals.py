@@ -42,7 +42,8 @@ def _wait_for_scan(db, deadline: float) -> None:
         with db.engine.connect() as conn:
             active = conn.execute(
                 sa.text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%FROM reviews%' AND pid <> pg_backend_pid()"
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%FROM reviews%' "
+                    "AND pid <> pg_backend_pid() AND datname = current_database()"
                 )
             ).scalar()
         if active:
@@ -92,7 +93,8 @@ def test_sigterm_during_the_recheck_stops_within_2_s(database_factory, write_con
                 conn.execute(
                     sa.text(
                         "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%unnest%' "
-                        "AND query LIKE '%FROM reviews%' AND pid <> pg_backend_pid()"
+                        "AND query LIKE '%FROM reviews%' AND pid <> pg_backend_pid() "
+                        "AND datname = current_database()"
                     )
                 ).scalar()
             )
