@@ -119,7 +119,8 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
             reread, since = None, None
             if state is not None:
                 previous = state.load()
-                groups = state.groups(held, previous and previous[0])
+                before = previous and previous[0]
+                groups = state.merged(state.groups(held, before), before)
                 if previous is not None:
                     changed = incremental.changed_keys(plan, previous[0], groups)
                     reread = incremental.left_rows(plan, lookups, changed, previous[1])

@@ -116,15 +116,33 @@ class RuleState:
         return None
 
     def groups(self, right: pa.Table, previous: pa.Table | None) -> pa.Table:
-        """The key groups of (a partition of) the referenced side now. A pii source with its
-        own `changed` and a state: only the keys of rows changed since are hashed again (read
-        after the side itself, so an edit made while it was read is seen next time), the
-        others keep the state's hash."""
-        if previous is None or self._source_changed is None or self.source_since is None:
+        """The key groups of (a partition of) the referenced side now; `merged` completes
+        them. A pii source with its own `changed` and a state: only the rows of keys changed
+        since are hashed again (the keys are read after the side itself, so an edit made while
+        it was read is seen next time); the other keys keep the state's hash."""
+        if not self._reuses_hashes(previous):
             return key_groups(self.plan, right)
         if self._edited is None:
             self._edited = self._edited_keys()
-        return key_groups(self.plan, right, previous, self._edited)
+        return key_groups(self.plan, right, self._edited)
+
+    def merged(self, groups: pa.Table, previous: pa.Table | None) -> pa.Table:
+        """All partitions' groups, their hashes completed from the state's (one join)."""
+        keys = key_names(len(self.plan.key_types))
+        if self._reuses_hashes(previous):
+            assert previous is not None
+            kept = previous.select([*keys, "h_min"]).rename_columns([*keys, "h_old"])
+            groups = groups.join(kept, keys, join_type="left outer")
+            hashes = pc.coalesce(groups["h_new"], groups["h_old"])
+            groups = groups.drop_columns(["h_new", "h_old"]).append_column("h_min", hashes)
+        return groups.sort_by([(k, "ascending") for k in keys])
+
+    def _reuses_hashes(self, previous: pa.Table | None) -> bool:
+        return (
+            previous is not None
+            and self._source_changed is not None
+            and self.source_since is not None
+        )
 
     def _edited_keys(self) -> pa.Table:
         side = self.plan.right
@@ -208,16 +226,10 @@ def _compact(table: pa.Table) -> dict[str, Any]:
     }
 
 
-def key_groups(
-    plan: RulePlan,
-    right: pa.Table,
-    previous: pa.Table | None = None,
-    edited: pa.Table | None = None,
-) -> pa.Table:
+def key_groups(plan: RulePlan, right: pa.Table, edited: pa.Table | None = None) -> pa.Table:
     """The referenced/source side as its state keeps it: per canonical key, how many rows hold
-    it, whether all of them are soft-deleted and (pii) a hash of their compared values. Given
-    the `previous` groups and the `edited` keys, only edited keys' rows are hashed; the rest
-    keep their previous hash (a key in neither gets none: it counts as changed)."""
+    it, whether all of them are soft-deleted and (pii) a hash of their compared values; given
+    the `edited` keys, only their rows are hashed (`h_new`; RuleState.merged completes it)."""
     keys = key_names(len(plan.key_types))
     columns = {name: right[name] for name in keys}
     if DELETED in right.column_names:
@@ -230,17 +242,12 @@ def key_groups(
         columns["h"] = _row_hashes(right)
         aggregates.append(("h", "min"))  # a duplicated key is not compared: one hash will do
     grouped = pa.table(columns).group_by(keys).aggregate(aggregates)
-    if pii and edited is not None and previous is not None:
+    if pii and edited is not None:
         changed = right.join(edited, keys, join_type="left semi")
         hashed = pa.table({**{k: changed[k] for k in keys}, "h": _row_hashes(changed)})
         fresh = hashed.group_by(keys).aggregate([("h", "min")]).rename_columns([*keys, "h_new"])
-        kept = previous.select([*keys, "h_min"]).rename_columns([*keys, "h_old"])
-        grouped = grouped.join(kept, keys, join_type="left outer").join(
-            fresh, keys, join_type="left outer"
-        )
-        hashes = pc.coalesce(grouped["h_new"], grouped["h_old"])
-        grouped = grouped.drop_columns(["h_new", "h_old"]).append_column("h_min", hashes)
-    return grouped.sort_by([(k, "ascending") for k in keys])
+        grouped = grouped.join(fresh, keys, join_type="left outer")
+    return grouped
 
 
 def changed_keys(plan: RulePlan, before: pa.Table, now: pa.Table) -> list[tuple]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from auditor import incremental, log
-from auditor.batch import SideRows, key_names
+from auditor.batch import SideRows
 from auditor.checks.reference import group_keys
 from auditor.compare import key_index
 from auditor.concurrency import CancelToken, Stop, retrying
@@ -287,10 +287,11 @@ def scan_changed(
     )
     read_side(plan, plan.right, right, options, progress, stop, rows)
     previous = state.load()
-    keys = [(name, "ascending") for name in key_names(len(plan.key_types))]
-    groups = pa.concat_tables(
-        [state.groups(right.read(part), previous and previous[0]) for part in range(partitions)]
-    ).sort_by(keys)
+    before = previous and previous[0]
+    groups = state.merged(
+        pa.concat_tables([state.groups(right.read(part), before) for part in range(partitions)]),
+        before,
+    )
     if previous is None:
         read_side(plan, plan.left, left, options, progress, stop, rows)
         return left, right, groups, False

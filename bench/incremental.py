@@ -31,15 +31,17 @@ def load(url: str, products: int, reviews: int, customers: int, orders: int) -> 
     with engine.begin() as conn:
         if customers:
             conn.exec_driver_sql(
-                "CREATE TABLE customers (id bigint PRIMARY KEY, email text, name text)"
+                "CREATE TABLE customers (id bigint PRIMARY KEY, email text, name text, "
+                "version bigint)"
             )
             conn.execute(
                 sa.text(
                     "INSERT INTO customers SELECT i, 'user' || i || '@example.com', "
-                    "'Name ' || i FROM generate_series(1, :n) i"
+                    "'Name ' || i, i FROM generate_series(1, :n) i"
                 ),
                 {"n": customers},
             )
+            conn.exec_driver_sql("CREATE INDEX customers_version ON customers (version)")
             conn.exec_driver_sql(
                 "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint, email text, "
                 "version bigint)"
@@ -86,7 +88,13 @@ def change(url: str, products: int, reviews: int, customers: int, orders: int) -
                 ),
                 {"n": orders},
             )
-            conn.execute(sa.text("UPDATE customers SET email = 'new' || email WHERE id % 1000 = 0"))
+            conn.execute(
+                sa.text(
+                    "UPDATE customers SET email = 'new' || email, version = :n + id "
+                    "WHERE id % 1000 = 0"
+                ),
+                {"n": customers},
+            )
         conn.execute(
             sa.text(
                 "UPDATE reviews SET version = :n + id, product_id = CASE WHEN id % 1000 = 0 "
@@ -132,7 +140,8 @@ def main() -> None:
             if args.customers:
                 rules.append({
                     "name": "orders-customers", "type": "pii",
-                    "source": {"db": "a", "table": "customers", "key": ["id"]},
+                    "source": {"db": "a", "table": "customers", "key": ["id"],
+                               "changed": "version"},
                     "copy": {"db": "b", "table": "orders", "key": ["customer_id"],
                              "changed": "version"},
                     "fields": [{"source": "email", "copy": "email", "normalize": ["email"]}],
