@@ -44,7 +44,7 @@ from auditor.batch import DELETED, LABEL, VALUE, SideRows, key_names, names_of
 from auditor.config.model import PiiRule
 from auditor.plan import RulePlan, StoreSidePlan
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 EDITED_BATCH = 50_000  # rows of a source changed since, read to hash again
 META = "state.json"  # names the current generation's files: keys-<g>.parquet, findings-<g>...
 
@@ -127,15 +127,22 @@ class RuleState:
         return key_groups(self.plan, right, self._edited)
 
     def merged(self, groups: pa.Table, previous: pa.Table | None) -> pa.Table:
-        """All partitions' groups, their hashes completed from the state's (one join)."""
+        """All partitions' groups, sorted, their hashes completed from the state's."""
         keys = key_names(len(self.plan.key_types))
-        if self._reuses_hashes(previous):
-            assert previous is not None
+        groups = groups.sort_by([(k, "ascending") for k in keys])
+        if not self._reuses_hashes(previous):
+            return groups
+        assert previous is not None
+        if _sorted_integers(keys, groups, previous):
+            rows, found = _positions(previous["c0"].to_numpy(), groups["c0"].to_numpy())
+            earlier = previous["h_min"].combine_chunks().take(pa.array(rows))
+            earlier = pc.if_else(pa.array(found), earlier, pa.nulls(len(found), pa.int64()))
+        else:
             kept = previous.select([*keys, "h_min"]).rename_columns([*keys, "h_old"])
-            groups = groups.join(kept, keys, join_type="left outer")
-            hashes = pc.coalesce(groups["h_new"], groups["h_old"])
-            groups = groups.drop_columns(["h_new", "h_old"]).append_column("h_min", hashes)
-        return groups.sort_by([(k, "ascending") for k in keys])
+            earlier = groups.select(keys).join(kept, keys, join_type="left outer")
+            earlier = earlier.sort_by([(k, "ascending") for k in keys])["h_old"]
+        hashes = pc.coalesce(groups["h_new"], earlier)
+        return groups.drop_columns(["h_new"]).append_column("h_min", hashes)
 
     def _reuses_hashes(self, previous: pa.Table | None) -> bool:
         return (
@@ -231,6 +238,7 @@ def key_groups(plan: RulePlan, right: pa.Table, edited: pa.Table | None = None) 
     it, whether all of them are soft-deleted and (pii) a hash of their compared values; given
     the `edited` keys, only their rows are hashed (`h_new`; RuleState.merged completes it)."""
     keys = key_names(len(plan.key_types))
+    right = right.filter(_all_valid(right, keys))
     columns = {name: right[name] for name in keys}
     if DELETED in right.column_names:
         columns[DELETED] = right[DELETED]
@@ -241,13 +249,32 @@ def key_groups(plan: RulePlan, right: pa.Table, edited: pa.Table | None = None) 
     if pii and edited is None:
         columns["h"] = _row_hashes(right)
         aggregates.append(("h", "min"))  # a duplicated key is not compared: one hash will do
-    grouped = pa.table(columns).group_by(keys).aggregate(aggregates)
+    table = pa.table(columns)
+    if plan.right.keys_unique:  # an integer primary key: one row a key, nothing to count
+        grouped = table.select([*keys, DELETED, *(["h"] if "h" in columns else [])])
+        names = [*keys, DELETED + "_min", *(["h_min"] if "h" in columns else [])]
+        grouped = grouped.rename_columns(names)
+        ones = pa.array(np.ones(grouped.num_rows, dtype=np.int64))
+        grouped = grouped.add_column(len(keys), f"{keys[0]}_count", ones)
+    else:
+        grouped = table.group_by(keys).aggregate(aggregates)
     if pii and edited is not None:
-        changed = right.join(edited, keys, join_type="left semi")
+        if len(keys) == 1:  # a membership test: an Acero join costs ~6 ms to start
+            changed = right.filter(pc.is_in(right[keys[0]], value_set=edited[keys[0]]))
+        else:
+            changed = right.join(edited, keys, join_type="left semi")
         hashed = pa.table({**{k: changed[k] for k in keys}, "h": _row_hashes(changed)})
         fresh = hashed.group_by(keys).aggregate([("h", "min")]).rename_columns([*keys, "h_new"])
         grouped = grouped.join(fresh, keys, join_type="left outer")
     return grouped
+
+
+def _all_valid(table: pa.Table, keys: list[str]) -> pa.Array:
+    """Rows whose canonical key has no NULL part (others reference nothing)."""
+    valid = pc.is_valid(table[keys[0]])
+    for name in keys[1:]:
+        valid = pc.and_(valid, pc.is_valid(table[name]))
+    return valid
 
 
 def changed_keys(plan: RulePlan, before: pa.Table, now: pa.Table) -> list[tuple]:
@@ -256,6 +283,8 @@ def changed_keys(plan: RulePlan, before: pa.Table, now: pa.Table) -> list[tuple]
     keys = key_names(len(plan.key_types))
     if before.schema != now.schema:
         before = before.cast(now.schema)
+    if _sorted_integers(keys, before, now):
+        return _changed_integer_keys(before, now)
     joined = before.join(now, keys, join_type="full outer", left_suffix="_a", right_suffix="_b")
     differs = None
     for name in now.column_names:
@@ -271,6 +300,44 @@ def changed_keys(plan: RulePlan, before: pa.Table, now: pa.Table) -> list[tuple]
         return []
     picked = joined.filter(differs)
     return list(zip(*(picked[k].to_pylist() for k in keys), strict=True))
+
+
+def _sorted_integers(keys: list[str], *tables: pa.Table) -> bool:
+    """One integer key column without NULLs: groups are sorted on it (key_groups, merged), so
+    they are aligned by binary search instead of hash joins (2M keys: 1.0 -> 0.1 s)."""
+    return len(keys) == 1 and all(
+        pa.types.is_integer(t.schema.field("c0").type) and t["c0"].null_count == 0 for t in tables
+    )
+
+
+def _positions(sorted_keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each wanted key: its row in `sorted_keys`, and whether it is there at all."""
+    rows = np.searchsorted(sorted_keys, wanted)
+    clipped = np.minimum(rows, max(len(sorted_keys) - 1, 0))
+    found = (
+        (rows < len(sorted_keys)) & (sorted_keys[clipped] == wanted)
+        if len(sorted_keys)
+        else (np.zeros(len(wanted), dtype=bool))
+    )
+    return clipped, found
+
+
+def _changed_integer_keys(before: pa.Table, now: pa.Table) -> list[tuple]:
+    old, new = (t["c0"].to_numpy() for t in (before, now))
+    rows, found = _positions(old, new)
+    differs = ~found
+    for name in now.column_names:
+        if name == "c0":
+            continue
+        current = now[name].combine_chunks()
+        earlier = before[name].combine_chunks().take(pa.array(rows)) if len(old) else current
+        same = pc.fill_null(pc.equal(current, earlier), False).to_numpy(zero_copy_only=False)
+        both_null = (pc.is_null(current).to_numpy(zero_copy_only=False)
+                     & pc.is_null(earlier).to_numpy(zero_copy_only=False))  # fmt: skip
+        differs |= ~(same | both_null)
+    gone = ~_positions(new, old)[1]
+    keys = np.concatenate([new[differs], old[gone]])
+    return [(int(key),) for key in keys]
 
 
 def _row_hashes(right: pa.Table) -> pa.Array:
