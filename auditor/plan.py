@@ -9,7 +9,6 @@ primary key's index gives its smallest and largest key at once (read_key_range).
 from __future__ import annotations
 
 import contextlib
-import copy
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from auditor.batch import COMPARED, DELETED, LABEL, VALUE
 from auditor.config.model import PiiRule, ReferenceRule, TableSide
+from auditor.db.dialects import literal_sql
 from auditor.db.engines import Database, is_timeout, said_by
 from auditor.db.reflect import TableInfo, category, reflect_table, unsigned_64
 from auditor.errors import AuditorError, ConfigError, DatabaseError
@@ -218,17 +218,8 @@ class SidePlan:
         )
 
     def sql(self, since: Any = None) -> str:
-        """The scan query as text for the fast drivers, which run it as it is: without the
-        `%%` a pyformat driver needs for each `%` (a `where` of `code = '50%'` would match
-        '50%%'; a table named `t%` would not be found)."""
-        dialect = copy.copy(self.database.engine.dialect)
-        dialect.paramstyle, dialect.positional = "named", False
-        dialect.identifier_preparer = dialect.preparer(dialect)
-        return str(
-            self.select(since=since).compile(
-                dialect=dialect, compile_kwargs={"literal_binds": True}
-            )
-        )
+        """The scan query as text for the fast drivers, which run it as it is."""
+        return literal_sql(self.select(since=since), self.database.engine.dialect)
 
     def lookup_index_hint(self, columns: tuple[sa.Column, ...]) -> str | None:
         """`CREATE INDEX ...` that would serve look-ups on `columns`, or None when one exists."""

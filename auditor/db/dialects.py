@@ -8,6 +8,7 @@ for MariaDB/MySQL. Any other dialect falls back to SQLAlchemy's streaming cursor
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -347,6 +348,17 @@ class _AdbcHandle:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def literal_sql(statement: sa.ClauseElement, dialect: sa.Dialect) -> str:
+    """`statement` with its values as the dialect writes literals: for the fast drivers, which
+    run text as it is, and for files a person runs. Compiled under the `named` paramstyle: a
+    pyformat driver's `%%` for each `%` must not reach the text (a `where` of `code = '50%'`
+    would match '50%%'; a table named `t%` would not be found)."""
+    named = copy.copy(dialect)
+    named.paramstyle, named.positional = "named", False
+    named.identifier_preparer = named.preparer(named)
+    return str(statement.compile(dialect=named, compile_kwargs={"literal_binds": True}))
 
 
 def sqlite_ro_uri(path: str) -> str:

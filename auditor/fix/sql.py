@@ -11,7 +11,6 @@ never pasted.
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.sql.dml import UpdateBase
 
+from auditor.db.dialects import literal_sql
 from auditor.db.engines import (
     DEFAULT_DRIVERS,
     Database,
@@ -183,13 +183,8 @@ def _insert_missing(target: Target, rows: list[dict[str, Any]]) -> UpdateBase:
 
 
 def render(statement_: UpdateBase, dialect: sa.Dialect) -> str:
-    """A statement with its values as the dialect writes literals, for a file a person runs.
-    Compiled under the `named` paramstyle: a pyformat driver's `%%` must not reach the file."""
-    named = copy.copy(dialect)
-    named.paramstyle, named.positional = "named", False
-    named.identifier_preparer = named.preparer(named)
-    text = statement_.compile(dialect=named, compile_kwargs={"literal_binds": True})
-    return f"{text};"
+    """A statement with its values as the dialect writes literals, for a file a person runs."""
+    return literal_sql(statement_, dialect) + ";"
 
 
 def begin(target: Target) -> str:
