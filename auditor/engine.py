@@ -97,7 +97,7 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
     rule = plan.rule
     collector = Collector(options.max_findings)
     rows: dict[str, int] = {}
-    state = _state(plan, options)
+    state, why_full = _state(plan, options)
     groups = None  # the referenced side's key groups, for the next state
     mode = "full"
     with scratch() as space, contextlib.ExitStack() as stack:
@@ -184,7 +184,7 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
     if state is not None and groups is not None and not stop.is_set():
         state.save(groups)
     return RuleResult(
-        incremental=_incremental_summary(options, state, mode),
+        incremental=_incremental_summary(options, state, mode, why_full),
         name=rule.name,
         type=rule.type,
         severity=rule.severity,
@@ -199,28 +199,28 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
     )
 
 
-def _state(plan: RulePlan, options: RunOptions) -> incremental.RuleState | None:
-    """This rule's incremental state, or None: not asked, or the rule cannot (said once)."""
+def _state(plan: RulePlan, options: RunOptions) -> tuple[incremental.RuleState | None, str | None]:
+    """This rule's incremental state, or (None, why not): not asked, or the rule cannot."""
     if options.incremental is None:
-        return None
+        return None, None
     state = options.incremental.for_rule(plan)
     why = state.supported
     if why is not None:
         incremental.say(plan.rule.name, why)
-        return None
+        return None, why
     state.read_watermark()
-    return state
+    return state, None
 
 
 def _incremental_summary(
-    options: RunOptions, state: incremental.RuleState | None, mode: str
+    options: RunOptions, state: incremental.RuleState | None, mode: str, why_full: str | None
 ) -> dict[str, Any] | None:
     """What the report says of an incremental run: full or incremental, from which watermark,
     and why a run was full."""
     if options.incremental is None:
         return None
     if state is None:
-        return {"mode": "full", "since": None, "watermark": None, "reason": "not incremental"}
+        return {"mode": "full", "since": None, "watermark": None, "reason": why_full}
     return {
         "mode": mode,
         "since": incremental.shown(state.since) if mode == "incremental" else None,

@@ -287,7 +287,7 @@ def test_sides_without_changed_or_not_sql_are_read_in_full(database_factory, tmp
     findings(path, incremental=True)
     found, summary = findings(path, incremental=True)
     assert summary["reviews"] == {"mode": "full", "since": None, "watermark": None,
-                                  "reason": "not incremental"}  # fmt: skip
+                                  "reason": "from has no `changed` column: read in full"}  # fmt: skip
     assert summary["orders"]["mode"] == "incremental"
     assert found == findings(path, incremental=False)[0]
 
