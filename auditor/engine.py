@@ -181,8 +181,8 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
             suggested = suggest_keys(plan, lookups, right, collector.log.labelled())
             log.event("suggest_done", rule=rule.name,
                       duration_s=round(time.monotonic() - compared, 3))  # fmt: skip
-    if state is not None and groups is not None and not stop.is_set():
-        state.save(groups)
+    if state is not None and not stop.is_set():
+        state.save(groups)  # or the groups it wrote partition by partition
     return RuleResult(
         incremental=_incremental_summary(options, state, mode, why_full),
         name=rule.name,

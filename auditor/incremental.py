@@ -77,6 +77,8 @@ class RuleState:
     next_source_watermark: Any = None
     labels: list[pa.Table] = field(default_factory=list)
     _edited: pa.Table | None = None  # keys of source rows changed since (see `groups`)
+    _writer: Any = None  # the next state's key groups file, while it is written
+    _generation: str = ""
 
     @property
     def supported(self) -> str | None:
@@ -174,7 +176,9 @@ class RuleState:
             if meta.get("fingerprint") != self.fingerprint():
                 self.reason = "the rule or its stores changed since the state was stored"
                 return None
+            keys = key_names(len(self.plan.key_types))
             groups = pq.read_table(self.folder / meta["groups"])
+            groups = groups.sort_by([(k, "ascending") for k in keys])  # by partition on disk
             labels = pq.read_table(self.folder / meta["findings"])
             self.since = _loaded(meta["watermark"])
             self.source_since = _loaded(meta.get("source_watermark"))
@@ -189,18 +193,32 @@ class RuleState:
         if candidates.num_rows:
             self.labels.append(candidates.select(names))
 
-    def save(self, groups: pa.Table) -> None:
-        """Store the next state: new files first, then `state.json` naming them, atomically
-        replaced; a crash in between leaves the last state whole."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        generation = uuid.uuid4().hex[:12]
+    def write_groups(self, groups: pa.Table) -> None:
+        """Add (a partition's) key groups to the next state's file, written as they come."""
+        if self._writer is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._generation = uuid.uuid4().hex[:12]
+            path = self.folder / f"keys-{self._generation}.parquet"
+            self._writer = pq.ParquetWriter(path, groups.schema, **_compact(groups))
+        self._writer.write_table(groups)
+
+    def save(self, groups: pa.Table | None = None) -> None:
+        """Store the next state: new files first (`groups`, or those `write_groups` wrote),
+        then `state.json` naming them, atomically replaced; a crash in between leaves the
+        last state whole."""
+        if groups is not None:
+            self.write_groups(groups)
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._writer = None
+        generation = self._generation
         names = {
             "groups": f"keys-{generation}.parquet",
             "findings": f"findings-{generation}.parquet",
         }
         schema = _label_schema(self.plan)
         labels = pa.concat_tables([t.cast(schema) for t in self.labels] or [schema.empty_table()])
-        pq.write_table(groups, self.folder / names["groups"], **_compact(groups))
         pq.write_table(labels, self.folder / names["findings"], compression="zstd")
         meta = {
             "version": STATE_VERSION,

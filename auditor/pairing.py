@@ -15,10 +15,12 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 from auditor import incremental, log
-from auditor.batch import SideRows
+from auditor.batch import SideRows, key_names
+from auditor.checks.base import partition_of
 from auditor.checks.reference import group_keys
 from auditor.compare import key_index
 from auditor.concurrency import CancelToken, Stop, retrying
@@ -272,12 +274,13 @@ def scan_changed(
     rows: dict[str, int],
     state: incremental.RuleState,
     lookups: Any,
-) -> tuple[Spill, Spill, pa.Table, bool]:
+) -> tuple[Spill, Spill, pa.Table | None, bool]:
     """scan_both for an incremental run whose referenced side is too big to hold: that side
     is read whole into its partitions first (its key groups are what the state is diffed
-    with), then the referencing rows the diff and the watermark name. Returns both spills,
-    the key groups, and whether the run was incremental (False: no usable state, so the
-    referencing side was read whole)."""
+    with), then the referencing rows the diff and the watermark name. The next state's key
+    groups are written partition by partition (RuleState.write_groups), so no more than one
+    partition's are held. Returns both spills, no groups (they are written), and whether the
+    run was incremental (False: no usable state, so the referencing side was read whole)."""
     estimates = (plan.left.info.estimated_rows, plan.right.info.estimated_rows)
     partitions = partition_count(*estimates, rows_per_partition=rows_per_partition(options, plan))
     key_range = plan.partition_range
@@ -287,15 +290,21 @@ def scan_changed(
     )
     read_side(plan, plan.right, right, options, progress, stop, rows)
     previous = state.load()
-    before = previous and previous[0]
-    groups = state.merged(
-        pa.concat_tables([state.groups(right.read(part), before) for part in range(partitions)]),
-        before,
-    )
+    before = previous[0] if previous is not None else None
+    keys = key_names(len(plan.key_types))
+    if before is not None:  # the state's groups, split as this run's partitions are
+        parts = partition_of([before[k].combine_chunks() for k in keys], partitions,
+                             key_range=key_range)  # fmt: skip
+    changed: list[tuple] = []
+    for part in range(partitions):  # one partition's groups at a time: memory stays flat
+        earlier = None if before is None else before.take(pa.array(np.flatnonzero(parts == part)))
+        now = state.merged(state.groups(right.read(part), earlier), earlier)
+        if earlier is not None:
+            changed += incremental.changed_keys(plan, earlier, now)
+        state.write_groups(now)
     if previous is None:
         read_side(plan, plan.left, left, options, progress, stop, rows)
-        return left, right, groups, False
-    changed = incremental.changed_keys(plan, previous[0], groups)
+        return left, right, None, False
     reread = incremental.left_rows(plan, lookups, changed, previous[1])
     report = _counter(plan, plan.left, progress, rows)
     rows[plan.left.role] = 0
@@ -308,4 +317,4 @@ def scan_changed(
         if batch.num_rows:
             left.add(batch)
     left.finish()
-    return left, right, groups, True
+    return left, right, None, True

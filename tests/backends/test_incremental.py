@@ -105,10 +105,13 @@ class World:
         return self.path
 
 
-def findings(path: Path, incremental: bool, full: bool = False) -> tuple[dict, dict]:
-    """(every finding of each rule as comparable JSON, the rules' incremental summaries)."""
+def findings(
+    path: Path, incremental: bool, full: bool = False, rows: int | None = None
+) -> tuple[dict, dict]:
+    """(every finding of each rule as comparable JSON, the rules' incremental summaries);
+    `rows`: rows a partition."""
     config = load_config(path)
-    options = RunOptions.from_settings(config.settings)
+    options = RunOptions.from_settings(config.settings, rows_per_partition=rows)
     if incremental:
         options.incremental = api.incremental_state(config, full)
     result = api.run(config, options=options, show_pii=True)
@@ -198,18 +201,20 @@ def world(request, database_factory, tmp_path) -> World:
 )
 def test_incremental_findings_equal_a_full_runs(world, strategy, steps, source_changed):
     """Both ways the referenced side is read: held in memory, and into partitions on disk
-    (a side too big to hold); the pii source with a `changed` column of its own (only its
-    rows changed since are hashed again) and without."""
+    (a side too big to hold; a few rows a partition, so the state is diffed partition by
+    partition); the pii source with a `changed` column of its own (only its rows changed
+    since are hashed again) and without."""
+    rows = 3 if strategy == "partitioned" else None
     world.reset()
     path = world.config(source_changed=source_changed)
-    first, summary = findings(path, incremental=True)
+    first, summary = findings(path, incremental=True, rows=rows)
     assert {s["mode"] for s in summary.values()} == {"full"}
     for step in steps:
         for operation in step:
             apply(world, operation)
-        incremental, summary = findings(path, incremental=True)
+        incremental, summary = findings(path, incremental=True, rows=rows)
         assert {s["mode"] for s in summary.values()} == {"incremental"}
-        assert incremental == findings(path, incremental=False)[0], step
+        assert incremental == findings(path, incremental=False, rows=rows)[0], step
 
 
 def test_a_lost_corrupted_or_outdated_state_means_a_full_run(database_factory, tmp_path):
@@ -324,17 +329,18 @@ def test_a_crash_while_storing_leaves_the_last_state(database_factory, tmp_path,
     real = incremental.pq.write_table
     calls = []
 
-    def dies_on_the_second_file(*args, **kwargs):
+    def dies_after_the_key_groups(*args, **kwargs):  # the findings' file: written second
         calls.append(args)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        return real(*args, **kwargs)
+        raise OSError("disk full")
 
-    monkeypatch.setattr(incremental.pq, "write_table", dies_on_the_second_file)
+    monkeypatch.setattr(incremental.pq, "write_table", dies_after_the_key_groups)
     config = load_config(path)
     options = RunOptions.from_settings(config.settings, incremental=api.incremental_state(config))
     failed = api.run(config, options=options)
     assert failed.exit_code == 3 and failed.rules[0].error == "cannot read or write: disk full"
+    assert (
+        calls and len(list((tmp_path / ".auditor-state" / "audit" / "reviews").glob("keys-*"))) == 2
+    )
     monkeypatch.setattr(incremental.pq, "write_table", real)
     world.review(5, 78)
     found, summary = findings(path, incremental=True)
