@@ -368,7 +368,7 @@ class _Applier:
         self.stack = contextlib.ExitStack()
         self.connections: dict[str, sa.Connection] = {}
         self.undo: dict[str, _UndoFile] = {}
-        self.redis_undo: dict[str, TextIO] = {}
+        self.redis_undo: dict[str, tuple[TextIO, Path]] = {}
 
     def apply(self, outcome: RuleFix, plan: RulePlan, changes: list[Change]) -> None:
         if not changes or outcome.store == "files":
@@ -398,9 +398,9 @@ class _Applier:
         if name not in self.redis_undo:
             path = self.result.out / "undo" / f"{name}.redis"
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.redis_undo[name] = _private(path)
+            self.redis_undo[name] = (_private(path), path)
             self.result.files.append(path)
-        undo = self.redis_undo[name]
+        undo = self.redis_undo[name][0]
         for command in redis_fix.commands(plan.left, changes):
             with self.signals.shield():
                 reply = writer.run(command)
@@ -414,8 +414,9 @@ class _Applier:
                 outcome.applied += 1
 
     def close(self) -> None:
-        for handle in self.redis_undo.values():
+        for handle, path in self.redis_undo.values():
             handle.close()
+            _reverse_lines(path)
         for writer in self.writers.values():
             if isinstance(writer, redis_fix.RedisWriter):
                 writer.close()
@@ -426,6 +427,17 @@ class _Applier:
             if outcome.planned_total:
                 log.event("fix_applied", rule=outcome.name, applied=outcome.applied,
                           failed=outcome.failed)  # fmt: skip
+
+
+def _reverse_lines(path: Path) -> None:
+    """A Redis undo file, its lines last applied first (see _UndoFile.close)."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    reordered = path.with_name(path.name + ".tmp")
+    with _private(reordered) as out:
+        out.writelines(reversed(lines))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(reordered, path)
 
 
 def _writers(config: Config, plans: list[tuple[RuleFix, RulePlan]]) -> dict[str, Any]:
@@ -561,21 +573,30 @@ class _Signals:
             signal.signal(sig, handler)
 
 
+BATCH_MARK = "-- batch\n"  # starts each batch's undo in the file while it is written
+
+
 class _UndoFile:
     """`undo/<db>.sql`: what puts back each applied batch, synced to disk before the batch
-    runs; cut back to where it was when the batch rolls back."""
+    runs; cut back to where it was when the batch rolls back. When applying ends, the batches
+    are rewritten last applied first: a row changed by two rules (a column copied, then the
+    row deleted) is put back in the reverse order."""
 
     def __init__(self, path: Path, target: sql.Target) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.handle = _private(path, "w+")
         self.path = path
         self.dialect = target.database.engine.dialect
-        self.handle.write(
+        self.header = (
             f"-- auditor fix: undo of the changes applied to database {target.database.name!r} "
             f"at {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}.\n"
             "-- Each statement is guarded by the value written: it leaves alone a row changed "
             "since.\n"
-            f"{sql.begin(target)}\n"
+        )
+        self.begin = f"{sql.begin(target)}\n"
+        self.handle.write(
+            self.header + "-- (in the order applied: the run did not end; undo the last batch "
+            "first)\n" + self.begin
         )
         self._sync()
 
@@ -585,6 +606,7 @@ class _UndoFile:
 
     def add(self, statements: Iterable[UpdateBase]) -> None:
         """Write a batch's undo and sync it to disk (before the batch changes anything)."""
+        self.handle.write(BATCH_MARK)
         for statement in statements:
             self.handle.write(sql.render(statement, self.dialect) + "\n")
         self._sync()
@@ -595,9 +617,23 @@ class _UndoFile:
         self._sync()
 
     def close(self) -> None:
+        """COMMIT, then the same file with its batches last applied first (written beside it
+        and renamed over it: a crash leaves one whole file or the other)."""
         self.handle.write("COMMIT;\n")
         self._sync()
+        self.handle.seek(0)
+        text = self.handle.read()
         self.handle.close()
+        body = text.split(self.begin, 1)[1].removesuffix("COMMIT;\n")
+        batches = [part for part in body.split(BATCH_MARK) if part]
+        reordered = self.path.with_name(self.path.name + ".tmp")
+        with _private(reordered) as handle:
+            handle.write(self.header + "-- (last applied first)\n" + self.begin)
+            handle.writelines(reversed(batches))
+            handle.write("COMMIT;\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(reordered, self.path)
 
     def _sync(self) -> None:
         self.handle.flush()

@@ -659,3 +659,39 @@ def test_a_failing_batch_is_rolled_back_and_counted(backend, database_factory, w
     assert undo.count("UPDATE") == 1
     run_file(shop, tmp_path / "f" / "undo" / "shop.sql")
     assert rows(shop, "favourites") == [(1, 1), (2, 100), (3, 200)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_undo_puts_back_a_row_two_rules_changed(backend, database_factory, write_config, tmp_path):
+    """A copy's email is copied from the source (one rule), then the same row is deleted as an
+    orphan (another): the undo inserts the row, then puts the email back: last change first."""
+    crm, shop = database_factory(backend), database_factory(backend)
+    crm.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, email VARCHAR(40))")
+    crm.execute("INSERT INTO customers VALUES (1, 'ann@x.org')")
+    crm.execute("CREATE TABLE products (id INTEGER PRIMARY KEY)")
+    crm.execute("INSERT INTO products VALUES (1)")
+    shop.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER, "
+                 "email VARCHAR(40), product_id INTEGER)")  # fmt: skip
+    shop.execute("INSERT INTO orders VALUES (1, 1, 'old@x.org', 99), (2, 1, 'ann@x.org', 1)")
+    data = {"version": 1,
+            "databases": {"crm": {"url": crm.url}, "shop": {"url": shop.url, "fix_url": shop.url}},
+            "rules": [
+                {"name": "emails", "type": "pii", "suggest_keys": False,
+                 "source": {"db": "crm", "table": "customers", "key": ["id"]},
+                 "copy": {"db": "shop", "table": "orders", "key": ["customer_id"]},
+                 "fields": [{"source": "email", "copy": "email"}],
+                 "fix": {"mismatch": "copy_source"}},
+                {"name": "products", "type": "reference",
+                 "from": {"db": "shop", "table": "orders", "columns": ["product_id"]},
+                 "to": {"db": "crm", "table": "products", "columns": ["id"]},
+                 "fix": {"orphan": "delete"}}]}  # fmt: skip
+    path = write_config(data)
+    before = rows(shop, "orders")
+    audit(path, tmp_path / "r.json")
+    result = fix.fix(load_config(path), str(tmp_path / "r.json"), out=tmp_path / "f", apply=True)
+    assert [r.applied for r in result.rules] == [1, 1]
+    assert rows(shop, "orders") == [(2, 1, "ann@x.org", 1)]
+    undo = (tmp_path / "f" / "undo" / "shop.sql").read_text()
+    assert undo.index("INSERT") < undo.index("UPDATE")  # last applied, first undone
+    run_file(shop, tmp_path / "f" / "undo" / "shop.sql")
+    assert rows(shop, "orders") == before
