@@ -107,7 +107,7 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
             if state is None:
                 left, right = pairing.scan_both(plan, options, progress, stop, space, rows)
             else:
-                left, right, groups, changed_only = pairing.scan_changed(
+                left, right, changed_only = pairing.scan_changed(
                     plan, options, progress, stop, space, rows, state, lookups
                 )
                 mode = "incremental" if changed_only else "full"

@@ -240,13 +240,7 @@ def scan_both(
     rows: dict[str, int],
 ) -> tuple[Spill, Spill]:
     """Read both sides at once (one thread and one connection each)."""
-    estimates = (plan.left.info.estimated_rows, plan.right.info.estimated_rows)
-    partitions = partition_count(*estimates, rows_per_partition=rows_per_partition(options, plan))
-    key_range = plan.partition_range
-    spills = [
-        Spill(SideRows.of(side, plan.key_types).schema, partitions, space, key_range=key_range)
-        for side in (plan.left, plan.right)
-    ]
+    spills = _spills(plan, options, space)
 
     cancel = CancelToken(stop)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scan") as pool:
@@ -265,6 +259,21 @@ def scan_both(
     return spills[0], spills[1]
 
 
+def _spills(plan: RulePlan, options: RunOptions, space: Scratch) -> list[Spill]:
+    """The referencing and referenced sides' spills, partitioned alike (by count and range)."""
+    estimates = (plan.left.info.estimated_rows, plan.right.info.estimated_rows)
+    partitions = partition_count(*estimates, rows_per_partition=rows_per_partition(options, plan))
+    return [
+        Spill(
+            SideRows.of(side, plan.key_types).schema,
+            partitions,
+            space,
+            key_range=plan.partition_range,
+        )  # fmt: skip
+        for side in (plan.left, plan.right)
+    ]
+
+
 def scan_changed(
     plan: RulePlan,
     options: RunOptions,
@@ -274,20 +283,15 @@ def scan_changed(
     rows: dict[str, int],
     state: incremental.RuleState,
     lookups: Any,
-) -> tuple[Spill, Spill, pa.Table | None, bool]:
+) -> tuple[Spill, Spill, bool]:
     """scan_both for an incremental run whose referenced side is too big to hold: that side
     is read whole into its partitions first (its key groups are what the state is diffed
     with), then the referencing rows the diff and the watermark name. The next state's key
     groups are written partition by partition (RuleState.write_groups), so no more than one
-    partition's are held. Returns both spills, no groups (they are written), and whether the
-    run was incremental (False: no usable state, so the referencing side was read whole)."""
-    estimates = (plan.left.info.estimated_rows, plan.right.info.estimated_rows)
-    partitions = partition_count(*estimates, rows_per_partition=rows_per_partition(options, plan))
-    key_range = plan.partition_range
-    left, right = (
-        Spill(SideRows.of(side, plan.key_types).schema, partitions, space, key_range=key_range)
-        for side in (plan.left, plan.right)
-    )
+    partition's are held. Returns both spills and whether the run was incremental (False: no
+    usable state, so the referencing side was read whole)."""
+    left, right = _spills(plan, options, space)
+    partitions, key_range = right.partitions, right.key_range
     read_side(plan, plan.right, right, options, progress, stop, rows)
     previous = state.load()
     before = previous[0] if previous is not None else None
@@ -304,7 +308,7 @@ def scan_changed(
         state.write_groups(now)
     if previous is None:
         read_side(plan, plan.left, left, options, progress, stop, rows)
-        return left, right, None, False
+        return left, right, False
     reread = incremental.left_rows(plan, lookups, changed, previous[1])
     report = _counter(plan, plan.left, progress, rows)
     rows[plan.left.role] = 0
@@ -317,4 +321,4 @@ def scan_changed(
         if batch.num_rows:
             left.add(batch)
     left.finish()
-    return left, right, None, True
+    return left, right, True
