@@ -15,7 +15,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from auditor import __version__, log, memory
+from auditor import __version__, incremental, log, memory
 from auditor.concurrency import retrying
 from auditor.config.model import Config
 from auditor.db.engines import Database, open_databases, ping
@@ -63,8 +63,9 @@ class RuleCheck:
             if side.lookup_index
         ] + [f"{side.table}: the key pattern matches no key" for side in self.sides
              if side.ttl_sample == (0, 0)] + [
-            f"{side.table}: an incremental run reads it by `changed` and by the referencing "
-            f"columns, consider: {side.changed_index}"
+            f"{side.table}: an incremental run reads it by `changed`"
+            f"{' and by the referencing columns' if side.role in ('from', 'copy') else ''}, "
+            f"consider: {side.changed_index}"
             for side in self.sides if side.changed_index
         ]  # fmt: skip
 
@@ -150,12 +151,14 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
 
 
 def _changed_index(plan: RulePlan, side) -> str | None:  # type: ignore[no-untyped-def]
-    """The indexes an incremental run's reads want on the referencing or copy side, when it
-    has none: on `changed` (rows changed since the watermark) and on the referencing columns
-    (the rows pointing at a key that changed)."""
-    if side is not plan.left or side.changed is None:
+    """The indexes an incremental run's reads want, when the side has none: on `changed`
+    (rows changed since the watermark) and, on the referencing or copy side, on the
+    referencing columns (the rows pointing at a key that changed)."""
+    if side.changed is None or (side is plan.right and not incremental.reads_delta(plan)):
         return None
-    hints = [side.lookup_index_hint((side.changed,)), side.lookup_index_hint(side.compare)]
+    hints = [side.lookup_index_hint((side.changed,))]
+    if side is plan.left:
+        hints.append(side.lookup_index_hint(side.compare))
     return "; ".join(hint for hint in hints if hint) or None
 
 

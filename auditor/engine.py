@@ -24,7 +24,7 @@ from auditor.plan import RulePlan
 from auditor.recheck import Lookups
 from auditor.result import Finding, RuleResult, finished_status
 from auditor.scratch import scratch
-from auditor.suggest import suggest_keys
+from auditor.suggest import suggest_by_anchor, suggest_keys
 
 CONFIRM_CHUNK = 10_000  # candidates confirmed together: fewer, larger look-up statements
 Progress = Callable[[str, str, int, int | None], None]  # rule, side, rows read, estimate
@@ -98,17 +98,33 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
     collector = Collector(options.max_findings)
     rows: dict[str, int] = {}
     state, why_full = _state(plan, options)
+    previous = state.load() if state is not None else None  # (key groups, finding labels)
+    delta = None
+    if state is not None and previous is not None and incremental.reads_delta(plan):
+        delta = incremental.read_delta(state, previous[0], rows)
     groups = None  # the referenced side's key groups, for the next state
     mode = "full"
     with scratch() as space, contextlib.ExitStack() as stack:
         lookups = Lookups(plan, stack, stop)
-        right = pairing.held_right_side(plan, options, progress, stop, rows)
-        if right is None:
+        right = None
+        if delta is not None:
+            assert state is not None and previous is not None
+            groups, mode = delta.groups, "incremental"
+            fetcher = Lookups(plan, stack, stop)  # the confirm thread has its own connections
+
+            def read_source(keys: list[tuple]) -> pa.Table:
+                found = fetcher.fetch(plan.right, "compare", keys)
+                rows[plan.right.role] += found.num_rows
+                return found
+
+            pairs = pairing.delta_pairs(plan, options, progress, stop, rows, delta, previous[1],
+                                        state.since, lookups, read_source)  # fmt: skip
+        elif (right := pairing.held_right_side(plan, options, progress, stop, rows)) is None:
             if state is None:
                 left, right = pairing.scan_both(plan, options, progress, stop, space, rows)
             else:
                 left, right, changed_only = pairing.scan_changed(
-                    plan, options, progress, stop, space, rows, state, lookups
+                    plan, options, progress, stop, space, rows, state, previous, lookups
                 )
                 mode = "incremental" if changed_only else "full"
             pairs = pairing.partition_pairs(left, right, pairing.rows_per_partition(options, plan))
@@ -118,7 +134,6 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
             held = right.read(0)
             reread, since = None, None
             if state is not None:
-                previous = state.load()
                 before = previous and previous[0]
                 groups = state.merged(state.groups(held, before), before)
                 if previous is not None:
@@ -178,7 +193,13 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
                 collector.add(finding)
         suggested = None
         if isinstance(rule, PiiRule) and rule.suggest_keys and not stop.is_set():
-            suggested = suggest_keys(plan, lookups, right, collector.log.labelled())
+            if delta is None:
+                assert right is not None
+                suggested = suggest_keys(plan, lookups, right, collector.log.labelled())
+            else:  # the source was not read: the state's anchor hashes name the candidates
+                suggested = suggest_by_anchor(
+                    plan, lookups, delta.groups, read_source, collector.log.labelled()
+                )
             log.event("suggest_done", rule=rule.name,
                       duration_s=round(time.monotonic() - compared, 3))  # fmt: skip
     if state is not None and not stop.is_set():

@@ -9,8 +9,11 @@ side's `changed` column), a run reads:
 - the referencing rows changed since the watermark (`changed >= watermark`; the watermark is
   the newest value seen minus `change_lag_s`, so a row committed late or stamped by a clock
   that went back within the lag is read again);
-- the referenced side whole (held in memory or into partitions, as a full run does: its keys
-  are what tells deleted, soft-deleted, restored, added and edited keys from the state);
+- the referenced side: whole (held in memory or into partitions, as a full run does: its
+  keys are what tells deleted, soft-deleted, restored, added and edited keys from the state),
+  or, where it has a `changed` column and one unique integer key, as a delta (`read_delta`):
+  its rows changed since its own watermark, plus the server's key counts per key range
+  against the state's, which find the deletes that move no `changed` column;
 - by key, the referencing rows pointing at any key whose group changed, and the rows of the
   last run's findings;
 
@@ -42,9 +45,13 @@ import sqlalchemy as sa
 from auditor import log
 from auditor.batch import DELETED, LABEL, VALUE, SideRows, key_names, names_of
 from auditor.config.model import PiiRule
+from auditor.db.reflect import unsigned_64
+from auditor.hashing import fnv1a
 from auditor.plan import RulePlan, StoreSidePlan
+from auditor.recheck import fetched
+from auditor.suggest import anchor_hashes
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 EDITED_BATCH = 50_000  # rows of a source changed since, read to hash again
 META = "state.json"  # names the current generation's files: keys-<g>.parquet, findings-<g>...
 
@@ -73,8 +80,8 @@ class RuleState:
     since: Any = None  # the watermark read from (incremental runs)
     next_watermark: Any = None
     # A pii source with its own `changed`: only its rows changed since are hashed again.
-    source_since: Any = None
-    next_source_watermark: Any = None
+    right_since: Any = None
+    next_right_watermark: Any = None
     labels: list[pa.Table] = field(default_factory=list)
     _edited: pa.Table | None = None  # keys of source rows changed since (see `groups`)
     _writer: Any = None  # the next state's key groups file, while it is written
@@ -105,15 +112,18 @@ class RuleState:
         with left.database.snapshot() as conn:
             newest = conn.execute(sa.select(sa.func.max(left.changed))).scalar()
         self.next_watermark = _minus_lag(newest, self.lag_s)
-        if self._source_changed is not None:
+        if self._right_changed is not None:
             with self.plan.right.database.snapshot() as conn:
-                newest = conn.execute(sa.select(sa.func.max(self._source_changed))).scalar()
-            self.next_source_watermark = _minus_lag(newest, self.lag_s)
+                newest = conn.execute(sa.select(sa.func.max(self._right_changed))).scalar()
+            self.next_right_watermark = _minus_lag(newest, self.lag_s)
 
     @property
-    def _source_changed(self) -> sa.Column | None:
+    def _right_changed(self) -> sa.Column | None:
+        """The referenced/source side's `changed` column, where this run uses it."""
         right = self.plan.right
-        if isinstance(self.plan.rule, PiiRule) and not isinstance(right, StoreSidePlan):
+        if reads_delta(self.plan) or (
+            isinstance(self.plan.rule, PiiRule) and not isinstance(right, StoreSidePlan)
+        ):
             return right.changed
         return None
 
@@ -149,8 +159,9 @@ class RuleState:
     def _reuses_hashes(self, previous: pa.Table | None) -> bool:
         return (
             previous is not None
-            and self._source_changed is not None
-            and self.source_since is not None
+            and "h_min" in previous.column_names
+            and self._right_changed is not None
+            and self.right_since is not None
         )
 
     def _edited_keys(self) -> pa.Table:
@@ -158,7 +169,7 @@ class RuleState:
         rows_of = SideRows.of(side, self.plan.key_types)
         keys = key_names(len(self.plan.key_types))
         tables = [rows_of.empty_table().select(keys)]
-        for raw in side.stream_changed(EDITED_BATCH, self.source_since):
+        for raw in side.stream_changed(EDITED_BATCH, self.right_since):
             tables.append(pa.Table.from_batches([rows_of.prepare(raw, side.repeated)]).select(keys))
         return pa.concat_tables(tables).group_by(keys).aggregate([])
 
@@ -178,10 +189,12 @@ class RuleState:
                 return None
             keys = key_names(len(self.plan.key_types))
             groups = pq.read_table(self.folder / meta["groups"])
-            groups = groups.sort_by([(k, "ascending") for k in keys])  # by partition on disk
+            groups = groups.combine_chunks()  # one array a column: numpy views, no copies
+            if not _sorted_integers(keys, groups) or not _ascending(groups["c0"]):
+                groups = groups.sort_by([(k, "ascending") for k in keys])  # by partition
             labels = pq.read_table(self.folder / meta["findings"])
             self.since = _loaded(meta["watermark"])
-            self.source_since = _loaded(meta.get("source_watermark"))
+            self.right_since = _loaded(meta.get("right_watermark"))
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
             self.reason = f"the state could not be read ({type(exc).__name__})"
             return None
@@ -224,7 +237,7 @@ class RuleState:
             "version": STATE_VERSION,
             "fingerprint": self.fingerprint(),
             "watermark": _stored(self.next_watermark),
-            "source_watermark": _stored(self.next_source_watermark),
+            "right_watermark": _stored(self.next_right_watermark),
             "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **names,
         }
@@ -242,12 +255,18 @@ class RuleState:
 
 def _compact(table: pa.Table) -> dict[str, Any]:
     """Parquet options for sorted key groups: integer columns delta-encoded (a sorted id
-    column of 200k keys: 2.3 bytes a key with dictionaries and zstd, 0.02 delta-encoded)."""
-    integers = [f.name for f in table.schema if pa.types.is_integer(f.type)]
+    column of 200k keys: 2.3 bytes a key with dictionaries and zstd, 0.02 delta-encoded);
+    hashes (`h_min`, `a_min`: random bits) as they are."""
+    hashes = [f.name for f in table.schema if f.name in ("h_min", "a_min")]
+    integers = [f.name for f in table.schema
+                if pa.types.is_integer(f.type) and f.name not in hashes]  # fmt: skip
     return {
         "compression": "zstd",
-        "use_dictionary": [f.name for f in table.schema if f.name not in integers],
-        "column_encoding": dict.fromkeys(integers, "DELTA_BINARY_PACKED"),
+        "use_dictionary": [f.name for f in table.schema if f.name not in integers + hashes],
+        "column_encoding": {
+            **dict.fromkeys(integers, "DELTA_BINARY_PACKED"),
+            **dict.fromkeys(hashes, "PLAIN"),
+        },  # fmt: skip
     }
 
 
@@ -263,17 +282,18 @@ def key_groups(plan: RulePlan, right: pa.Table, edited: pa.Table | None = None) 
     else:
         columns[DELETED] = pa.array(np.zeros(right.num_rows, dtype=np.int8))
     aggregates: list[tuple[str, str]] = [(keys[0], "count"), (DELETED, "min")]
-    pii = isinstance(plan.rule, PiiRule)
+    pii = isinstance(plan.rule, PiiRule) and not reads_delta(plan)  # see Delta: no hashes
     if pii and edited is None:
         columns["h"] = _row_hashes(right)
         aggregates.append(("h", "min"))  # a duplicated key is not compared: one hash will do
+    if indexes_anchors(plan):
+        columns["a"] = pa.array(anchor_hashes(plan, right))
     table = pa.table(columns)
     if plan.right.keys_unique:  # an integer primary key: one row a key, nothing to count
-        grouped = table.select([*keys, DELETED, *(["h"] if "h" in columns else [])])
-        names = [*keys, DELETED + "_min", *(["h_min"] if "h" in columns else [])]
+        hashes = [name for name in ("h", "a") if name in columns]
+        grouped = table.select([*keys, DELETED, *hashes])
+        names = [*keys, DELETED + "_min", *(f"{name}_min" for name in hashes)]
         grouped = grouped.rename_columns(names)
-        ones = pa.array(np.ones(grouped.num_rows, dtype=np.int64))
-        grouped = grouped.add_column(len(keys), f"{keys[0]}_count", ones)
     else:
         grouped = table.group_by(keys).aggregate(aggregates)
     if pii and edited is not None:
@@ -328,6 +348,11 @@ def _sorted_integers(keys: list[str], *tables: pa.Table) -> bool:
     )
 
 
+def _ascending(column: pa.ChunkedArray) -> bool:
+    keys = column.to_numpy()
+    return bool(np.all(keys[1:] > keys[:-1]))
+
+
 def _positions(sorted_keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each wanted key: its row in `sorted_keys`, and whether it is there at all."""
     rows = np.searchsorted(sorted_keys, wanted)
@@ -370,36 +395,6 @@ def _row_hashes(right: pa.Table) -> pa.Array:
         return pa.array(np.zeros(right.num_rows, dtype=np.int64))
     joined = pc.binary_join_element_wise(*parts, "")
     return pa.array(fnv1a(joined).view(np.int64))
-
-
-FNV_OFFSET, FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
-FNV_ROWS = 65_536  # rows hashed together, shortest to longest (a byte position per step)
-
-
-def fnv1a(texts: pa.Array) -> np.ndarray:
-    """FNV-1a of each text's UTF-8 bytes, vectorised over rows: one numpy step per byte
-    position (2M rows of ~40 bytes: 0.6 s; BLAKE2b in a Python loop took 1.5 s). Not for
-    secrets: it tells a changed row from an unchanged one."""
-    binary = texts.cast(pa.large_binary())
-    count = len(binary)
-    offsets = np.frombuffer(binary.buffers()[1], dtype=np.int64)[
-        binary.offset : binary.offset + count + 1
-    ]
-    data = binary.buffers()[2]
-    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-    lengths = np.diff(offsets)
-    hashes = np.full(count, FNV_OFFSET, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for start in range(0, count, FNV_ROWS):
-            rows = np.arange(start, min(start + FNV_ROWS, count))
-            sizes, base = lengths[rows], offsets[rows]
-            state = hashes[rows]
-            for position in range(int(sizes.max(initial=0))):
-                live = np.flatnonzero(sizes > position)
-                byte = data[base[live] + position].astype(np.uint64)
-                state[live] = (state[live] ^ byte) * FNV_PRIME
-            hashes[rows] = state
-    return hashes
 
 
 def _minus_lag(value: Any, lag_s: int) -> Any:
@@ -479,3 +474,250 @@ def without(batches: Iterator[pa.RecordBatch], read: pa.Table) -> Iterator[pa.Re
 
 def say(rule: str, reason: str) -> None:
     log.event("incremental_full", rule=rule, reason=reason)
+
+
+# A delta read (see read_delta) holds the state's keys in memory (~9 bytes each): bigger
+# referenced sides are read whole, partition by partition, as before.
+DELTA_MAX_KEYS = 20_000_000
+# More rows changed than this share of the side (or this many): reading it whole is as cheap.
+DELTA_MAX_CHANGED = 0.2
+DELTA_MAX_CHANGED_ROWS = 2_000_000
+BUCKET_KEYS = 1024  # keys per bucket the server first counts (a few thousand rows come back)
+FANOUT = 32  # a bucket that differs is counted again in this many, down to this many keys
+RANGES_PER_QUERY = 100
+
+
+def reads_delta(plan: RulePlan) -> bool:
+    """Whether the referenced/source side can be read as a delta: a SQL table with `changed`
+    whose compared column is its integer primary key (one row a key, ordered, and what the
+    server can count by range)."""
+    right = plan.right
+    return (
+        not isinstance(right, StoreSidePlan)
+        and right.changed is not None
+        and plan.key_types == ("int",)
+        and right.keys_unique
+        and not unsigned_64(right.compare[0])
+    )
+
+
+def indexes_anchors(plan: RulePlan) -> bool:
+    """Whether the state keeps, per source key, the hash of its anchor field: a pii rule
+    read as a delta suggests keys from it (suggest.suggest_by_anchor), the source unread."""
+    rule = plan.rule
+    return isinstance(rule, PiiRule) and rule.suggest_keys and reads_delta(plan)
+
+
+@dataclass
+class Delta:
+    """The referenced/source side as a delta read found it, against the state's keys."""
+
+    groups: pa.Table  # the next state's key groups (key, count, soft-deleted)
+    changed: list[tuple]  # keys whose referencing rows must be read again
+
+
+def read_delta(state: RuleState, before: pa.Table, rows: dict[str, int]) -> Delta | None:
+    """Read the referenced/source side as what changed since the state, in one snapshot:
+
+    - its rows whose `changed` is at the side's own watermark or past it (new, edited,
+      soft-deleted or restored rows: their `changed` moved);
+    - the server's count, min and max of the keys per range of ~BUCKET_KEYS keys (an
+      index-only read; a few thousand rows come back), against those the state and the
+      changed rows expect: a delete moves no `changed` column, but it lowers a count. A range
+      that differs is counted again in FANOUT parts, down to FANOUT keys;
+    - the rows of the ranges that still differ, to tell which keys were deleted (or inserted
+      without moving `changed`: these are taken as changed too).
+
+    Returns None (read the side whole) when the state is too big to hold here or too much
+    changed for this to be cheaper. (A delete and an insert that did not move `changed`, in
+    the same smallest range, with the same smallest and largest key, would go unseen: an
+    insert must set `changed`.)"""
+    side, since, plan = state.plan.right, state.right_since, state.plan
+    if since is None or before.num_rows > DELTA_MAX_KEYS or "c0" not in before.column_names:
+        return None
+    anchors = indexes_anchors(plan)
+    if anchors and "a_min" not in before.column_names:
+        return None
+    try:
+        return _read_delta(state, before, rows, anchors)
+    except sa.exc.DBAPIError as exc:
+        raise side.database.read_error(exc) from None  # its statement is in exc
+
+
+def _read_delta(
+    state: RuleState, before: pa.Table, rows: dict[str, int], anchors: bool
+) -> Delta | None:
+    side, since, plan = state.plan.right, state.right_since, state.plan
+    assert side.changed is not None
+    rows_of = SideRows.of(side, plan.key_types)
+    column = side.compare[0]
+    recent = side.changed >= sa.literal(since, side.changed.type)
+    with side.database.snapshot() as conn:
+        moved = conn.execute(_counted(side, recent)).scalar_one()
+        if moved > max(BUCKET_KEYS, min(DELTA_MAX_CHANGED * len(before), DELTA_MAX_CHANGED_ROWS)):
+            log.event("incremental_delta_skipped", rule=plan.rule.name, changed=moved)
+            return None
+        changed = fetched(conn, side, rows_of, side.select(since=since))
+        expected = _with_keys(before["c0"].to_numpy(), changed["c0"].to_numpy())
+        ranges, counted = _suspect_ranges(conn, side, column, expected)
+        seen = [rows_of.empty_table()]
+        for some in _chunks(ranges, RANGES_PER_QUERY):
+            query = side.select().where(sa.or_(*(_in_range(column, *r) for r in some)))
+            seen.append(fetched(conn, side, rows_of, query))
+    suspects = pa.concat_tables(seen)
+    rows[side.role] = changed.num_rows + counted + suspects.num_rows
+    in_ranges = np.zeros(len(expected), dtype=bool)
+    for low, high in ranges:
+        in_ranges[_span(expected, low, high)] = True
+    seen_keys = suspects["c0"].to_numpy()
+    deleted = np.setdiff1d(expected[in_ranges], seen_keys)  # a few keys each
+    unannounced = seen_keys[~_positions(expected, seen_keys)[1]]
+    # The next state: the old keys less those changed, deleted or seen, plus the rows read now.
+    fresh = pa.concat_tables([changed, suspects])
+    fresh_groups = _delta_groups(plan, fresh, anchors)
+    old_keys, fresh_keys = before["c0"].to_numpy(), fresh_groups["c0"].to_numpy()
+    replaced = np.sort(np.concatenate([fresh_keys, deleted]))
+    kept = ~_positions(replaced, old_keys)[1]
+    at = np.searchsorted(old_keys[kept], fresh_keys)  # merged in place: one copy a column
+    groups = pa.table({
+        name: pa.array(np.insert(before[name].to_numpy()[kept], at, fresh_groups[name].to_numpy()))
+        for name in fresh_groups.column_names
+    })  # fmt: skip
+    # Keys whose referencing rows are read again: gone, new, flagged or restored, and for pii
+    # every changed row's (the state keeps no hash of the fields).
+    flag = DELETED + "_min"
+    where, found = _positions(old_keys, fresh_keys)
+    same = found & (before[flag].to_numpy()[where] == fresh_groups[flag].to_numpy())
+    if isinstance(plan.rule, PiiRule):
+        same &= ~np.isin(fresh_keys, changed["c0"].to_numpy())
+    moved_keys = np.unique(np.concatenate([deleted, unannounced, fresh_keys[~same]]))  # few
+    log.event("incremental_delta", rule=plan.rule.name, changed=changed.num_rows,
+              ranges=len(ranges), deleted=len(deleted), unannounced=len(unannounced))  # fmt: skip
+    return Delta(groups, [(int(k),) for k in moved_keys])
+
+
+def _delta_groups(plan: RulePlan, fresh: pa.Table, anchors: bool) -> pa.Table:
+    """Key groups (as the state keeps them) of rows a delta read fetched, each key once."""
+    keys = fresh["c0"].to_numpy()
+    keys, first = np.unique(keys, return_index=True)  # a changed row seen twice: same values
+    fresh = fresh.take(pa.array(first))
+    if DELETED in fresh.column_names:
+        flags = fresh[DELETED].combine_chunks().cast(pa.int8())
+    else:
+        flags = pa.array(np.zeros(len(keys), dtype=np.int8))
+    columns = {"c0": pa.array(keys, pa.int64()), DELETED + "_min": flags}
+    if anchors:
+        columns["a_min"] = pa.array(anchor_hashes(plan, fresh))
+    return pa.table(columns)
+
+
+def _with_keys(keys: np.ndarray, more: np.ndarray) -> np.ndarray:
+    """Sorted unique `keys` with `more` added (numpy's union1d hashes all 2M keys: 0.5 s)."""
+    more = np.unique(more)
+    more = more[~_positions(keys, more)[1]]
+    return np.insert(keys, np.searchsorted(keys, more), more)
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _span(keys: np.ndarray, low: int | None, high: int | None) -> slice:
+    """The positions of sorted `keys` within [low, high] (None: unbounded)."""
+    a = 0 if low is None else int(np.searchsorted(keys, low, "left"))
+    b = len(keys) if high is None else int(np.searchsorted(keys, high, "right"))
+    return slice(a, b)
+
+
+def _counted(side: Any, *conditions: Any) -> sa.Select:
+    """`count(*)` of the side's rows (its `where` applied) under `conditions`."""
+    query = sa.select(sa.func.count()).select_from(side.info.table)
+    return _filtered(side, query).where(*conditions)
+
+
+def _filtered(side: Any, query: sa.Select) -> sa.Select:
+    if side.where:
+        query = query.where(sa.literal_column(f"({side.where})"))
+    return query
+
+
+def _in_range(column: sa.Column, low: int | None, high: int | None) -> sa.ColumnElement:
+    if low is None and high is None:
+        return sa.true()
+    if low is None:
+        return column <= sa.literal(high, column.type)
+    if high is None:
+        return column >= sa.literal(low, column.type)
+    return column.between(sa.literal(low, column.type), sa.literal(high, column.type))
+
+
+Range = tuple[int | None, int | None]
+
+
+def _suspect_ranges(
+    conn: Any, side: Any, column: sa.Column, expected: np.ndarray
+) -> tuple[list[Range], int]:
+    """Key ranges (low, high; None: unbounded) whose rows may not be what `expected` (sorted)
+    says, narrowed by the server's count/min/max per bucket; and how many bucket rows came
+    back. Buckets are FANOUT powers wide, so a finer one lies within one coarser bucket."""
+    if not len(expected):
+        present = conn.execute(_counted(side)).scalar_one()
+        return ([(None, None)] if present else []), 1
+    low, high = int(expected[0]), int(expected[-1])
+    wanted = max(1, len(expected) // BUCKET_KEYS)
+    width = FANOUT
+    while (high - low) // width + 1 > wanted:
+        width *= FANOUT
+    ranges: list[Range] = [(low, high)]
+    counted = 1
+    while True:
+        differing: list[Range] = []
+        for some in _chunks(ranges, RANGES_PER_QUERY):
+            found, rows = _differing_buckets(conn, side, column, expected, some, low, width)
+            differing += found
+            counted += rows
+        ranges = differing
+        if width <= FANOUT or not ranges:
+            break
+        width //= FANOUT
+    outside = sa.or_(column < sa.literal(low, column.type), column > sa.literal(high, column.type))
+    if conn.execute(_counted(side, outside)).scalar_one():
+        ranges += [(None, low - 1), (high + 1, None)]
+    return ranges, counted
+
+
+def _differing_buckets(
+    conn: Any,
+    side: Any,
+    column: sa.Column,
+    expected: np.ndarray,
+    ranges: list[Range],
+    origin: int,
+    width: int,
+) -> tuple[list[Range], int]:
+    """The buckets (`width` keys from `origin`) within `ranges` whose count, min or max on the
+    server differs from `expected`'s."""
+    bucket = (column - sa.literal(origin, column.type)) // sa.literal(width, column.type)
+    query = _filtered(
+        side,
+        sa.select(bucket, sa.func.count(), sa.func.min(column), sa.func.max(column))
+        .select_from(side.info.table)
+        .where(sa.or_(*(_in_range(column, *r) for r in ranges))),
+    ).group_by(bucket)
+    server = {int(b): (int(n), int(lo), int(hi)) for b, n, lo, hi in conn.execute(query)}
+    ours: dict[int, tuple[int, int, int]] = {}
+    for low, high in ranges:
+        keys = expected[_span(expected, low, high)]
+        numbers = (keys - origin) // width
+        starts = np.flatnonzero(np.r_[True, numbers[1:] != numbers[:-1]][: len(keys)])
+        for start, end in zip(starts, [*starts[1:], len(keys)], strict=True):
+            number = int(numbers[start])
+            n, lo, hi = ours.get(number, (0, int(keys[start]), int(keys[end - 1])))
+            ours[number] = (n + end - start, min(lo, int(keys[start])), max(hi, int(keys[end - 1])))
+    found: list[Range] = [
+        (origin + number * width, origin + (number + 1) * width - 1)
+        for number in sorted(server.keys() | ours.keys())
+        if server.get(number) != ours.get(number)
+    ]
+    return found, len(server)

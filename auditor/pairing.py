@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from auditor import incremental, log
-from auditor.batch import SideRows, key_names
+from auditor.batch import DELETED, SideRows, key_names
 from auditor.checks.base import partition_of
 from auditor.checks.reference import group_keys
 from auditor.compare import key_index
 from auditor.concurrency import CancelToken, Stop, retrying
+from auditor.config.model import ReferenceRule
 from auditor.extract import UNMATCHED
 from auditor.plan import RulePlan, SidePlan
 from auditor.scan import MAX_PARTITIONS, Spill, partition_count, prepared_batches, scan_side
@@ -274,6 +276,37 @@ def _spills(plan: RulePlan, options: RunOptions, space: Scratch) -> list[Spill]:
     ]
 
 
+def delta_pairs(
+    plan: RulePlan,
+    options: RunOptions,
+    progress: Progress,
+    stop: Stop,
+    rows: dict[str, int],
+    delta: incremental.Delta,
+    labels: pa.Table,
+    since: Any,
+    lookups: Any,
+    read_source: Callable[[list[tuple]], pa.Table],
+):
+    """streamed_pairs for an incremental run whose referenced side was read as a delta
+    (incremental.read_delta): the referencing rows changed since, those pointing at a moved key
+    and the last findings, against the state's keys (reference rules) or, chunk by chunk,
+    against the source rows of their keys, read by key (pii rules)."""
+    reread = incremental.left_rows(plan, lookups, delta.changed, labels)
+    if isinstance(plan.rule, ReferenceRule):
+        held = delta.groups.select(["c0", f"{DELETED}_min"]).rename_columns(["c0", DELETED])
+        if not plan.right.soft_delete:
+            held = held.drop_columns([DELETED])
+        yield from streamed_pairs(plan, options, progress, stop, rows, held, reread, since)
+        return
+    empty = SideRows.of(plan.right, plan.key_types).empty_table()
+    for left, *_ in streamed_pairs(plan, options, progress, stop, rows, empty, reread, since):
+        if left is None:
+            continue
+        keys = pc.unique(left["c0"].drop_null()).to_pylist()
+        yield left, read_source([(key,) for key in keys])
+
+
 def scan_changed(
     plan: RulePlan,
     options: RunOptions,
@@ -282,6 +315,7 @@ def scan_changed(
     space: Scratch,
     rows: dict[str, int],
     state: incremental.RuleState,
+    previous: tuple[pa.Table, pa.Table] | None,
     lookups: Any,
 ) -> tuple[Spill, Spill, bool]:
     """scan_both for an incremental run whose referenced side is too big to hold: that side
@@ -293,7 +327,6 @@ def scan_changed(
     left, right = _spills(plan, options, space)
     partitions, key_range = right.partitions, right.key_range
     read_side(plan, plan.right, right, options, progress, stop, rows)
-    previous = state.load()
     before = previous[0] if previous is not None else None
     keys = key_names(len(plan.key_types))
     if before is not None:  # the state's groups, split as this run's partitions are

@@ -113,8 +113,7 @@ class SidePlan:
         repeated = self.repeated
         exprs = [self._expr(c).label(n) for n, c in self._outputs() if n not in repeated]
         if self.soft_delete:
-            flag = sa.case((sa.literal_column(f"({self.soft_delete})"), 1), else_=0)
-            exprs.append(flag.label(DELETED))
+            exprs.append(self.deleted_flag.label(DELETED))
         query = sa.select(*exprs).select_from(self.info.table)
         if self.where and filtered:
             query = query.where(sa.literal_column(f"({self.where})"))
@@ -122,6 +121,13 @@ class SidePlan:
             assert self.changed is not None
             query = query.where(self.changed >= sa.literal(since, self.changed.type))
         return query
+
+    @property
+    def deleted_flag(self) -> sa.ColumnElement:
+        """1 for a soft-deleted row, else 0 (always 0 without `soft_delete`)."""
+        if not self.soft_delete:
+            return sa.literal_column("0")
+        return sa.case((sa.literal_column(f"({self.soft_delete})"), 1), else_=0)
 
     def stream(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """The side's rows as raw batches named as `select` names them (k*, r*, v*, ...)."""

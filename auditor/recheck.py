@@ -27,6 +27,7 @@ from auditor.errors import Interrupted
 from auditor.plan import RulePlan, SidePlan, StoreSidePlan
 
 CHUNK = 500
+FETCHED_ROWS = 50_000
 MAX_HOPS = 32
 
 
@@ -97,15 +98,7 @@ class Lookups:
                 raise Interrupted("interrupted while confirming candidates")
             chunk = wanted[start : start + chunk_size]
             condition = _condition(dialect, columns, by, key_types, chunk)
-            result = self._conn(side).execute(side.select().where(condition))
-            names, rows = list(result.keys()), result.fetchall()
-            if rows:
-                arrays = [
-                    pa.array(values, type=_integer_type(rows_of.schema, name))
-                    for name, values in zip(names, zip(*rows, strict=True), strict=True)
-                ]
-                raw, _ = side.exploded(pa.RecordBatch.from_arrays(arrays, names=names))
-                tables.append(pa.Table.from_batches([rows_of.prepare(raw, side.repeated)]))
+            tables.append(fetched(self._conn(side), side, rows_of, side.select().where(condition)))
         return pa.concat_tables(tables)
 
     def follow_aliases(
@@ -179,6 +172,22 @@ class Lookups:
             deleted = bool(flags[index]) if flags else False
             status[key] = status.get(key, True) and deleted
         return status
+
+
+def fetched(conn: Connection, side: SidePlan, rows_of: SideRows, query: sa.Select) -> pa.Table:
+    """The rows of one query on `side` (a few, through SQLAlchemy: FETCHED_ROWS at a time),
+    as `rows_of`."""
+    result = conn.execution_options(yield_per=FETCHED_ROWS).execute(query)
+    names = list(result.keys())
+    tables = [rows_of.empty_table()]
+    for rows in result.partitions():
+        arrays = [
+            pa.array(values, type=_integer_type(rows_of.schema, name))
+            for name, values in zip(names, zip(*rows, strict=True), strict=True)
+        ]
+        raw, _ = side.exploded(pa.RecordBatch.from_arrays(arrays, names=names))
+        tables.append(pa.Table.from_batches([rows_of.prepare(raw, side.repeated)]))
+    return pa.concat_tables(tables)
 
 
 def _integer_type(schema: pa.Schema, name: str) -> pa.DataType | None:

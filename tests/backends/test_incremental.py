@@ -40,7 +40,8 @@ class World:
             for table in tables:
                 database.execute(f"DROP TABLE IF EXISTS {table}")
         self.catalog.execute(
-            "CREATE TABLE products (id INTEGER PRIMARY KEY, deleted INTEGER NOT NULL)"
+            "CREATE TABLE products (id INTEGER PRIMARY KEY, deleted INTEGER NOT NULL, "
+            "version BIGINT)"
         )
         self.catalog.execute("CREATE TABLE aliases (old_id INTEGER PRIMARY KEY, new_id INTEGER)")
         self.catalog.execute(
@@ -55,7 +56,7 @@ class World:
             "email VARCHAR(40), version BIGINT)"
         )
         for product in PRODUCTS:
-            self.catalog.execute(f"INSERT INTO products VALUES ({product}, 0)")
+            self.catalog.execute(f"INSERT INTO products VALUES ({product}, 0, 0)")
             self.catalog.execute(
                 f"INSERT INTO customers VALUES ({product}, 'c{product}@x.org', 'C {product}', 0)"
             )
@@ -80,7 +81,10 @@ class World:
             "INSERT INTO orders VALUES (:r, :c, :e, :v)", r=row, c=customer, e=email, v=self.bump()
         )
 
-    def config(self, lag: int = 0, source_changed: bool = False) -> Path:
+    def config(self, lag: int = 0, right_changed: bool = False) -> Path:
+        """`right_changed`: products and customers name their `changed` column too, so they
+        are read as a delta (incremental.read_delta)."""
+        changed = {"changed": "version"} if right_changed else {}
         catalog, shop = self.catalog.url, self.shop.url
         aliases = {"db": "catalog", "table": "aliases", "old": ["old_id"], "new": ["new_id"]}
         data = {
@@ -92,10 +96,9 @@ class World:
                  "from": {"db": "shop", "table": "reviews", "columns": ["product_id"],
                           "changed": "version"},
                  "to": {"db": "catalog", "table": "products", "columns": ["id"],
-                        "soft_delete": "deleted = 1"}},
+                        "soft_delete": "deleted = 1", **changed}},
                 {"name": "orders", "type": "pii",
-                 "source": {"db": "catalog", "table": "customers", "key": ["id"],
-                            **({"changed": "version"} if source_changed else {})},
+                 "source": {"db": "catalog", "table": "customers", "key": ["id"], **changed},
                  "copy": {"db": "shop", "table": "orders", "key": ["customer_id"],
                           "changed": "version"},
                  "fields": [{"source": "email", "copy": "email", "normalize": ["email"]}]},
@@ -161,10 +164,13 @@ def apply(world: World, operation: tuple[str, int, Any]) -> None:
     elif name == "delete_product":
         catalog.execute("DELETE FROM products WHERE id = :p", p=target)
     elif name == "soft_delete":
-        catalog.execute("UPDATE products SET deleted = :d WHERE id = :p", d=int(value), p=target)
+        catalog.execute(
+            "UPDATE products SET deleted = :d, version = :v WHERE id = :p",
+            d=int(value), p=target, v=world.bump(),
+        )  # fmt: skip
     elif name == "insert_product":
         catalog.execute("DELETE FROM products WHERE id = :p", p=target)
-        catalog.execute("INSERT INTO products VALUES (:p, 0)", p=target)
+        catalog.execute("INSERT INTO products VALUES (:p, 0, :v)", p=target, v=world.bump())
     elif name == "alias":
         catalog.execute("DELETE FROM aliases WHERE old_id = :o", o=target)
         if value is not None:
@@ -197,16 +203,16 @@ def world(request, database_factory, tmp_path) -> World:
 )
 @given(
     steps=st.lists(st.lists(OPERATIONS, min_size=1, max_size=4), min_size=1, max_size=4),
-    source_changed=st.booleans(),
+    right_changed=st.booleans(),
 )
-def test_incremental_findings_equal_a_full_runs(world, strategy, steps, source_changed):
-    """Both ways the referenced side is read: held in memory, and into partitions on disk
-    (a side too big to hold; a few rows a partition, so the state is diffed partition by
-    partition); the pii source with a `changed` column of its own (only its rows changed
-    since are hashed again) and without."""
+def test_incremental_findings_equal_a_full_runs(world, strategy, steps, right_changed):
+    """Every way the referenced side is read: held in memory, into partitions on disk (a side
+    too big to hold; a few rows a partition, so the state is diffed partition by partition),
+    and, where it has a `changed` column of its own, as a delta (its changed rows and the
+    server's counts per key range)."""
     rows = 3 if strategy == "partitioned" else None
     world.reset()
-    path = world.config(source_changed=source_changed)
+    path = world.config(right_changed=right_changed)
     first, summary = findings(path, incremental=True, rows=rows)
     assert {s["mode"] for s in summary.values()} == {"full"}
     for step in steps:
@@ -282,6 +288,53 @@ def test_a_clock_that_went_back_within_the_lag_loses_nothing(backend, database_f
     assert found == findings(path, incremental=False)[0]
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_a_delta_read_finds_deletes_by_the_servers_counts(backend, database_factory, tmp_path):
+    """A referenced side with `changed` and an integer primary key is read as a delta: its
+    changed rows, the server's count/min/max per key range, and only the ranges that differ.
+    Deletes at the edges, inside and below/above the known keys, a soft delete, a new row, and
+    a row inserted without moving `changed` (seen by its range's count) are all found, and only
+    a small part of the side is read."""
+    catalog, shop = database_factory(backend), database_factory(backend)
+    catalog.execute("CREATE TABLE products (id BIGINT PRIMARY KEY, deleted INTEGER NOT NULL, "
+                    "version BIGINT)")  # fmt: skip
+    shop.execute("CREATE TABLE reviews (id INTEGER PRIMARY KEY, product_id BIGINT, "
+                  "version BIGINT)")  # fmt: skip
+    products = list(range(1, 6001))
+    for start in range(0, len(products), 1000):
+        chunk = products[start : start + 1000]
+        catalog.execute("INSERT INTO products VALUES " + ", ".join(f"({p}, 0, 1)" for p in chunk))
+        shop.execute("INSERT INTO reviews VALUES " + ", ".join(f"({p}, {p}, {p})" for p in chunk))
+    shop.execute("INSERT INTO reviews VALUES (7001, 0, 7001), (7002, 9000, 7002), (7003, 20, 7003)")
+    data = {"version": 1, "databases": {"c": {"url": catalog.url}, "s": {"url": shop.url}},
+            "settings": {"change_lag_s": 0, "max_findings": 0},
+            "rules": [{"name": "r", "type": "reference",
+                       "from": {"db": "s", "table": "reviews", "columns": ["product_id"],
+                                "changed": "version"},
+                       "to": {"db": "c", "table": "products", "columns": ["id"],
+                              "soft_delete": "deleted = 1", "changed": "version"}}]}  # fmt: skip
+    path = tmp_path / "delta.yaml"
+    path.write_text(yaml.safe_dump(data))
+    first, _ = findings(path, incremental=True)
+    assert len(first["r"]) == 2  # reviews of products 0 and 9000
+    catalog.execute("DELETE FROM products WHERE id IN (1, 20, 2500, 2501, 6000)")
+    catalog.execute("UPDATE products SET deleted = 1, version = 2 WHERE id = 4000")
+    catalog.execute("INSERT INTO products VALUES (9000, 0, 2)")  # past the known keys
+    catalog.execute("INSERT INTO products VALUES (0, 0, 1)")  # `changed` not moved
+    found, summary = findings(path, incremental=True)
+    assert summary["r"]["mode"] == "incremental"
+    assert found == findings(path, incremental=False)[0]
+    assert len(found["r"]) == 7  # 6 orphans (two reviews of 20), 1 soft-deleted
+    config = load_config(path)
+    options = RunOptions.from_settings(config.settings)
+    options.incremental = api.incremental_state(config)
+    catalog.execute("DELETE FROM products WHERE id = 3333")
+    result = api.run(config, options=options)
+    assert result.rules[0].counts == {"orphan": 7, "soft_deleted": 1}
+    scanned = result.rules[0].rows_scanned
+    assert scanned["to"] < 200 and scanned["from"] < 20, scanned
+
+
 def test_sides_without_changed_or_not_sql_are_read_in_full(database_factory, tmp_path):
     world = World(database_factory("sqlite"), database_factory("sqlite"), tmp_path)
     world.reset()
@@ -314,6 +367,14 @@ def test_check_suggests_an_index_on_changed(database_factory, tmp_path):
     world.shop.execute("CREATE INDEX ix_reviews_product_id ON reviews (product_id)")
     result = api.check(load_config(world.config()))
     assert len([w for rule in result.rules for w in rule.warnings if "`changed`" in w]) == 1
+    # A referenced side with `changed` is read by it too (incremental.read_delta).
+    result = api.check(load_config(world.config(right_changed=True)))
+    warnings = [w for rule in result.rules for w in rule.warnings if "`changed`" in w]
+    assert warnings[0] == (
+        "catalog.products: an incremental run reads it by `changed`, "
+        "consider: CREATE INDEX ix_products_version ON products (version)"
+    )
+    assert "catalog.customers: an incremental run reads it by `changed`, " in warnings[2]
 
 
 def test_a_crash_while_storing_leaves_the_last_state(database_factory, tmp_path, monkeypatch):
@@ -354,7 +415,8 @@ def test_field_hashes_tell_rows_apart():
     holding the separator, NULL against empty) hash apart."""
     import pyarrow as pa
 
-    from auditor.incremental import _row_hashes, fnv1a
+    from auditor.hashing import fnv1a
+    from auditor.incremental import _row_hashes
 
     assert [int(h) for h in fnv1a(pa.array(["", "a", "foobar"]))] == [
         0xCBF29CE484222325, 0xAF63DC4C8601EC8C, 0x85944171F73967E8,
