@@ -23,6 +23,9 @@ _HOMES = {
     "AuditResult": "auditor.result",
     "Finding": "auditor.result",
     "RuleResult": "auditor.result",
+    "Verdict": "auditor.verifier",
+    "Verifier": "auditor.verifier",
+    "verify": "auditor.verifier",
 }
 
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from auditor.config import Config, load_config
     from auditor.engine import RunOptions
     from auditor.result import AuditResult, Finding, RuleResult
+    from auditor.verifier import Verdict, Verifier, verify
 
 
 def __getattr__(name: str) -> Any:
@@ -47,8 +51,11 @@ __all__ = [
     "Finding",
     "RuleResult",
     "RunOptions",
+    "Verdict",
+    "Verifier",
     "__version__",
     "check",
     "load_config",
     "run",
+    "verify",
 ]

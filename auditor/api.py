@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from auditor import __version__, incremental, log, memory
 from auditor.concurrency import retrying
-from auditor.config.model import Config
+from auditor.config.model import Config, PiiRule
 from auditor.db.engines import Database, open_databases, ping
 from auditor.engine import RunOptions, run_rule
 from auditor.errors import AuditorError, ConfigError, DatabaseError, Interrupted, ResourceError
@@ -33,6 +33,7 @@ from auditor.report.diff import (
     of_result,
 )
 from auditor.result import AuditResult, RuleResult, fails
+from auditor.suggest import anchor_order
 
 Progress = Callable[[str, str, int, int | None], None]
 
@@ -46,6 +47,7 @@ class SideCheck:
     rereadable: bool = True  # files are not read again by the recheck
     ttl_sample: tuple[int, int] | None = None  # Redis: (keys sampled, of which expire)
     changed_index: str | None = None  # CREATE INDEX that would serve `changed >= watermark`
+    verify_index: str | None = None  # CREATE INDEX for auditor.verify's suggested_key look-up
 
 
 @dataclass(frozen=True)
@@ -71,11 +73,17 @@ class RuleCheck:
 
     @property
     def notes(self) -> list[str]:
-        """What `check` saw of a Redis side's keys: how many of a sample expire."""
+        """What `check` saw of a Redis side's keys (how many of a sample expire), and the
+        index auditor.verify wants (only services that call it need it: not a warning)."""
         return [
             f"{side.table}: {side.ttl_sample[1]:,} of {side.ttl_sample[0]:,} sampled keys expire"
             for side in self.sides
             if side.ttl_sample and side.ttl_sample[0]
+        ] + [
+            f"{side.table}: auditor.verify finds suggested_key by this column; consider: "
+            f"{side.verify_index}"
+            for side in self.sides
+            if side.verify_index
         ]
 
 
@@ -136,6 +144,7 @@ def check(config: Config, rules: Iterable[str] | None = None) -> CheckResult:
                     side.rereadable,
                     side.ttl_sample(),
                     _changed_index(plan, side),
+                    _verify_index(plan, side),
                 )
                 for side, columns in lookups
             )
@@ -160,6 +169,15 @@ def _changed_index(plan: RulePlan, side) -> str | None:  # type: ignore[no-untyp
     if side is plan.left:
         hints.append(side.lookup_index_hint(side.compare))
     return "; ".join(hint for hint in hints if hint) or None
+
+
+def _verify_index(plan: RulePlan, side) -> str | None:  # type: ignore[no-untyped-def]
+    """The index auditor.verify's suggested_key look-up wants on a pii rule's source: on the
+    anchor field (the first that needs no phone parsing), when it has none."""
+    rule = plan.rule
+    if side is not plan.right or not isinstance(rule, PiiRule) or not rule.suggest_keys:
+        return None
+    return side.lookup_index_hint((side.values[anchor_order(rule)[0]],))
 
 
 def _write_warning(database: Database, tables: list[sa.Table]) -> str | None:

@@ -103,10 +103,14 @@ class SideRows:
             elif pa.types.is_integer(field.type):
                 columns.append(raw(name).cast(field.type))
             else:
-                text = as_text(raw(name))
-                form = (field.metadata or {}).get(TEXT_FORM.encode())
-                columns.append(_TEXT_FORMS[form](text) if form else text)
+                columns.append(text_form(field, as_text(raw(name))))
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+
+def text_form(field: pa.Field, text: pa.Array) -> pa.Array:
+    """`text` in the one form `field` (a value column of SideRows.of) keeps its values in."""
+    form = (field.metadata or {}).get(TEXT_FORM.encode())
+    return _TEXT_FORMS[form](text) if form else text
 
 
 def _text_form(column: sa.Column) -> dict[str, str] | None:

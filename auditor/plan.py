@@ -343,18 +343,22 @@ def register_store(store: type, planner: SidePlanner) -> None:
     _STORES[store] = planner
 
 
-def plan_sides(rule: Rule, databases: dict[str, Database], check: bool = False):
+def plan_sides(
+    rule: Rule, databases: dict[str, Database], check: bool = False, roles: set[str] | None = None
+):
     """The rule's sides by role: reflected, planned and their row width sampled, each
     database's in one read-only snapshot, databases at once (one thread each: reflection and
     the sample wait on the servers). The first error in role order is raised, as if the sides
     had been planned one by one.
 
     `check` (for `auditor check`): indexes are reflected too (lookup_index_hint), and no data
-    row is read, so widths are not sampled.
+    row is read, so widths are not sampled. `roles`: only these sides (auditor.verify plans
+    a rule's source alone).
     """
     groups: dict[str, list[tuple[str, TableSide]]] = {}
     for role, side in rule.sides().items():
-        groups.setdefault(side.db, []).append((role, side))
+        if roles is None or role in roles:
+            groups.setdefault(side.db, []).append((role, side))
 
     def plan_group(group: list[tuple[str, TableSide]]) -> list[SidePlan]:
         database = databases[group[0][1].db]

@@ -97,7 +97,7 @@ class Lookups:
             if self.stop.is_set():
                 raise Interrupted("interrupted while confirming candidates")
             chunk = wanted[start : start + chunk_size]
-            condition = _condition(dialect, columns, by, key_types, chunk)
+            condition = key_condition(dialect, columns, by, key_types, chunk)
             tables.append(fetched(self._conn(side), side, rows_of, side.select().where(condition)))
         return pa.concat_tables(tables)
 
@@ -174,15 +174,21 @@ class Lookups:
         return status
 
 
-def fetched(conn: Connection, side: SidePlan, rows_of: SideRows, query: sa.Select) -> pa.Table:
+def fetched(
+    conn: Connection, side: SidePlan, rows_of: SideRows, query: sa.Select, few: bool = False
+) -> pa.Table:
     """The rows of one query on `side` (a few, through SQLAlchemy: FETCHED_ROWS at a time),
-    as `rows_of`."""
-    result = conn.execution_options(yield_per=FETCHED_ROWS).execute(query)
+    as `rows_of`. `few`: a handful of rows at most (auditor.verify), fetched at once with no
+    server-side cursor, whose extra round trips would double a one-row look-up's time."""
+    if few:
+        result = conn.execute(query)
+    else:
+        result = conn.execution_options(yield_per=FETCHED_ROWS).execute(query)
     names = list(result.keys())
     tables = [rows_of.empty_table()]
-    for rows in result.partitions():
+    for rows in result.partitions(FETCHED_ROWS):
         arrays = [
-            pa.array(values, type=_integer_type(rows_of.schema, name))
+            pa.array(values, type=_arrow_type(rows_of.schema, name, values))
             for name, values in zip(names, zip(*rows, strict=True), strict=True)
         ]
         raw, _ = side.exploded(pa.RecordBatch.from_arrays(arrays, names=names))
@@ -190,11 +196,14 @@ def fetched(conn: Connection, side: SidePlan, rows_of: SideRows, query: sa.Selec
     return pa.concat_tables(tables)
 
 
-def _integer_type(schema: pa.Schema, name: str) -> pa.DataType | None:
-    """The declared type of an integer output (BIGINT UNSIGNED needs uint64), else inferred."""
+def _arrow_type(schema: pa.Schema, name: str, values: Sequence[Any]) -> pa.DataType | None:
+    """The declared type of an integer output (BIGINT UNSIGNED needs uint64), string for text,
+    else inferred (pyarrow's inference tries to import dateutil on every call: 20x slower)."""
     index = schema.get_field_index(name)
     kind = schema.field(index).type if index >= 0 else None
-    return kind if kind is not None and pa.types.is_integer(kind) else None
+    if kind is not None and pa.types.is_integer(kind):
+        return kind
+    return pa.string() if all(type(v) is str or v is None for v in values) else None
 
 
 def _chain_note(chain: list[tuple], end: str) -> str:
@@ -206,7 +215,9 @@ def _show(key: tuple) -> str:
     return ",".join(str(part) for part in key)
 
 
-def _condition(dialect, columns: Sequence[sa.Column], by: str, key_types, chunk: list[tuple]):
+def key_condition(dialect, columns: Sequence[sa.Column], by: str, key_types, chunk: list[tuple]):
+    """Rows whose `columns` (labels, or compared keys by `key_types`) hold a value of `chunk`,
+    in every form the columns may store it (stored_forms)."""
     if len(columns) == 1:
         column, kind = columns[0], category(columns[0])  # classified once per chunk
         key_type = key_types[0] if by == "compare" else "label"

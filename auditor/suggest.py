@@ -154,11 +154,14 @@ def _fingerprints(plan: RulePlan, copies: pa.Table) -> dict[tuple, tuple]:
     }
 
 
+def anchor_order(rule: PiiRule) -> list[int]:
+    """The rule's fields, those not needing phone parsing first: the first is the one source
+    rows are narrowed by (here, in incremental states and in auditor.verify's look-up)."""
+    phones = [any(isinstance(s, dict) and "phone" in s for s in f.normalize) for f in rule.fields]
+    return sorted(range(len(rule.fields)), key=lambda index: phones[index])
+
+
 def _anchor_field(plan: RulePlan) -> int:
-    """The field used to narrow the source rows: the first one not needing phone parsing."""
     rule = plan.rule
     assert isinstance(rule, PiiRule)
-    for index, spec in enumerate(rule.fields):
-        if not any(isinstance(step, dict) and "phone" in step for step in spec.normalize):
-            return index
-    return 0
+    return anchor_order(rule)[0]
