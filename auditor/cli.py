@@ -320,6 +320,34 @@ def demo(
 
 
 @app.command()
+def init(
+    urls: Annotated[
+        list[str],
+        typer.Argument(metavar="URL...", help="Two or more database URLs.", show_default=False),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="FILE", help="Write the draft here [stdout]."),
+    ] = None,
+    sample: Annotated[
+        int, typer.Option(metavar="N", min=1, help="Distinct values sampled per candidate.")
+    ] = 1000,
+    phone_region: Annotated[
+        str, typer.Option(metavar="CC", help="Region phone numbers are read in.")
+    ] = "US",
+) -> None:
+    """Draft a config from the schemas and sampled values of two or more databases."""
+    from auditor.draft import draft_config
+
+    text = draft_config(urls, sample, phone_region).yaml()
+    if out is None:
+        sys.stdout.write(text)
+        return
+    out.write_text(text, encoding="utf-8")
+    _terminal().plain(f"Wrote {out}: review it, then `{_self_command()} check {out}`")
+
+
+@app.command()
 def diff(
     old: Annotated[
         Path, typer.Argument(metavar="OLD", help="The earlier JSON report.", show_default=False)
