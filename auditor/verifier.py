@@ -48,7 +48,8 @@ class Verdict:
     `missing` (one side has no value after normalising, or there is no source row).
     `suggested_key`: the one other source row every supplied value matches, if any: the key
     probably points at the wrong entity. `source_rows`: rows holding the key (0: missing
-    source; more than 1: the key is duplicated and nothing is compared, as `run` does)."""
+    source; more than 1: a duplicated key, a `duplicate_key` finding of `run`, never ok: a
+    field matches only if it matches every row)."""
 
     rule: str
     key: dict[str, Any]
@@ -118,7 +119,10 @@ class Verifier:
         )
         rows = self._read(source, plan.rows_of, source.select().where(condition))
         given = self._given(plan, supplied)
-        kinds = self._compare(plan, given, rows.to_pylist()[0]) if rows.num_rows == 1 else {}
+        kinds: dict[int, FieldStatus] = {}
+        for row in rows.to_pylist():  # several: a duplicated key, each row must match
+            for index, kind in self._compare(plan, given, row).items():
+                kinds.setdefault(index, kind)
         statuses: dict[str, FieldStatus] = {
             name: "missing" if rows.num_rows == 0 else kinds.get(index, "match")
             for index, (name, _) in supplied.items()

@@ -67,6 +67,7 @@ def test_a_missing_source_and_a_missing_value(verifier):
 def test_a_duplicated_key_is_not_compared(verifier):
     verdict = verifier.verify("invoice-accounts", "A1", {"email": "a@x.com"})
     assert verdict.source_rows == 2 and not verdict.ok
+    assert verdict.fields == {"email": "mismatch"}  # a@x.com is one row's, b@x.com the other's
 
 
 def test_bad_calls_are_config_errors_without_values(verifier):
