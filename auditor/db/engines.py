@@ -286,8 +286,8 @@ def open_database(
             )
     dialect = for_url(url)
     try:
-        # No pool: a connection lives as long as its snapshot, so at most one SQLAlchemy
-        # connection plus the scan's own exist per database, and none outlives its rule.
+        # No pool for a run: a connection lives as long as its snapshot, so at most one
+        # SQLAlchemy connection plus the scan's own exist per database, none outliving its rule.
         pooling: dict[str, Any] = {"poolclass": sa.pool.NullPool}
         if pool_size:
             pooling = {
