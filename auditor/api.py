@@ -329,6 +329,8 @@ def _baseline(
 def _run_one(config: Config, rule, databases, options, progress, stop) -> RuleResult:
     try:
         plan = _plan_retrying(config, rule, databases, stop)
+        if options.cluster is not None:
+            return _on_cluster(config, plan, options)
         return run_rule(plan, options, progress or (lambda *_: None), stop)
     except Interrupted:
         return _skipped(rule, "interrupted")
@@ -350,6 +352,23 @@ def _run_one(config: Config, rule, databases, options, progress, stop) -> RuleRe
         # The exception's text may quote a data value: only its type leaves without --debug.
         message = f"internal error: {type(exc).__name__} (rerun with --debug for details)"
         return replace(_skipped(rule, "error"), error=message, error_code=4)
+
+
+def _on_cluster(config: Config, plan: RulePlan, options: RunOptions) -> RuleResult:
+    """The rule run as slices on Dask workers, which read the config from its file (the
+    task graph carries its path and these options, never a URL)."""
+    from auditor.cluster import run_on_cluster
+
+    if options.incremental is not None:
+        raise ConfigError("--incremental runs in one process: leave out --cluster/--workers")
+    settings = {
+        "batch_size": options.batch_size,
+        "max_findings": options.max_findings,
+        "recheck": options.recheck,
+        "mask": options.masker.mode,
+    }
+    assert config.path is not None  # loaded from a file: workers load it again
+    return run_on_cluster(str(Path(config.path).resolve()), plan, settings, options.cluster)
 
 
 def _plan_retrying(

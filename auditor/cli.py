@@ -156,6 +156,21 @@ def run(
     full: Annotated[
         bool, _flag("--full", help="With --incremental: read everything, then keep the state.")
     ] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster", metavar="ADDRESS", help="Run rules as slices on this Dask scheduler."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            metavar="N",
+            min=1,
+            help="Run rules on a local Dask cluster of N processes.",
+        ),
+    ] = None,
 ) -> None:
     """Run the audit described by CONFIG; exit 0 pass, 1 findings, 2 config, 3 database."""
     if fail_on_new and baseline is None:
@@ -174,6 +189,14 @@ def run(
         overrides["masker"] = Masker.create(mask.value)
     if incremental:
         overrides["incremental"] = api.incremental_state(cfg, full)
+    if cluster or workers:
+        import importlib.util
+
+        if importlib.util.find_spec("distributed") is None:
+            raise ConfigError("--cluster/--workers need Dask: pip install 'auditor[dask]'")
+        from auditor.cluster import Cluster
+
+        overrides["cluster"] = Cluster(cluster, workers)
     explicit = {
         "json": json_path,
         "html": html_path,
@@ -194,7 +217,11 @@ def run(
         fail_on_new=fail_on_new,
         csv_raw=csv_raw,
     )
-    result, _ = audit.run()
+    try:
+        result, _ = audit.run()
+    finally:
+        if audit.options.cluster is not None:
+            audit.options.cluster.close()
     raise typer.Exit(result.exit_code)
 
 

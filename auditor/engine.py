@@ -41,6 +41,7 @@ class RunOptions:
     # Called between scan and recheck; tests use it to change the data in that window.
     before_recheck: Callable[[], None] | None = None
     incremental: incremental.Incremental | None = None  # `run --incremental` (SPEC §11)
+    cluster: Any = None  # cluster.Cluster: rules run as slices on Dask workers (SPEC §12)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RunOptions:

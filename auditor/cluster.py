@@ -1,0 +1,213 @@
+"""Runs on a Dask cluster (SPEC §12): one rule as K key-range slices, one task each.
+
+Imported only with `run --cluster ADDRESS` or `--workers N`; nothing of Dask is imported
+otherwise (`dask[distributed]` is the optional extra `auditor[dask]`).
+
+A rule whose two sides compare one integer key (a reference by id, a copy keyed like its
+source) is cut by ranges of that key, on both sides at once: slice i reads the referencing
+rows whose key is in [low_i, high_i) and the referenced rows whose key is in the same range,
+so the rows that must meet are read by the same task and no shuffle is needed (each side's
+rows are selected by the compared column, which `check` asks to be indexed for look-ups).
+NULL references go with the first slice. Each task runs the single-process engine on its
+slice (scan, compare, recheck by key, alias chase) with its own read-only connections, opened
+from the config file's path on the worker: no URL or password travels in the task graph.
+The client adds the counts up and lists findings slice by slice up to `max_findings`.
+
+Exactness: a slice reads each side in one statement (one snapshot), but slices are different
+statements, so the run as a whole sees no single snapshot; every finding is still re-read by
+key before it is reported (as in a single-process run), so a row written between slices
+causes no false finding. A worker lost mid-task has its task run again by Dask; a slice
+only reads, so running it twice changes nothing.
+
+Not sliced (one task on a worker): a rule with another key (text, UUID, composite), a pii
+rule with `suggest_keys` (a suggestion may live in another slice), a side that is not SQL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from auditor.db.reflect import category, unsigned_64
+from auditor.plan import RulePlan, SidePlan, StoreSidePlan
+from auditor.result import Finding, RuleResult, finished_status
+
+SLICES_PER_WORKER = 4  # slices a worker runs in turn: a slow slice delays less
+
+
+@dataclass
+class Cluster:
+    """Where tasks go: a scheduler's address, or a LocalCluster of `workers` processes."""
+
+    address: str | None = None
+    workers: int | None = None
+    _client: Any = None
+    _local: Any = None
+
+    def client(self) -> Any:
+        if self._client is None:
+            from distributed import Client, LocalCluster
+
+            if self.address:
+                self._client = Client(self.address)
+            else:
+                self._local = LocalCluster(
+                    n_workers=self.workers or 2,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+                self._client = Client(self._local)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._local is not None:
+            self._local.close()
+        self._client = self._local = None
+
+    def worker_count(self) -> int:
+        return max(1, len(self.client().scheduler_info().get("workers", {})))
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Compared keys in [low, high) (None: unbounded); `nulls`: NULL references too."""
+
+    low: int | None
+    high: int | None
+    nulls: bool = False
+
+    def condition(self, column: sa.Column) -> sa.ColumnElement:
+        parts = []
+        if self.low is not None:
+            parts.append(column >= self.low)
+        if self.high is not None:
+            parts.append(column < self.high)
+        inside = sa.and_(*parts) if parts else sa.true()
+        return sa.or_(inside, column.is_(None)) if self.nulls else inside
+
+
+def sliceable(plan: RulePlan) -> bool:
+    """One integer key on two SQL sides, compared as integers, and no cross-slice lookup."""
+    sides = (plan.left, plan.right)
+    if plan.key_types != ("int",) or any(isinstance(s, StoreSidePlan) for s in sides):
+        return False
+    if any(s.extract is not None or len(s.compare) != 1 for s in sides):
+        return False
+    if any(category(s.compare[0]) != "int" or unsigned_64(s.compare[0]) for s in sides):
+        return False
+    return not getattr(plan.rule, "suggest_keys", False)
+
+
+def slices(plan: RulePlan, count: int) -> list[Slice]:
+    """`count` ranges of equal width over both sides' smallest to largest key (a min/max each,
+    answered from an index), the first taking NULL references."""
+    bounds = [_min_max(side) for side in (plan.left, plan.right)]
+    known = [b for b in bounds if b is not None]
+    if not known or count <= 1:
+        return [Slice(None, None, nulls=True)]
+    low, high = min(b[0] for b in known), max(b[1] for b in known)
+    width = max(1, -(-(high - low + 1) // count))
+    edges = list(range(low, high + 1, width))[1:]
+    cut = [None, *edges, None]
+    return [Slice(cut[i], cut[i + 1], nulls=i == 0) for i in range(len(cut) - 1)]
+
+
+def _min_max(side: SidePlan) -> tuple[int, int] | None:
+    column = side.compare[0]
+    query = sa.select(sa.func.min(column), sa.func.max(column)).select_from(side.info.table)
+    with side.database.snapshot() as conn:
+        low, high = conn.execute(query).one()
+    return None if low is None else (int(low), int(high))
+
+
+def run_on_cluster(config_path: str, plan: RulePlan, options: dict[str, Any], cluster: Cluster):
+    """The rule's result, its slices run as tasks (retried where a worker was lost)."""
+    started = time.monotonic()
+    parts = slices(plan, cluster.worker_count() * SLICES_PER_WORKER) if sliceable(plan) else [None]
+    client = cluster.client()
+    futures = client.map(
+        run_slice,
+        parts,
+        config_path=config_path,
+        rule_name=plan.rule.name,
+        options=options,
+        pure=False,
+        retries=2,
+    )
+    results = client.gather(futures)
+    return merged(plan, results, options["max_findings"], time.monotonic() - started)
+
+
+def run_slice(
+    part: Slice | None, config_path: str, rule_name: str, options: dict[str, Any]
+) -> RuleResult:
+    """On a worker: plan the rule from the config file, narrow both sides to the slice, run it
+    with the single-process engine; findings come back as a list (not a spill on this disk)."""
+    import threading
+
+    from auditor import api
+    from auditor.config.loader import load_config
+    from auditor.db.engines import open_databases
+    from auditor.engine import RunOptions, run_rule
+    from auditor.mask import Masker
+
+    config = load_config(config_path)
+    rule = config.rule(rule_name)
+    databases = open_databases(config)
+    try:
+        plan = api.plan_rule(config, rule, databases)
+        if part is not None:
+            plan = dataclasses.replace(
+                plan,
+                left=dataclasses.replace(plan.left, key_slice=part),
+                right=dataclasses.replace(
+                    plan.right, key_slice=dataclasses.replace(part, nulls=False)
+                ),
+            )
+        run_options = RunOptions(
+            batch_size=options["batch_size"],
+            max_findings=options["max_findings"],
+            recheck=options["recheck"],
+            masker=Masker.create(options["mask"]),
+        )
+        result = run_rule(plan, run_options, lambda *_: None, threading.Event())
+        return dataclasses.replace(result, findings=tuple(result.findings))
+    finally:
+        for database in databases.values():
+            dispose = getattr(getattr(database, "engine", None), "dispose", None)
+            if dispose:
+                dispose()
+
+
+def merged(plan: RulePlan, results: list[RuleResult], cap: int, seconds: float) -> RuleResult:
+    """One rule's result from its slices': counts added, findings listed slice by slice."""
+    errors = [r for r in results if r.status == "error"]
+    first = results[0]
+    if errors:
+        return dataclasses.replace(errors[0], duration_s=seconds)
+    counts: Counter[str] = Counter()
+    rows: Counter[str] = Counter()
+    findings: list[Finding] = []
+    for result in results:
+        counts.update(result.counts)
+        rows.update(result.rows_scanned)
+        findings.extend(result.findings)
+    listed = findings if cap == 0 else findings[:cap]
+    total = sum(counts.values())
+    return dataclasses.replace(
+        first,
+        status=finished_status(plan.rule.severity, dict(counts)),
+        counts=dict(counts),
+        rows_scanned=dict(rows),
+        findings=tuple(listed),
+        findings_truncated=total > len(listed),
+        duration_s=seconds,
+    )

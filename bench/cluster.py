@@ -1,0 +1,70 @@
+"""W1 in one process against Dask workers (prints figures): `auditor run` plain, then with
+`--workers 1` and `--workers 2`, each timed in a child process (wall seconds; peak RSS of the
+client process only: the workers are its grandchildren).
+
+    python bench/cluster.py --scale 1 --runs 3
+
+Uses bench/run.py's W1 databases (auditor_bench_a / _b on PostgreSQL, built if missing, kept
+for the next run). W1's reference rule is cut into 4 key-range slices per worker; its pii rule
+keeps suggest_keys, so it runs as one task on one worker (auditor/cluster.py says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import run as w1
+from measure import measured
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    sizes = w1.Sizes.at(args.scale)
+    a = w1._ensure_database(w1.PG, f"{w1.PREFIX}_a")
+    w1._load(a, w1._pg_sql_a(sizes), f"a:{sizes}")
+    b = w1._ensure_database(w1.PG, f"{w1.PREFIX}_b")
+    w1._load(b, w1._b_statements(sizes, "postgresql"), f"b:{sizes}")
+    urls = {
+        "a": w1._database(w1.PG, f"{w1.PREFIX}_a"),
+        "b": w1._database(w1.PG, f"{w1.PREFIX}_b"),
+    }
+    rows = sizes.customers + sizes.products + sizes.orders + sizes.reviews
+    variants = {
+        "one process": [],
+        "--workers 1": ["--workers", "1"],
+        "--workers 2": ["--workers", "2"],
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-auditor-") as tmp:
+        config = w1.write_config(Path(tmp), "W1", urls, w1.W1_RULES)
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+        counts: dict[str, list] = {}
+        for _ in range(args.runs):  # interleaved: each variant sees the same machine
+            for name, flags in variants.items():
+                report = Path(tmp) / "report.json"
+                code, wall, rss, _, err = measured([sys.executable, "-m", "auditor", "run",
+                                                    str(config), "-q", "--json", str(report),
+                                                    *flags])  # fmt: skip
+                if code not in (0, 1):
+                    raise SystemExit(f"{name}: exit {code}: {err.strip()[-300:]}")
+                times[name].append((wall, rss))
+                done = json.loads(report.read_text())
+                counts[name] = [rule["counts"] for rule in done["rules"]]
+    print(f"W1 on Dask (scale {args.scale}: {rows:,} rows), medians of {args.runs}")
+    for name, measured_runs in times.items():
+        wall = statistics.median(t for t, _ in measured_runs)
+        rss = max(r for _, r in measured_runs)
+        same = "same counts" if counts[name] == counts["one process"] else "COUNTS DIFFER"
+        print(f"  {name:<13} {wall:7.2f} s  client peak {rss:5.0f} MB  {rows / wall:12,.0f} rows/s"
+              f"  {same}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
