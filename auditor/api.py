@@ -330,7 +330,7 @@ def _run_one(config: Config, rule, databases, options, progress, stop) -> RuleRe
     try:
         plan = _plan_retrying(config, rule, databases, stop)
         if options.cluster is not None:
-            return _on_cluster(config, plan, options)
+            return _on_cluster(config, plan, options, progress)
         return run_rule(plan, options, progress or (lambda *_: None), stop)
     except Interrupted:
         return _skipped(rule, "interrupted")
@@ -354,7 +354,7 @@ def _run_one(config: Config, rule, databases, options, progress, stop) -> RuleRe
         return replace(_skipped(rule, "error"), error=message, error_code=4)
 
 
-def _on_cluster(config: Config, plan: RulePlan, options: RunOptions) -> RuleResult:
+def _on_cluster(config: Config, plan: RulePlan, options: RunOptions, progress) -> RuleResult:
     """The rule run as slices on Dask workers, which read the config from its file (the
     task graph carries its path and these options, never a URL)."""
     from auditor.cluster import run_on_cluster
@@ -368,7 +368,8 @@ def _on_cluster(config: Config, plan: RulePlan, options: RunOptions) -> RuleResu
         "mask": options.masker.mode,
     }
     assert config.path is not None  # loaded from a file: workers load it again
-    return run_on_cluster(str(Path(config.path).resolve()), plan, settings, options.cluster)
+    path = str(Path(config.path).resolve())
+    return run_on_cluster(path, plan, settings, options.cluster, progress)
 
 
 def _plan_retrying(

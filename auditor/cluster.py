@@ -26,8 +26,11 @@ rule with `suggest_keys` (a suggestion may live in another slice), a side that i
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
+import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +41,7 @@ from auditor.plan import RulePlan, SidePlan, StoreSidePlan
 from auditor.result import Finding, RuleResult, finished_status
 
 SLICES_PER_WORKER = 4  # slices a worker runs in turn: a slow slice delays less
+PUBLISH_ROWS = 100_000  # a worker's progress message per this many rows of a side
 
 
 @dataclass
@@ -128,31 +132,79 @@ def _min_max(side: SidePlan) -> tuple[int, int] | None:
     return None if low is None else (int(low), int(high))
 
 
-def run_on_cluster(config_path: str, plan: RulePlan, options: dict[str, Any], cluster: Cluster):
-    """The rule's result, its slices run as tasks (retried where a worker was lost)."""
+def run_on_cluster(
+    config_path: str,
+    plan: RulePlan,
+    options: dict[str, Any],
+    cluster: Cluster,
+    progress: Callable[[str, str, int, int | None], None] | None = None,
+) -> RuleResult:
+    """The rule's result, its slices run as tasks (retried where a worker was lost). Rows
+    read per side, across workers, reach `progress` as Dask events on a topic of this run."""
     started = time.monotonic()
     parts = slices(plan, cluster.worker_count() * SLICES_PER_WORKER) if sliceable(plan) else [None]
     client = cluster.client()
+    topic = f"auditor-progress-{uuid.uuid4().hex}" if progress is not None else None
+    if topic is not None:
+        assert progress is not None
+        forward = progress
+        client.subscribe_topic(topic, lambda event: forward(*event[1]))
     futures = client.map(
         run_slice,
         parts,
         config_path=config_path,
         rule_name=plan.rule.name,
         options=options,
+        topic=topic,
         pure=False,
         retries=2,
     )
-    results = client.gather(futures)
+    try:
+        results = client.gather(futures)
+    finally:
+        if topic is not None:
+            client.unsubscribe_topic(topic)
     return merged(plan, results, options["max_findings"], time.monotonic() - started)
 
 
+class _Publisher:
+    """A worker's progress, sent every PUBLISH_ROWS rows per side (not per batch) as an event
+    of the run's topic, which the scheduler passes on to the client."""
+
+    def __init__(self, topic: str) -> None:
+        from distributed import get_worker
+
+        self.worker = get_worker()
+        self.topic = topic
+        self.pending: Counter[tuple[str, str, int | None]] = Counter()
+        self.lock = threading.Lock()  # sides are read on threads of their own
+
+    def __call__(self, rule: str, side: str, rows: int, estimate: int | None) -> None:
+        with self.lock:
+            self.pending[(rule, side, estimate)] += rows
+            if self.pending[(rule, side, estimate)] >= PUBLISH_ROWS:
+                self._send()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._send()
+
+    def _send(self) -> None:
+        for (rule, side, estimate), rows in self.pending.items():
+            if rows:
+                self.worker.log_event(self.topic, [rule, side, rows, estimate])
+        self.pending.clear()
+
+
 def run_slice(
-    part: Slice | None, config_path: str, rule_name: str, options: dict[str, Any]
+    part: Slice | None,
+    config_path: str,
+    rule_name: str,
+    options: dict[str, Any],
+    topic: str | None = None,
 ) -> RuleResult:
     """On a worker: plan the rule from the config file, narrow both sides to the slice, run it
     with the single-process engine; findings come back as a list (not a spill on this disk)."""
-    import threading
-
     from auditor import api
     from auditor.config.loader import load_config
     from auditor.db.engines import open_databases
@@ -178,7 +230,10 @@ def run_slice(
             recheck=options["recheck"],
             masker=Masker.create(options["mask"]),
         )
-        result = run_rule(plan, run_options, lambda *_: None, threading.Event())
+        publisher = _Publisher(topic) if topic else None
+        result = run_rule(plan, run_options, publisher or (lambda *_: None), threading.Event())
+        if publisher is not None:
+            publisher.flush()
         return dataclasses.replace(result, findings=tuple(result.findings))
     finally:
         for database in databases.values():

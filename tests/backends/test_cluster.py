@@ -108,6 +108,24 @@ def test_a_worker_killed_mid_run_changes_nothing(database_factory, write_config,
     assert alone["reviews-products"][0] == {"orphan": 50 * 12, "soft_deleted": 515 * 12}
 
 
+def test_progress_counts_every_row_across_workers(database_factory, write_config, cluster):
+    catalog, reviews = database_factory("sqlite"), database_factory("sqlite")
+    config = auditor.load_config(write_config(build_reference(catalog, reviews)))
+    read: dict[tuple[str, str], int] = {}
+
+    def progress(rule: str, side: str, rows: int, estimate: int | None) -> None:
+        read[(rule, side)] = read.get((rule, side), 0) + rows
+
+    options = RunOptions.from_settings(config.settings, cluster=cluster)
+    result = auditor.run(config, rules=["reviews-products"], options=options, progress=progress)
+    deadline = time.monotonic() + 5  # events travel through the scheduler
+    while read.get(("reviews-products", "from"), 0) < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (rule,) = result.rules
+    assert read[("reviews-products", "from")] == rule.rows_scanned["from"] == 10
+    assert read[("reviews-products", "to")] == rule.rows_scanned["to"] == 7
+
+
 def test_nothing_of_dask_is_imported_without_the_flags(tmp_path):
     import subprocess
 
