@@ -19,23 +19,30 @@ key before it is reported (as in a single-process run), so a row written between
 causes no false finding. A worker lost mid-task has its task run again by Dask; a slice
 only reads, so running it twice changes nothing.
 
-Not sliced (one task on a worker): a rule with another key (text, UUID, composite), a pii
-rule with `suggest_keys` (a suggestion may live in another slice), a side that is not SQL.
+A pii rule's `suggest_keys` looks for the source row a mismatched copy's values belong to,
+which may sit in any slice: after the slices, a second round of tasks matches the listed
+mismatches (their copies read again by labels on the worker) against each slice of the
+source, and a mismatch gets the key exactly one source row of all slices matches.
+
+Not sliced (one task on a worker): a rule with another key (text, UUID, composite), a side
+that is not SQL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
+from auditor.batch import SideRows
 from auditor.db.reflect import category, unsigned_64
 from auditor.plan import RulePlan, SidePlan, StoreSidePlan
 from auditor.result import Finding, RuleResult, finished_status
@@ -105,9 +112,7 @@ def sliceable(plan: RulePlan) -> bool:
         return False
     if any(s.extract is not None or len(s.compare) != 1 for s in sides):
         return False
-    if any(category(s.compare[0]) != "int" or unsigned_64(s.compare[0]) for s in sides):
-        return False
-    return not getattr(plan.rule, "suggest_keys", False)
+    return not any(category(s.compare[0]) != "int" or unsigned_64(s.compare[0]) for s in sides)
 
 
 def slices(plan: RulePlan, count: int) -> list[Slice]:
@@ -164,7 +169,74 @@ def run_on_cluster(
     finally:
         if topic is not None:
             client.unsubscribe_topic(topic)
-    return merged(plan, results, options["max_findings"], time.monotonic() - started)
+    result = merged(plan, results, options["max_findings"], time.monotonic() - started)
+    if parts != [None] and getattr(plan.rule, "suggest_keys", False):
+        result = _with_suggestions(plan, result, parts, config_path, client)
+    return dataclasses.replace(result, duration_s=time.monotonic() - started)
+
+
+def _labels(finding: Finding) -> tuple[str, ...]:
+    """A copy row's labels as text: the same whatever type a database returned them in."""
+    return tuple(str(value) for value in finding.key.values())
+
+
+def _with_suggestions(
+    plan: RulePlan, result: RuleResult, parts: list, config_path: str, client: Any
+) -> RuleResult:
+    """suggest_keys across slices: each slice of the source matches the listed mismatches'
+    copies (read again by their labels on the worker: no value travels in the task graph);
+    a mismatch gets the key only one source row of all slices matches, as in one process."""
+    from auditor.suggest import unique_matches
+
+    wanted = list(dict.fromkeys(
+        tuple(f.key.values()) for f in result.findings if f.kind == "mismatch"
+    ))  # fmt: skip
+    if not wanted:
+        return result
+    futures = client.map(
+        suggest_slice,
+        parts,
+        config_path=config_path,
+        rule_name=plan.rule.name,
+        labels=wanted,
+        pure=False,
+        retries=2,
+    )
+    matches: dict[tuple, set[tuple]] = {}
+    for found in client.gather(futures):
+        for labels, keys in found.items():
+            matches.setdefault(labels, set()).update(map(tuple, keys))
+    suggested = unique_matches(plan, matches)
+    findings = [
+        dataclasses.replace(f, suggested_key=suggested[_labels(f)])
+        if f.kind == "mismatch" and _labels(f) in suggested
+        else f
+        for f in result.findings
+    ]
+    return dataclasses.replace(result, findings=tuple(findings))
+
+
+def suggest_slice(
+    part: Slice, config_path: str, rule_name: str, labels: list[tuple]
+) -> dict[tuple, list[tuple]]:
+    """On a worker: the source rows of one slice that match each listed mismatch's copy."""
+    from auditor.engine import RunOptions
+    from auditor.pairing import read_side
+    from auditor.recheck import Lookups
+    from auditor.scan import Spill
+    from auditor.scratch import Scratch
+    from auditor.suggest import source_matches
+
+    stop = threading.Event()
+    with _planned(config_path, rule_name, part) as plan, contextlib.ExitStack() as stack:
+        lookups = Lookups(plan, stack, stop)
+        copies = lookups.fetch(plan.left, "labels", labels)
+        space = Scratch()
+        stack.callback(space.close)
+        source = Spill(SideRows.of(plan.right, plan.key_types).schema, 1, space)
+        read_side(plan, plan.right, source, RunOptions(), lambda *_: None, stop, {})
+        matches = source_matches(plan, copies, source)
+    return {tuple(str(v) for v in labels): sorted(keys) for labels, keys in matches.items() if keys}
 
 
 class _Publisher:
@@ -205,36 +277,44 @@ def run_slice(
 ) -> RuleResult:
     """On a worker: plan the rule from the config file, narrow both sides to the slice, run it
     with the single-process engine; findings come back as a list (not a spill on this disk)."""
-    from auditor import api
-    from auditor.config.loader import load_config
-    from auditor.db.engines import open_databases
     from auditor.engine import RunOptions, run_rule
     from auditor.mask import Masker
 
-    config = load_config(config_path)
-    rule = config.rule(rule_name)
-    databases = open_databases(config)
-    try:
-        plan = api.plan_rule(config, rule, databases)
-        if part is not None:
-            plan = dataclasses.replace(
-                plan,
-                left=dataclasses.replace(plan.left, key_slice=part),
-                right=dataclasses.replace(
-                    plan.right, key_slice=dataclasses.replace(part, nulls=False)
-                ),
-            )
+    with _planned(config_path, rule_name, part) as plan:
         run_options = RunOptions(
             batch_size=options["batch_size"],
             max_findings=options["max_findings"],
             recheck=options["recheck"],
             masker=Masker.create(options["mask"]),
+            suggest=part is None,  # sliced: the client gathers suggestions across slices
         )
         publisher = _Publisher(topic) if topic else None
         result = run_rule(plan, run_options, publisher or (lambda *_: None), threading.Event())
         if publisher is not None:
             publisher.flush()
         return dataclasses.replace(result, findings=tuple(result.findings))
+
+
+@contextlib.contextmanager
+def _planned(config_path: str, rule_name: str, part: Slice | None) -> Iterator[RulePlan]:
+    """On a worker: the rule planned from the config file (the URLs stay in it), both scans
+    narrowed to the slice; its databases closed afterwards."""
+    from auditor import api
+    from auditor.config.loader import load_config
+    from auditor.db.engines import open_databases
+
+    config = load_config(config_path)
+    databases = open_databases(config)
+    try:
+        plan = api.plan_rule(config, config.rule(rule_name), databases)
+        if part is not None:
+            only = dataclasses.replace(part, nulls=False)
+            plan = dataclasses.replace(
+                plan,
+                left=dataclasses.replace(plan.left, key_slice=part),
+                right=dataclasses.replace(plan.right, key_slice=only),
+            )
+        yield plan
     finally:
         for database in databases.values():
             dispose = getattr(getattr(database, "engine", None), "dispose", None)

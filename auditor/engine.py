@@ -42,6 +42,7 @@ class RunOptions:
     before_recheck: Callable[[], None] | None = None
     incremental: incremental.Incremental | None = None  # `run --incremental` (SPEC §11)
     cluster: Any = None  # cluster.Cluster: rules run as slices on Dask workers (SPEC §12)
+    suggest: bool = True  # False: a cluster slice, whose suggestions the client gathers
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RunOptions:
@@ -193,7 +194,12 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
             for finding in plan.left.side_findings(rule.name):  # e.g. Redis keys without TTL
                 collector.add(finding)
         suggested = None
-        if isinstance(rule, PiiRule) and rule.suggest_keys and not stop.is_set():
+        if (
+            isinstance(rule, PiiRule)
+            and rule.suggest_keys
+            and options.suggest
+            and not stop.is_set()
+        ):
             if delta is None:
                 assert right is not None
                 suggested = suggest_keys(plan, lookups, right, collector.log.labelled())

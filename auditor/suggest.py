@@ -96,12 +96,18 @@ def _hashed(values: pa.Array) -> np.ndarray:
 
 
 def _suggest_chunk(plan: RulePlan, copies: pa.Table, source: Spill) -> Suggestions:
+    return unique_matches(plan, source_matches(plan, copies, source))
+
+
+def source_matches(plan: RulePlan, copies: pa.Table, source: Spill) -> dict[tuple, set[tuple]]:
+    """For each copy row (by labels), the keys of the rows of `source` whose normalised values
+    all match it: a cluster run adds up those of every slice of the source."""
     fingerprints = _fingerprints(plan, copies)
     anchor = _anchor_field(plan)
     wanted = {fp[anchor] for fp in fingerprints.values() if fp[anchor] is not None}
-    if not wanted:
-        return {}
     matches: dict[tuple, set[tuple]] = {labels: set() for labels in fingerprints}
+    if not wanted:
+        return matches
     by_anchor: dict[str, list[tuple]] = {}
     for labels, fingerprint in fingerprints.items():
         by_anchor.setdefault(fingerprint[anchor], []).append(labels)
@@ -134,6 +140,11 @@ def _suggest_chunk(plan: RulePlan, copies: pa.Table, source: Spill) -> Suggestio
                     fingerprint = fingerprints[labels]
                     if all(f is None or f == v for f, v in zip(fingerprint, values, strict=True)):
                         matches[labels].add(key)
+    return matches
+
+
+def unique_matches(plan: RulePlan, matches: dict[tuple, set[tuple]]) -> Suggestions:
+    """The suggested key of each copy row that exactly one source row matches."""
     suggested: Suggestions = {}
     for labels, found in matches.items():
         if len(found) == 1:

@@ -6,7 +6,7 @@ client process only: the workers are its grandchildren).
 
 Uses bench/run.py's W1 databases (auditor_bench_a / _b on PostgreSQL, built if missing, kept
 for the next run). W1's reference rule is cut into 4 key-range slices per worker; its pii rule
-keeps suggest_keys, so it runs as one task on one worker (auditor/cluster.py says why).
+keeps suggest_keys: its listed mismatches are matched against each source slice afterwards.
 """
 
 from __future__ import annotations

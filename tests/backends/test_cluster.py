@@ -156,3 +156,43 @@ def test_the_command_runs_on_workers(tmp_path):
         for name in ("a.json", "b.json")
     ]
     assert counts[0] == counts[1]
+
+
+def test_a_suggested_key_in_another_slice_is_found(database_factory, write_config, cluster):
+    crm, shop = database_factory("postgresql"), database_factory("sqlite")
+    crm.execute("CREATE TABLE customers (id bigint PRIMARY KEY, email text)")
+    crm.execute(
+        "INSERT INTO customers SELECT i, 'user' || i || '@example.com' "
+        "FROM generate_series(1, 1000) i"
+    )
+    with sqlite3.connect(shop.url.removeprefix("sqlite:///")) as db:
+        db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER, email TEXT)")
+        rows = [(i, i, f"USER{i}@example.com") for i in range(1, 1001)]
+        rows[1] = (2, 2, "user999@example.com")  # customer 2's order holds customer 999's email
+        rows[998] = (999, 999, "user2@example.com")
+        rows[4] = (5, 5, "nobody@example.com")  # matches no one
+        db.executemany("INSERT INTO orders VALUES (?, ?, ?)", rows)
+    config = auditor.load_config(write_config({
+        "version": 1,
+        "databases": {"crm": {"url": crm.url}, "shop": {"url": shop.url}},
+        "rules": [{"name": "orders-customers", "type": "pii",
+                   "source": {"db": "crm", "table": "customers", "key": ["id"]},
+                   "copy": {"db": "shop", "table": "orders", "key": ["customer_id"]},
+                   "fields": [{"source": "email", "copy": "email", "normalize": ["email"]}]}],
+    }))  # fmt: skip
+    databases = api.open_databases(config)
+    plan = api.plan_rule(config, config.rules[0], databases)
+    parts = slices(plan, 8)
+    for database in databases.values():
+        database.engine.dispose()
+    assert sliceable(plan)
+    assert next(i for i, p in enumerate(parts) if p.high is None or p.high > 2) != next(
+        i for i, p in enumerate(parts) if p.high is None or p.high > 999
+    )  # customers 2 and 999 are read by different slices
+    spread = found(config, cluster)
+    assert spread == found(config)
+    suggested = {
+        json.loads(f)["key"]["id"]: json.loads(f).get("suggested_key")
+        for f in spread["orders-customers"][1]
+    }
+    assert suggested == {2: {"id": 999}, 999: {"id": 2}, 5: None}
