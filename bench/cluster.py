@@ -5,7 +5,7 @@ client process only: the workers are its grandchildren).
     python bench/cluster.py --scale 1 --runs 3
 
 Uses bench/run.py's W1 databases (auditor_bench_a / _b on PostgreSQL, built if missing, kept
-for the next run). W1's reference rule is cut into 4 key-range slices per worker; its pii rule
+for the next run). Both W1 rules are cut into 4 key-range slices per worker; the pii rule
 keeps suggest_keys: its listed mismatches are matched against each source slice afterwards.
 """
 
