@@ -106,7 +106,7 @@ class Slice:
 
 
 def sliceable(plan: RulePlan) -> bool:
-    """One integer key on two SQL sides, compared as integers, and no cross-slice lookup."""
+    """One integer key on two SQL sides, compared as integers: ranges of it cut both sides."""
     sides = (plan.left, plan.right)
     if plan.key_types != ("int",) or any(isinstance(s, StoreSidePlan) for s in sides):
         return False
