@@ -1,6 +1,7 @@
 """W1 in one process against Dask workers (prints figures): `auditor run` plain, then with
-`--workers 1` and `--workers 2`, each timed in a child process (wall seconds; peak RSS of the
-client process only: the workers are its grandchildren).
+`--workers 1` and `--workers 2`, each timed in a child process (wall seconds; peak RSS as
+wait4 reports it on Linux: the largest of the client and of its descendants it waited for,
+here the worker processes).
 
     python bench/cluster.py --scale 1 --runs 3
 
@@ -62,7 +63,7 @@ def main() -> None:
         wall = statistics.median(t for t, _ in measured_runs)
         rss = max(r for _, r in measured_runs)
         same = "same counts" if counts[name] == counts["one process"] else "COUNTS DIFFER"
-        print(f"  {name:<13} {wall:7.2f} s  client peak {rss:5.0f} MB  {rows / wall:12,.0f} rows/s"
+        print(f"  {name:<13} {wall:7.2f} s  peak {rss:5.0f} MB  {rows / wall:12,.0f} rows/s"
               f"  {same}")  # fmt: skip
 
 
