@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = w1.Sizes.at(args.scale)
     a = w1._ensure_database(w1.PG, f"{w1.PREFIX}_a")
-    w1._load(a, w1._pg_sql_a(sizes), f"a:{sizes}")
+    w1._load(a, w1._a_statements(sizes), f"a:{sizes}")
     b = w1._ensure_database(w1.PG, f"{w1.PREFIX}_b")
     w1._load(b, w1._b_statements(sizes, "postgresql"), f"b:{sizes}")
     urls = {

@@ -1,6 +1,6 @@
 """Benchmarks that print figures (never assertions): auditor against reading the data once.
 
-    python bench/run.py --scale 1                 # W1 W2 W3 M at full size (minutes)
+    python bench/run.py --scale 1                 # W1 W2 W3 W3r M at full size (minutes)
     python bench/run.py --scale 0.01 --runs 1     # the smoke run that `make test` does
     python bench/run.py --compare-to HEAD~3       # each audit also run by that commit, in turn
 
@@ -10,6 +10,7 @@ Workloads (the data is built server-side with generate_series / MariaDB's sequen
       differing only by case/spaces/phone formatting (never reported).
   W2  customers 2M and a 1:1 copy with 0.1% changed emails: auditor vs reladiff hashdiff.
   W3  W1 with database B on MariaDB.
+  W3r W1 with database A on MariaDB (MariaDB referenced, PostgreSQL referencing).
   M   peak memory of a reference audit at 100k and 1M referencing rows (PostgreSQL).
 Each measured command: median wall time of --runs, peak RSS of the child, rows/s, ratio to
 the baseline (psql \\copy / mariadb --quick of the same columns). Wrong finding counts print
@@ -78,19 +79,39 @@ class Measure:
 
 # PostgreSQL tables are vacuumed after loading: the first read of fresh rows otherwise sets
 # their hint bits (writes), and whichever command happens to read first pays for it.
-def _pg_sql_a(n: Sizes) -> list[str]:
-    d = "lpad((g % 10000000)::text, 7, '0')"
+def _a_statements(n: Sizes, dialect: str = "postgresql") -> list[str]:
+    """Database A (customers, products) on PostgreSQL or, for W3r, on MariaDB."""
+    if dialect == "postgresql":
+        g, source = "g", "generate_series(1, {n}) g"
+        d = "lpad((g % 10000000)::text, 7, '0')"
+
+        def concat(*parts: str) -> str:
+            return " || ".join(parts)
+
+        text, flag = "text", "boolean"
+        finish = ["VACUUM (ANALYZE) customers", "VACUUM (ANALYZE) products"]
+    else:
+        g, source = "s.seq", "seq_1_to_{n} s"
+        d = "lpad(CAST(s.seq % 10000000 AS CHAR), 7, '0')"
+
+        def concat(*parts: str) -> str:
+            return f"CONCAT({', '.join(parts)})"
+
+        text, flag = "varchar(255)", "boolean"
+        finish = ["ANALYZE TABLE customers", "ANALYZE TABLE products"]
+    email = concat("'user'", g, "'@example.com'")
+    name = concat("'First'", f"({g} % 1000)", "' Last'", f"({g} % 997)")
+    phone = concat("'(415) '", f"substr({d}, 1, 3)", "'-'", f"substr({d}, 4, 4)")
     return [
-        "DROP TABLE IF EXISTS customers, products",
-        "CREATE TABLE customers (id bigint PRIMARY KEY, email text, full_name text, phone text)",
-        f"""INSERT INTO customers SELECT g, 'user' || g || '@example.com',
-            'First' || (g % 1000) || ' Last' || (g % 997),
-            '(415) ' || substr({d}, 1, 3) || '-' || substr({d}, 4, 4)
-            FROM generate_series(1, {n.customers}) g""",
-        "CREATE TABLE products (id bigint PRIMARY KEY, deleted boolean NOT NULL)",
-        f"INSERT INTO products SELECT g, g % 100 = 0 FROM generate_series(1, {n.products}) g",
-        "VACUUM (ANALYZE) customers",
-        "VACUUM (ANALYZE) products",
+        "DROP TABLE IF EXISTS customers",
+        "DROP TABLE IF EXISTS products",
+        f"CREATE TABLE customers (id bigint PRIMARY KEY, email {text}, full_name {text}, "
+        f"phone {text})",
+        f"INSERT INTO customers SELECT {g}, {email}, {name}, {phone} "
+        f"FROM {source.format(n=n.customers)}",
+        f"CREATE TABLE products (id bigint PRIMARY KEY, deleted {flag} NOT NULL)",
+        f"INSERT INTO products SELECT {g}, {g} % 100 = 0 FROM {source.format(n=n.products)}",
+        *finish,
     ]
 
 
@@ -372,23 +393,25 @@ def write_config(folder: Path, name: str, urls: dict[str, str], rules: list[dict
     return path
 
 
-def workload_w1(n: Sizes, runs: int, folder: Path, b_backend: str = "postgresql") -> list[Measure]:
-    label = "W1" if b_backend == "postgresql" else "W3"
-    a = _ensure_database(PG, f"{PREFIX}_a")
-    _load(a, _pg_sql_a(n), f"a:{n}")
-    if b_backend == "postgresql":
-        b_url_base, b_name = PG, f"{PREFIX}_b"
-    else:
-        b_url_base, b_name = MARIADB, f"{PREFIX}_b"
-    b = _ensure_database(b_url_base, b_name)
+def workload_w1(
+    n: Sizes, runs: int, folder: Path, b_backend: str = "postgresql", a_backend: str = "postgresql"
+) -> list[Measure]:
+    """W1; W3 with database B (the referencing/copy side) on MariaDB; W3r with A (the
+    referenced/source side) on MariaDB instead."""
+    label = {"postgresql": "W1", "mariadb": "W3"}[b_backend] if a_backend == "postgresql" else "W3r"
+    bases = {"postgresql": PG, "mariadb": MARIADB}
+    a_name, b_name = f"{PREFIX}_a", f"{PREFIX}_b"
+    a = _ensure_database(bases[a_backend], a_name)
+    _load(a, _a_statements(n, a_backend), f"a:{n}")
+    b = _ensure_database(bases[b_backend], b_name)
     _load(b, _b_statements(n, b_backend), f"b:{n}")
-    urls = {"a": _database(PG, f"{PREFIX}_a"), "b": _database(b_url_base, b_name)}
+    urls = {"a": _database(bases[a_backend], a_name), "b": _database(bases[b_backend], b_name)}
     config = write_config(folder, label, urls, W1_RULES)
     rows = n.customers + n.products + n.orders + n.reviews
     baseline = Measure(label, "baseline (read each table once)", rows)
-    copy_b = _psql_copy if b_backend == "postgresql" else _mariadb_select
-    commands = [_psql_copy(f"{PREFIX}_a", s) for s in BASELINE_A] + [
-        copy_b(b_name, s) for s in BASELINE_B
+    copy = {"postgresql": _psql_copy, "mariadb": _mariadb_select}
+    commands = [copy[a_backend](a_name, s) for s in BASELINE_A] + [
+        copy[b_backend](b_name, s) for s in BASELINE_B
     ]
     report = folder / f"{label}.json"
     audit = Measure(label, "auditor run (2 rules)", rows)
@@ -404,7 +427,7 @@ def workload_w1(n: Sizes, runs: int, folder: Path, b_backend: str = "postgresql"
 
 def workload_w2(n: Sizes, runs: int, folder: Path) -> list[Measure]:
     a = _ensure_database(PG, f"{PREFIX}_a")
-    _load(a, _pg_sql_a(n), f"a:{n}")
+    _load(a, _a_statements(n), f"a:{n}")
     b = _ensure_database(PG, f"{PREFIX}_b")
     _load(b, _w2_statements(n), f"w2:{n}")
     urls = {"a": _database(PG, f"{PREFIX}_a"), "b": _database(PG, f"{PREFIX}_b")}
@@ -487,7 +510,7 @@ def workload_memory(runs: int, folder: Path, sizes=(100_000, 1_000_000)) -> list
 
 
 def drop_databases() -> None:
-    for base, suffixes in ((PG, ("a", "b", "m")), (MARIADB, ("b",))):
+    for base, suffixes in ((PG, ("a", "b", "m")), (MARIADB, ("a", "b"))):
         admin_url = base if "mysql" in base else _database(base, "postgres")
         admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
@@ -545,7 +568,7 @@ def main() -> int:
     )
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--workloads", default="W1,W2,W3,M")
+    parser.add_argument("--workloads", default="W1,W2,W3,W3r,M")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
         "--prefix", default="auditor_bench", help="name prefix of the bench databases"
@@ -583,6 +606,7 @@ def _run(args: argparse.Namespace, sizes: Sizes) -> int:
             ("W1", lambda: workload_w1(sizes, args.runs, folder)),
             ("W2", lambda: workload_w2(sizes, args.runs, folder)),
             ("W3", lambda: workload_w1(sizes, args.runs, folder, b_backend="mariadb")),
+            ("W3r", lambda: workload_w1(sizes, args.runs, folder, a_backend="mariadb")),
             ("M", lambda: workload_memory(args.runs, folder, memory_sizes)),
         ]
         memory_sizes = tuple(max(10_000, int(s * args.scale)) for s in (100_000, 1_000_000))

@@ -14,14 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_runs_and_finds_the_seeded_numbers(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--scale", "0.002", "--runs", "1",
-         "--workloads", "W1,W3,M", "--out", str(tmp_path), "--prefix", f"auditor_bench_smoke_{uuid.uuid4().hex[:6]}", "--drop"],
+         "--workloads", "W1,W3,W3r,M", "--out", str(tmp_path), "--prefix", f"auditor_bench_smoke_{uuid.uuid4().hex[:6]}", "--drop"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAIL" not in result.stdout
     (report,) = tmp_path.glob("bench-*.json")
     measures = json.loads(report.read_text())["measures"]
-    assert {m["workload"] for m in measures} == {"W1", "W3", "M"}
+    assert {m["workload"] for m in measures} == {"W1", "W3", "W3r", "M"}
     assert all(m["ok"] and m["seconds"] for m in measures)
 
 
