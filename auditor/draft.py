@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 import yaml
+from sqlalchemy.exc import ArgumentError
 
 from auditor.batch import KEY, SideRows
 from auditor.checks.base import canonical_key
@@ -162,21 +163,26 @@ def draft_config(
         raise ConfigError("init needs the URLs of two or more databases")
     databases: dict[str, Database] = {}
     shown: dict[str, str] = {}
-    for url in urls:
-        name = _unique(_database_name(url), databases)
-        databases[name] = open_database(name, DatabaseConfig(url=url), timeout_s)
-        shown[name] = shown_url(url, name)
-    tables = {name: _tables(database) for name, database in databases.items()}
-    draft = Draft(databases, shown)
-    used: set[str] = set()
-    for candidate in _references(tables, sample):
-        evidence, rule = _rule(candidate, phone_region)
-        rule["name"] = _unique(rule["name"], used)
-        used.add(rule["name"])
-        draft.rules.append((evidence, rule))
-    for database in databases.values():
-        database.engine.dispose()
-    return draft
+    try:
+        for position, url in enumerate(urls, 1):
+            try:
+                name = _unique(_database_name(url), databases)
+            except ArgumentError:
+                raise ConfigError(f"URL {position}: not a database URL") from None
+            databases[name] = open_database(name, DatabaseConfig(url=url), timeout_s)
+            shown[name] = shown_url(url, name)
+        tables = {name: _tables(database) for name, database in databases.items()}
+        draft = Draft(databases, shown)
+        used: set[str] = set()
+        for candidate in _references(tables, sample):
+            evidence, rule = _rule(candidate, phone_region)
+            rule["name"] = _unique(rule["name"], used)
+            used.add(rule["name"])
+            draft.rules.append((evidence, rule))
+        return draft
+    finally:
+        for database in databases.values():
+            database.engine.dispose()
 
 
 def _database_name(url: str) -> str:

@@ -110,6 +110,8 @@ def test_the_command_writes_a_draft_or_says_why_not(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "orders-customers-pii" in (tmp_path / "draft.yaml").read_text()
     assert cli("check", str(tmp_path / "draft.yaml")).returncode == 0
+    bad = cli("init", urls[0], "not a url:://")
+    assert bad.returncode == 2 and "URL 2: not a database URL" in bad.stderr
     one = cli("init", urls[0])
     assert one.returncode == 2 and "two or more databases" in one.stderr
     down = cli("init", urls[0], "postgresql://auditor:s3cret@127.0.0.1:1/gone")
