@@ -154,25 +154,39 @@ def run_on_cluster(
         assert progress is not None
         forward = progress
         client.subscribe_topic(topic, lambda event: forward(*event[1]))
-    futures = client.map(
-        run_slice,
-        parts,
-        config_path=config_path,
-        rule_name=plan.rule.name,
-        options=options,
-        topic=topic,
-        pure=False,
-        retries=2,
-    )
     try:
-        results = client.gather(futures)
+        results = _each_slice(
+            client, run_slice, parts, config_path, plan, options=options, topic=topic
+        )
     finally:
         if topic is not None:
             client.unsubscribe_topic(topic)
-    result = merged(plan, results, options["max_findings"], time.monotonic() - started)
+    result = merged(plan, results, options["max_findings"])
     if parts != [None] and getattr(plan.rule, "suggest_keys", False):
         result = _with_suggestions(plan, result, parts, config_path, client)
     return dataclasses.replace(result, duration_s=time.monotonic() - started)
+
+
+def _each_slice(
+    client: Any,
+    task: Callable[..., Any],
+    parts: list,
+    config_path: str,
+    plan: RulePlan,
+    **more: Any,
+) -> list[Any]:
+    """`task` run once per slice on the workers (retried twice: a slice only reads), results
+    in slice order; workers plan the rule from the config file's path."""
+    futures = client.map(
+        task,
+        parts,
+        config_path=config_path,
+        rule_name=plan.rule.name,
+        pure=False,
+        retries=2,
+        **more,
+    )
+    return list(client.gather(futures))
 
 
 def _labels(finding: Finding) -> tuple[str, ...]:
@@ -193,17 +207,8 @@ def _with_suggestions(
     ))  # fmt: skip
     if not wanted:
         return result
-    futures = client.map(
-        suggest_slice,
-        parts,
-        config_path=config_path,
-        rule_name=plan.rule.name,
-        labels=wanted,
-        pure=False,
-        retries=2,
-    )
     matches: dict[tuple, set[tuple]] = {}
-    for found in client.gather(futures):
+    for found in _each_slice(client, suggest_slice, parts, config_path, plan, labels=wanted):
         for labels, keys in found.items():
             matches.setdefault(labels, set()).update(map(tuple, keys))
     suggested = unique_matches(plan, matches)
@@ -322,12 +327,13 @@ def _planned(config_path: str, rule_name: str, part: Slice | None) -> Iterator[R
                 dispose()
 
 
-def merged(plan: RulePlan, results: list[RuleResult], cap: int, seconds: float) -> RuleResult:
-    """One rule's result from its slices': counts added, findings listed slice by slice."""
+def merged(plan: RulePlan, results: list[RuleResult], cap: int) -> RuleResult:
+    """One rule's result from its slices': counts added, findings listed slice by slice (the
+    caller sets the duration: the client's wall time, suggestions included)."""
     errors = [r for r in results if r.status == "error"]
     first = results[0]
     if errors:
-        return dataclasses.replace(errors[0], duration_s=seconds)
+        return errors[0]
     counts: Counter[str] = Counter()
     rows: Counter[str] = Counter()
     findings: list[Finding] = []
@@ -344,5 +350,4 @@ def merged(plan: RulePlan, results: list[RuleResult], cap: int, seconds: float) 
         rows_scanned=dict(rows),
         findings=tuple(listed),
         findings_truncated=total > len(listed),
-        duration_s=seconds,
     )
