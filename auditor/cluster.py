@@ -24,14 +24,24 @@ which may sit in any slice: after the slices, a second round of tasks matches th
 mismatches (their copies read again by labels on the worker) against each slice of the
 source, and a mismatch gets the key exactly one source row of all slices matches.
 
-Not sliced (one task on a worker): a rule with another key (text, UUID, composite), a side
-that is not SQL.
+Any other rule between two SQL sides (a text, UUID or composite key, a key stored as text on
+one side) is shuffled: each side is cut by its own rows (ranges of its integer primary key, or
+on PostgreSQL of its heap pages, `ctid`; a side with neither is read by one task), each read
+task puts its rows' keys in canonical form and routes them into B buckets by a hash of that
+form, and Dask moves bucket b of every read task to the task that compares bucket b (Dask's
+scheduler places, transfers, spills and, after a lost worker, recomputes them). A key's rows
+of both sides meet in one bucket, as in one process's partitions. The bucket task runs the
+engine on what it was handed (compare, recheck by key), so findings are the same.
+
+Not spread (one task on a worker): a rule with a side that is not SQL (Redis, files).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+import operator
 import threading
 import time
 import uuid
@@ -40,14 +50,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import sqlalchemy as sa
 
-from auditor.batch import SideRows
+from auditor.batch import SideRows, key_names
 from auditor.db.reflect import category, unsigned_64
 from auditor.plan import RulePlan, SidePlan, StoreSidePlan
 from auditor.result import Finding, RuleResult, finished_status
 
 SLICES_PER_WORKER = 4  # slices a worker runs in turn: a slow slice delays less
+ROWS_PER_TASK = 1_000_000  # at most about this many rows of a side per read or bucket task
 PUBLISH_ROWS = 100_000  # a worker's progress message per this many rows of a side
 
 
@@ -95,14 +108,53 @@ class Slice:
     high: int | None
     nulls: bool = False
 
-    def condition(self, column: sa.Column) -> sa.ColumnElement:
-        parts = []
-        if self.low is not None:
-            parts.append(column >= self.low)
-        if self.high is not None:
-            parts.append(column < self.high)
-        inside = sa.and_(*parts) if parts else sa.true()
+    def condition(self, side: SidePlan) -> sa.ColumnElement:
+        column = side.compare[0]
+        inside = _within(column, self.low, self.high)
         return sa.or_(inside, column.is_(None)) if self.nulls else inside
+
+
+class _Tid(sa.types.UserDefinedType):
+    """PostgreSQL's row address type (page, item), for `ctid` ranges."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "tid"
+
+
+@dataclass(frozen=True)
+class RowSlice:
+    """A share of one side's own rows for a shuffled rule: its integer primary key `column`
+    in [low, high), or (`column` None) PostgreSQL heap pages [low, high) by `ctid` (a TID
+    range scan reads only those pages); None: unbounded."""
+
+    column: str | None
+    low: int | None
+    high: int | None
+
+    def condition(self, side: SidePlan) -> sa.ColumnElement:
+        if self.column is not None:
+            return _within(side.info.table.c[self.column], self.low, self.high)
+        page = [None if p is None else sa.cast(sa.literal(f"({p},0)"), _Tid()) for p in
+                (self.low, self.high)]  # fmt: skip
+        return _within(sa.literal_column("ctid"), *page)
+
+
+def _within(value: Any, low: Any, high: Any) -> sa.ColumnElement:
+    parts = []
+    if low is not None:
+        parts.append(value >= low)
+    if high is not None:
+        parts.append(value < high)
+    return sa.and_(*parts) if parts else sa.true()
+
+
+def _ranges(low: int, high: int, count: int) -> list[tuple[int | None, int | None]]:
+    """`count` ranges of equal width over [low, high], the first and last unbounded outside."""
+    width = max(1, -(-(high - low + 1) // count))
+    cut = [None, *list(range(low, high + 1, width))[1:], None]
+    return [(cut[i], cut[i + 1]) for i in range(len(cut) - 1)]
 
 
 def sliceable(plan: RulePlan) -> bool:
@@ -123,10 +175,36 @@ def slices(plan: RulePlan, count: int) -> list[Slice]:
     if not known or count <= 1:
         return [Slice(None, None, nulls=True)]
     low, high = min(b[0] for b in known), max(b[1] for b in known)
-    width = max(1, -(-(high - low + 1) // count))
-    edges = list(range(low, high + 1, width))[1:]
-    cut = [None, *edges, None]
-    return [Slice(cut[i], cut[i + 1], nulls=i == 0) for i in range(len(cut) - 1)]
+    ranges = _ranges(low, high, count)
+    return [Slice(a, b, nulls=i == 0) for i, (a, b) in enumerate(ranges)]
+
+
+def shuffled(plan: RulePlan) -> bool:
+    """A rule that is not sliced but whose two sides are SQL: its sides are read in row
+    slices and paired through buckets (see the module's docstring)."""
+    sides = (plan.left, plan.right)
+    return not sliceable(plan) and not any(isinstance(s, StoreSidePlan) for s in sides)
+
+
+def row_slices(side: SidePlan, count: int) -> list[RowSlice]:
+    """`count` shares of a side's rows, each read by one statement: ranges of its integer
+    primary key (a min/max the index answers), else on PostgreSQL ranges of its heap pages;
+    one share (the whole side) where there is neither."""
+    whole = [RowSlice(None, None, None)]
+    if count <= 1:
+        return whole
+    table, key = side.info.table, side.info.primary_key
+    column = table.c[key[0]] if len(key) == 1 else None
+    with side.database.snapshot() as conn:
+        if column is not None and category(column) == "int" and not unsigned_64(column):
+            low, high = conn.execute(sa.select(sa.func.min(column), sa.func.max(column))).one()
+            if low is None:
+                return whole
+            return [RowSlice(key[0], a, b) for a, b in _ranges(int(low), int(high), count)]
+        pages = side.database.dialect.heap_pages(conn, table)
+    if not pages:
+        return whole
+    return [RowSlice(None, a, b) for a, b in _ranges(0, pages - 1, min(count, pages))]
 
 
 def _min_max(side: SidePlan) -> tuple[int, int] | None:
@@ -147,24 +225,81 @@ def run_on_cluster(
     """The rule's result, its slices run as tasks (retried where a worker was lost). Rows
     read per side, across workers, reach `progress` as Dask events on a topic of this run."""
     started = time.monotonic()
-    parts = slices(plan, cluster.worker_count() * SLICES_PER_WORKER) if sliceable(plan) else [None]
+    tasks = cluster.worker_count() * SLICES_PER_WORKER
     client = cluster.client()
     topic = f"auditor-progress-{uuid.uuid4().hex}" if progress is not None else None
     if topic is not None:
         assert progress is not None
         forward = progress
         client.subscribe_topic(topic, lambda event: forward(*event[1]))
+    sources: list = []  # the slices of the referenced/source side, for suggest_keys
     try:
-        results = _each_slice(
-            client, run_slice, parts, config_path, plan, options=options, topic=topic
-        )
+        if sliceable(plan):
+            sources = slices(plan, tasks)
+            results = _each_slice(
+                client, run_slice, sources, config_path, plan, options=options, topic=topic
+            )
+            result = merged(plan, results, options["max_findings"])
+        elif shuffled(plan):
+            result, sources = _shuffle(client, config_path, plan, options, tasks, topic)
+        else:
+            results = _each_slice(
+                client, run_slice, [None], config_path, plan, options=options, topic=topic
+            )
+            result = merged(plan, results, options["max_findings"])
     finally:
         if topic is not None:
             client.unsubscribe_topic(topic)
-    result = merged(plan, results, options["max_findings"])
-    if parts != [None] and getattr(plan.rule, "suggest_keys", False):
-        result = _with_suggestions(plan, result, parts, config_path, client)
+    if sources and getattr(plan.rule, "suggest_keys", False):
+        result = _with_suggestions(plan, result, sources, config_path, client)
     return dataclasses.replace(result, duration_s=time.monotonic() - started)
+
+
+def _shares(side: SidePlan, least: int) -> int:
+    """How many read tasks a side gets: `least`, more for a big side (ROWS_PER_TASK)."""
+    return max(least, math.ceil((side.info.estimated_rows or 0) / ROWS_PER_TASK))
+
+
+def _shuffle(
+    client: Any, config_path: str, plan: RulePlan, options: dict[str, Any], tasks: int,
+    topic: str | None,
+) -> tuple[RuleResult, list[RowSlice]]:  # fmt: skip
+    """The rule read in row slices by one set of tasks and compared bucket by bucket by
+    another; Dask hands each bucket's pieces from the read tasks to its compare task."""
+    buckets = max(_shares(plan.left, tasks), _shares(plan.right, tasks))
+    reads = {}
+    for role, side in (("left", plan.left), ("right", plan.right)):
+        parts = row_slices(side, _shares(side, tasks))
+        reads[role] = (parts, client.map(
+            read_slice, parts, config_path=config_path, rule_name=plan.rule.name, role=role,
+            buckets=buckets, options=options, topic=topic, pure=False, retries=2,
+        ))  # fmt: skip
+    # Bucket b of read task i is item b + 1 of its result (item 0: the rows it read).
+    pieces = {
+        role: [[client.submit(operator.getitem, read, b + 1) for read in futures]
+               for b in range(buckets)]
+        for role, (_, futures) in reads.items()
+    }  # fmt: skip
+    compared = [
+        client.submit(
+            compare_bucket, pieces["left"][b], pieces["right"][b], config_path=config_path,
+            rule_name=plan.rule.name, options=options, pure=False, retries=2,
+        )
+        for b in range(buckets)
+    ]  # fmt: skip
+    counted = [client.submit(operator.getitem, read, 0) for _, futures in reads.values()
+               for read in futures]  # fmt: skip
+    # Only the pieces are wanted now: a read result is freed once its pieces are taken (held
+    # twice, Dask counted it twice against a worker's memory). A lost piece is still made
+    # again from its read task, which the scheduler keeps while a piece depends on it.
+    sources = reads["right"][0]
+    del reads, pieces
+    results, read_rows = client.gather(compared), client.gather(counted)
+    result = merged(plan, list(results), options["max_findings"])
+    rows: Counter[str] = Counter()
+    for each in read_rows:
+        rows.update(each)
+    return dataclasses.replace(result, rows_scanned=dict(rows)), sources
 
 
 def _each_slice(
@@ -222,9 +357,10 @@ def _with_suggestions(
 
 
 def suggest_slice(
-    part: Slice, config_path: str, rule_name: str, labels: list[tuple]
+    part: Slice | RowSlice, config_path: str, rule_name: str, labels: list[tuple]
 ) -> dict[tuple, list[tuple]]:
-    """On a worker: the source rows of one slice that match each listed mismatch's copy."""
+    """On a worker: the source rows of one slice (of keys, or of the source's own rows) that
+    match each listed mismatch's copy."""
     from auditor.engine import RunOptions
     from auditor.pairing import read_side
     from auditor.recheck import Lookups
@@ -233,7 +369,7 @@ def suggest_slice(
     from auditor.suggest import source_matches
 
     stop = threading.Event()
-    with _planned(config_path, rule_name, part) as plan, contextlib.ExitStack() as stack:
+    with _planned(config_path, rule_name, right=part) as plan, contextlib.ExitStack() as stack:
         lookups = Lookups(plan, stack, stop)
         copies = lookups.fetch(plan.left, "labels", labels)
         space = Scratch()
@@ -285,7 +421,8 @@ def run_slice(
     from auditor.engine import RunOptions, run_rule
     from auditor.mask import Masker
 
-    with _planned(config_path, rule_name, part) as plan:
+    only = None if part is None else dataclasses.replace(part, nulls=False)
+    with _planned(config_path, rule_name, left=part, right=only) as plan:
         run_options = RunOptions(
             batch_size=options["batch_size"],
             max_findings=options["max_findings"],
@@ -300,10 +437,94 @@ def run_slice(
         return dataclasses.replace(result, findings=tuple(result.findings))
 
 
+def read_slice(
+    part: RowSlice,
+    config_path: str,
+    rule_name: str,
+    role: str,
+    buckets: int,
+    options: dict[str, Any],
+    topic: str | None = None,
+) -> list[Any]:
+    """On a worker: one row slice of one side (`role` "left" or "right"), its keys in
+    canonical form, routed into `buckets` tables by key (partition_of, as a single process
+    partitions); returned as [rows read, bucket 0, bucket 1, ...]. A lost connection reads
+    the slice again (one statement, one snapshot)."""
+    from auditor.checks.base import partition_of
+    from auditor.concurrency import retrying
+    from auditor.engine import RunOptions
+    from auditor.pairing import batch_rows
+    from auditor.scan import grouped, prepared_batches
+
+    stop = threading.Event()
+    publisher = _Publisher(topic) if topic else None
+    with _planned(config_path, rule_name, **{role: part}) as plan:
+        side = plan.left if role == "left" else plan.right
+        rows_of = SideRows.of(side, plan.key_types)
+        keys = key_names(len(plan.key_types))
+        size = batch_rows(side, RunOptions(batch_size=options["batch_size"]))
+        read: Counter[str] = Counter()
+        routed: list[list[pa.RecordBatch]] = []
+
+        def counted(what: str, rows: int) -> None:  # the side's role, or unmatched rows
+            read[what] += rows
+            if publisher is not None and what == side.role:
+                publisher(rule_name, side.role, rows, side.info.estimated_rows)
+
+        def attempt() -> None:
+            read.clear()
+            routed[:] = [[] for _ in range(buckets)]
+            for batch in prepared_batches(side, rows_of, size, counted, stop):
+                ids = partition_of([batch.column(k) for k in keys], buckets)
+                ordered, bounds = grouped(batch, ids), _bucket_bounds(ids, buckets)
+                for bucket in range(buckets):
+                    if bounds[bucket + 1] > bounds[bucket]:
+                        length = int(bounds[bucket + 1] - bounds[bucket])
+                        routed[bucket].append(ordered.slice(int(bounds[bucket]), length))
+
+        retrying(attempt, rule_name, "scan_retry", stop)
+        if publisher is not None:
+            publisher.flush()
+        tables = [pa.Table.from_batches(b, rows_of.schema).combine_chunks() for b in routed]
+    return [dict(read), *tables]
+
+
+def _bucket_bounds(ids: np.ndarray, buckets: int) -> np.ndarray:
+    """Where each bucket's rows start in `ids` sorted (grouped), and where the last ends."""
+    return np.concatenate(([0], np.cumsum(np.bincount(ids, minlength=buckets))))
+
+
+def compare_bucket(
+    left: list[pa.Table],
+    right: list[pa.Table],
+    config_path: str,
+    rule_name: str,
+    options: dict[str, Any],
+) -> RuleResult:
+    """On a worker: one bucket of a shuffled rule, its pieces from every read task, compared
+    and confirmed by the single-process engine (which reads nothing but the recheck)."""
+    from auditor.engine import RunOptions, run_rule
+    from auditor.mask import Masker
+
+    with _planned(config_path, rule_name) as plan:
+        run_options = RunOptions(
+            batch_size=options["batch_size"],
+            max_findings=options["max_findings"],
+            recheck=options["recheck"],
+            masker=Masker.create(options["mask"]),
+            suggest=False,  # the client gathers suggestions across the source's slices
+            given=(left, right),
+        )
+        result = run_rule(plan, run_options, lambda *_: None, threading.Event())
+        return dataclasses.replace(result, findings=tuple(result.findings))
+
+
 @contextlib.contextmanager
-def _planned(config_path: str, rule_name: str, part: Slice | None) -> Iterator[RulePlan]:
-    """On a worker: the rule planned from the config file (the URLs stay in it), both scans
-    narrowed to the slice; its databases closed afterwards."""
+def _planned(
+    config_path: str, rule_name: str, left: Any = None, right: Any = None
+) -> Iterator[RulePlan]:
+    """On a worker: the rule planned from the config file (the URLs stay in it), each side's
+    scan narrowed to its slice (a Slice of keys or a RowSlice); its databases closed after."""
     from auditor import api
     from auditor.config.loader import load_config
     from auditor.db.engines import open_databases
@@ -312,14 +533,12 @@ def _planned(config_path: str, rule_name: str, part: Slice | None) -> Iterator[R
     databases = open_databases(config)
     try:
         plan = api.plan_rule(config, config.rule(rule_name), databases)
-        if part is not None:
-            only = dataclasses.replace(part, nulls=False)
-            plan = dataclasses.replace(
-                plan,
-                left=dataclasses.replace(plan.left, key_slice=part),
-                right=dataclasses.replace(plan.right, key_slice=only),
-            )
-        yield plan
+        narrowed = {
+            role: dataclasses.replace(getattr(plan, role), scan_slice=part)
+            for role, part in (("left", left), ("right", right))
+            if part is not None
+        }
+        yield dataclasses.replace(plan, **narrowed)
     finally:
         for database in databases.values():
             dispose = getattr(getattr(database, "engine", None), "dispose", None)

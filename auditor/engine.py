@@ -43,6 +43,9 @@ class RunOptions:
     incremental: incremental.Incremental | None = None  # `run --incremental` (SPEC §11)
     cluster: Any = None  # cluster.Cluster: rules run as slices on Dask workers (SPEC §12)
     suggest: bool = True  # False: a cluster slice, whose suggestions the client gathers
+    # Both sides already read (a cluster bucket: auditor.cluster.compare_bucket): compared and
+    # confirmed, not scanned.
+    given: tuple[list[pa.Table], list[pa.Table]] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RunOptions:
@@ -121,6 +124,9 @@ def _attempt(plan: RulePlan, options: RunOptions, progress, stop, started: float
 
             pairs = pairing.delta_pairs(plan, options, progress, stop, rows, delta, previous[1],
                                         state.since, lookups, read_source)  # fmt: skip
+        elif options.given is not None:
+            left, right = pairing.given_sides(plan, options, space, *options.given)
+            pairs = pairing.partition_pairs(left, right, pairing.rows_per_partition(options, plan))
         elif (right := pairing.held_right_side(plan, options, progress, stop, rows)) is None:
             if state is None:
                 left, right = pairing.scan_both(plan, options, progress, stop, space, rows)

@@ -276,6 +276,29 @@ def _spills(plan: RulePlan, options: RunOptions, space: Scratch) -> list[Spill]:
     ]
 
 
+def given_sides(
+    plan: RulePlan,
+    options: RunOptions,
+    space: Scratch,
+    left: list[pa.Table],
+    right: list[pa.Table],
+) -> tuple[Spill, Spill]:
+    """Both sides of a cluster bucket, already read by other tasks, in partitions as a scan
+    would leave them. The bucket's rows share one value of the bucket hash, so they are split
+    by an independent one (seed 1)."""
+    estimates = (sum(t.num_rows for t in left), sum(t.num_rows for t in right))
+    count = partition_count(*estimates, rows_per_partition=rows_per_partition(options, plan))
+    spills = []
+    for side, tables in ((plan.left, left), (plan.right, right)):
+        spill = Spill(SideRows.of(side, plan.key_types).schema, count, space, seed=1)
+        for table in tables:
+            for batch in table.to_batches():
+                spill.add(batch)
+        spill.finish()
+        spills.append(spill)
+    return spills[0], spills[1]
+
+
 def delta_pairs(
     plan: RulePlan,
     options: RunOptions,

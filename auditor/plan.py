@@ -52,7 +52,9 @@ class SidePlan:
     key_range: tuple[int, int] | None = None  # smallest and largest key (see read_key_range)
     extract: Extraction | None = None  # references found inside a text column (SPEC §9)
     changed: sa.Column | None = None  # moves when a row changes (incremental runs, SPEC §11)
-    key_slice: Any = None  # cluster.Slice: the scan reads only these compared keys (SPEC §12)
+    # A cluster task's share of the scan (SPEC §12): a cluster.Slice of the compared keys, or
+    # a cluster.RowSlice of the side's own rows (primary-key ranges or PostgreSQL pages).
+    scan_slice: Any = None
 
     # A SQL table is read again by key in the recheck; files are not (see auditor.files).
     rereadable = True
@@ -228,8 +230,8 @@ class SidePlan:
         """The scan query as text for the fast drivers, which run it as it is. A cluster
         slice narrows the scan only: look-ups by key (recheck, aliases) read the whole table."""
         query = self.select(since=since)
-        if self.key_slice is not None:
-            query = query.where(self.key_slice.condition(self.compare[0]))
+        if self.scan_slice is not None:
+            query = query.where(self.scan_slice.condition(self))
         return literal_sql(query, self.database.engine.dialect)
 
     def lookup_index_hint(self, columns: tuple[sa.Column, ...]) -> str | None:

@@ -49,6 +49,11 @@ class Dialect:
     def estimate_rows(self, conn: Connection, table: sa.Table) -> int | None:
         return None
 
+    def heap_pages(self, conn: Connection, table: sa.Table) -> int | None:
+        """How many pages a table's rows lie in, where a scan can be cut by physical row
+        address (PostgreSQL's ctid); None elsewhere (views, other databases)."""
+        return None
+
     def write_access(self, conn: Connection, tables: list[sa.Table]) -> str | None:
         """What this login could change, in words ("is a superuser", "may write to t"), or
         None. auditor never writes and checks its predicates; a read-only login is what makes
@@ -154,6 +159,15 @@ class PostgreSQL(Dialect):
             if current_pages
             else (0 if tuples == 0 else None)
         )
+
+    def heap_pages(self, conn: Connection, table: sa.Table) -> int | None:
+        """Pages of a plain table or materialised view (a partitioned parent has none)."""
+        sql = sa.text(
+            "SELECT pg_relation_size(oid) / current_setting('block_size')::int"
+            " FROM pg_class WHERE oid = to_regclass(:name) AND relkind IN ('r', 'm')"
+        )
+        pages = conn.execute(sql, {"name": _quoted_regclass(conn, table)}).scalar()
+        return None if pages is None else int(pages)
 
     def write_access(self, conn: Connection, tables: list[sa.Table]) -> str | None:
         superuser = "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"

@@ -1,8 +1,11 @@
 """Rules on a Dask LocalCluster of two worker processes (SPEC §12): the same findings as one
-process, on every backend pair, also when a worker is killed mid-run."""
+process, on every backend pair, also when a worker is killed mid-run. Integer keys are
+sliced by key ranges; other keys are shuffled (row slices routed into buckets by key)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -10,12 +13,23 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 
 import auditor
 from auditor import api
-from auditor.cluster import Cluster, sliceable, slices
+from auditor.cluster import (
+    Cluster,
+    RowSlice,
+    compare_bucket,
+    read_slice,
+    row_slices,
+    shuffled,
+    sliceable,
+    slices,
+)
 from auditor.engine import RunOptions
 from tests.scenarios import build_pii, build_reference
 
@@ -59,11 +73,36 @@ def test_rules_are_sliced_by_integer_key_only(database_factory, write_config):
     # legacy-refs holds ids as text: a text range is no integer range; one task runs it.
     sliced = {name for name, plan in plans.items() if sliceable(plan)}
     assert sliced == {"reviews-products", "reviews-not-null"}
+    spread = {name for name, plan in plans.items() if shuffled(plan)}
+    assert spread == {"items-by-sku", "legacy-refs", "shares-by-uid", "cart-variants"}
     parts = slices(plans["reviews-products"], 4)
     assert parts[0].low is None and parts[0].nulls and parts[-1].high is None
     assert not any(part.nulls for part in parts[1:])
     for database in databases.values():
         database.engine.dispose()
+
+
+@contextlib.contextmanager
+def _killing_a_worker(client, task: str) -> Iterator[None]:
+    """SIGKILL the first worker seen running a task named `task` while the block runs."""
+    pids = client.run(os.getpid)
+    killed: list[int] = []
+
+    def kill() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            for address, keys in client.processing().items():
+                if address in pids and any(str(key).startswith(task) for key in keys):
+                    os.kill(pids[address], signal.SIGKILL)
+                    killed.append(pids[address])
+                    break
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill, daemon=True)
+    killer.start()
+    yield
+    killer.join()
+    assert killed, f"no worker ran {task} long enough to be killed"
 
 
 def test_a_worker_killed_mid_run_changes_nothing(database_factory, write_config, cluster):
@@ -87,24 +126,8 @@ def test_a_worker_killed_mid_run_changes_nothing(database_factory, write_config,
                           "soft_delete": "deleted = 1"}}],
     }))  # fmt: skip
     alone = found(config)
-    client = cluster.client()
-    pids = client.run(os.getpid)
-    killed: list[int] = []
-
-    def kill_a_busy_worker() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not killed:
-            busy = [address for address, tasks in client.processing().items() if tasks]
-            if busy and busy[0] in pids:
-                os.kill(pids[busy[0]], signal.SIGKILL)
-                killed.append(pids[busy[0]])
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_a_busy_worker, daemon=True)
-    killer.start()
-    assert found(config, cluster) == alone
-    killer.join()
-    assert killed, "no worker was busy long enough to be killed"
+    with _killing_a_worker(cluster.client(), "run_slice"):
+        assert found(config, cluster) == alone
     assert alone["reviews-products"][0] == {"orphan": 50 * 12, "soft_deleted": 515 * 12}
 
 
@@ -196,3 +219,114 @@ def test_a_suggested_key_in_another_slice_is_found(database_factory, write_confi
         for f in spread["orders-customers"][1]
     }
     assert suggested == {2: {"id": 999}, 999: {"id": 2}, 5: None}
+
+
+def _sku_tables(catalog, shop, orders: int = 5_000) -> dict:
+    """A text key: products by sku (one sku held twice, far apart), orders pointing at them."""
+    products = [(i, f"SKU-{i:06d}") for i in range(1, 3_001) if i % 100]  # every 100th gone
+    products.append((5_000, "SKU-000007"))  # a duplicated sku, in another slice of rows
+    items = [(i, f"SKU-{i % 3_000 + 1:06d}") for i in range(1, orders + 1)]
+    for database, table, rows, key in ((catalog, "products", products, "id integer"),
+                                       (shop, "orders", items, "id integer")):  # fmt: skip
+        text = "varchar(20)"
+        if database.backend == "sqlite":
+            with sqlite3.connect(database.url.removeprefix("sqlite:///")) as db:
+                db.execute(f"CREATE TABLE {table} ({key} PRIMARY KEY, sku {text})")
+                db.executemany(f"INSERT INTO {table} VALUES (?, ?)", rows)
+        else:
+            database.execute(f"CREATE TABLE {table} ({key} PRIMARY KEY, sku {text})")
+            with database.engine.begin() as conn:
+                conn.execute(sa.text(f"INSERT INTO {table} VALUES (:id, :sku)"),
+                             [{"id": i, "sku": sku} for i, sku in rows])  # fmt: skip
+    return {
+        "version": 1,
+        "databases": {"catalog": {"url": catalog.url}, "shop": {"url": shop.url}},
+        "settings": {"batch_size": 500},
+        "rules": [{"name": "orders-products", "type": "reference",
+                   "from": {"db": "shop", "table": "orders", "columns": ["sku"]},
+                   "to": {"db": "catalog", "table": "products", "columns": ["sku"]}}],
+    }  # fmt: skip
+
+
+def test_row_slices_read_every_row_once(database_factory, write_config):
+    """PostgreSQL without an integer primary key: heap pages (ctid); with one: its ranges."""
+    catalog, shop = database_factory("postgresql"), database_factory("sqlite")
+    catalog.execute("CREATE TABLE codes (code text PRIMARY KEY, note text)")
+    catalog.execute("INSERT INTO codes SELECT 'C' || i, repeat('x', 200) "
+                    "FROM generate_series(1, 3000) i")  # fmt: skip
+    catalog.execute("CREATE VIEW live_codes AS SELECT * FROM codes")
+    with sqlite3.connect(shop.url.removeprefix("sqlite:///")) as db:
+        db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, code TEXT)")
+        db.executemany("INSERT INTO items VALUES (?, ?)", ((i * 7, f"C{i}") for i in range(900)))
+    rule = {"type": "reference", "from": {"db": "shop", "table": "items", "columns": ["code"]}}
+    config = auditor.load_config(write_config({
+        "version": 1,
+        "databases": {"catalog": {"url": catalog.url}, "shop": {"url": shop.url}},
+        "rules": [{**rule, "name": "by-page", "to": {"db": "catalog", "table": "codes",
+                                                      "columns": ["code"]}},
+                  {**rule, "name": "by-view", "to": {"db": "catalog", "table": "live_codes",
+                                                      "columns": ["code"]}}],
+    }))  # fmt: skip
+    databases = api.open_databases(config)
+    try:
+        page, view = (api.plan_rule(config, r, databases) for r in config.rules)
+        by_page = row_slices(page.right, 4)
+        assert len(by_page) == 4 and all(p.column is None for p in by_page)
+        by_id = row_slices(page.left, 3)
+        assert [p.column for p in by_id] == ["id"] * 3
+        assert row_slices(view.right, 4) == [RowSlice(None, None, None)]
+        for side, parts, total in ((page.right, by_page, 3000), (page.left, by_id, 900)):
+            counted = []
+            for part in parts:
+                narrowed = dataclasses.replace(side, scan_slice=part)
+                counted.append(sum(b.num_rows for b in narrowed.stream(10_000)))
+            assert sum(counted) == total and all(counted), counted
+    finally:
+        for database in databases.values():
+            database.engine.dispose()
+
+
+def test_buckets_bring_each_key_together(database_factory, write_config):
+    """read_slice and compare_bucket in this process: every key's rows of both sides land in
+    one bucket, and the buckets' findings add up to one process's, the duplicate once."""
+    catalog, shop = database_factory("sqlite"), database_factory("sqlite")
+    path = write_config(_sku_tables(catalog, shop))
+    config = auditor.load_config(path)
+    options = {"batch_size": 500, "max_findings": 0, "recheck": True, "mask": "partial"}
+    databases = api.open_databases(config)
+    plan = api.plan_rule(config, config.rules[0], databases)
+    parts = {"left": row_slices(plan.left, 3), "right": row_slices(plan.right, 2)}
+    for database in databases.values():
+        database.engine.dispose()
+    read = {
+        role: [read_slice(part, str(path), "orders-products", role, 5, options) for part in slices]
+        for role, slices in parts.items()
+    }
+    assert sum(r[0]["from"] for r in read["left"]) == 5_000
+    assert sum(r[0]["to"] for r in read["right"]) == 2_971
+    buckets = {}
+    for results in read.values():
+        for result in results:
+            for bucket, table in enumerate(result[1:]):
+                for key in table["c0"].to_pylist():
+                    assert buckets.setdefault(key, bucket) == bucket
+    counts: dict[str, int] = {}
+    for bucket in range(5):
+        result = compare_bucket([r[bucket + 1] for r in read["left"]],
+                                [r[bucket + 1] for r in read["right"]],
+                                str(path), "orders-products", options)  # fmt: skip
+        for kind, n in result.counts.items():
+            counts[kind] = counts.get(kind, 0) + n
+    alone = found(config)["orders-products"][0]
+    assert counts == alone == {"orphan": 5_000 // 100, "duplicate_key": 1}
+
+
+def test_a_worker_killed_mid_shuffle_changes_nothing(database_factory, write_config, cluster):
+    catalog, shop = database_factory("postgresql"), database_factory("sqlite")
+    config = auditor.load_config(write_config(_sku_tables(catalog, shop, orders=300_000)))
+    alone = found(config)
+    # Killed while it compares a bucket: the pieces it held (read there) are lost too and are
+    # read again from their tasks.
+    with _killing_a_worker(cluster.client(), "compare_bucket"):
+        assert found(config, cluster) == alone
+    assert alone["orders-products"][0] == {"orphan": 3_000, "duplicate_key": 1}
