@@ -1,4 +1,5 @@
-"""Runs on a Dask cluster (SPEC §12): one rule as K key-range slices, one task each.
+"""Runs on a Dask cluster (SPEC §12): one rule as K key-range slices, one task each, or
+shuffled through buckets by key.
 
 Imported only with `run --cluster ADDRESS` or `--workers N`; nothing of Dask is imported
 otherwise (`dask[distributed]` is the optional extra `auditor[dask]`).
@@ -11,7 +12,8 @@ rows are selected by the compared column, which `check` asks to be indexed for l
 NULL references go with the first slice. Each task runs the single-process engine on its
 slice (scan, compare, recheck by key, alias chase) with its own read-only connections, opened
 from the config file's path on the worker: no URL or password travels in the task graph.
-The client adds the counts up and lists findings slice by slice up to `max_findings`.
+The client adds the counts up and lists the first `max_findings` findings in report order,
+taking the slices' results one at a time.
 
 Exactness: a slice reads each side in one statement (one snapshot), but slices are different
 statements, so the run as a whole sees no single snapshot; every finding is still re-read by
@@ -46,7 +48,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +58,7 @@ import sqlalchemy as sa
 
 from auditor.batch import SideRows, key_names
 from auditor.db.reflect import category, unsigned_64
+from auditor.findings import FindingLog
 from auditor.plan import RulePlan, SidePlan, StoreSidePlan
 from auditor.result import Finding, RuleResult, finished_status
 
@@ -294,8 +297,8 @@ def _shuffle(
     # again from its read task, which the scheduler keeps while a piece depends on it.
     sources = reads["right"][0]
     del reads, pieces
-    results, read_rows = client.gather(compared), client.gather(counted)
-    result = merged(plan, list(results), options["max_findings"])
+    result = merged(plan, _in_turn(compared), options["max_findings"])
+    read_rows = client.gather(counted)
     rows: Counter[str] = Counter()
     for each in read_rows:
         rows.update(each)
@@ -309,9 +312,10 @@ def _each_slice(
     config_path: str,
     plan: RulePlan,
     **more: Any,
-) -> list[Any]:
+) -> Iterator[Any]:
     """`task` run once per slice on the workers (retried twice: a slice only reads), results
-    in slice order; workers plan the rule from the config file's path."""
+    in slice order, one at a time (_in_turn); workers plan the rule from the config file's
+    path."""
     futures = client.map(
         task,
         parts,
@@ -321,7 +325,7 @@ def _each_slice(
         retries=2,
         **more,
     )
-    return list(client.gather(futures))
+    return _in_turn(futures)
 
 
 def _labels(finding: Finding) -> tuple[str, ...]:
@@ -546,27 +550,42 @@ def _planned(
                 dispose()
 
 
-def merged(plan: RulePlan, results: list[RuleResult], cap: int) -> RuleResult:
-    """One rule's result from its slices': counts added, findings listed slice by slice (the
-    caller sets the duration: the client's wall time, suggestions included)."""
-    errors = [r for r in results if r.status == "error"]
-    first = results[0]
-    if errors:
-        return errors[0]
+def merged(plan: RulePlan, results: Iterable[RuleResult], cap: int) -> RuleResult:
+    """One rule's result from its slices' or buckets', taken one at a time: counts added,
+    the first `cap` findings listed (all with 0) in report order, as one process lists them,
+    through a FindingLog (past 50,000 findings it sorts them to disk: the client's memory stays
+    flat). The first error wins. The caller sets the duration: the client's wall time."""
+    first: RuleResult | None = None
+    error: RuleResult | None = None
     counts: Counter[str] = Counter()
     rows: Counter[str] = Counter()
-    findings: list[Finding] = []
+    listed = FindingLog()
     for result in results:
+        first = first or result
+        if result.status == "error":
+            error = error or result
+            continue
         counts.update(result.counts)
         rows.update(result.rows_scanned)
-        findings.extend(result.findings)
-    listed = findings if cap == 0 else findings[:cap]
-    total = sum(counts.values())
+        for finding in result.findings:
+            if cap == 0 or listed.count < cap:
+                listed.add(finding)
+    assert first is not None, "a rule has at least one slice"
+    if error is not None:
+        return error
     return dataclasses.replace(
         first,
         status=finished_status(plan.rule.severity, dict(counts)),
         counts=dict(counts),
         rows_scanned=dict(rows),
-        findings=tuple(listed),
-        findings_truncated=total > len(listed),
+        findings=listed.findings(),
+        findings_truncated=sum(counts.values()) > listed.count,
     )
+
+
+def _in_turn(futures: list[Any]) -> Iterator[Any]:
+    """Each future's result in order, fetched only when wanted; the list is emptied as they
+    are taken, so a result is released on its worker once the client has it, and the client
+    holds one slice's findings at a time, not every slice's."""
+    while futures:
+        yield futures.pop(0).result()

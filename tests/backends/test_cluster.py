@@ -330,3 +330,22 @@ def test_a_worker_killed_mid_shuffle_changes_nothing(database_factory, write_con
     with _killing_a_worker(cluster.client(), "compare_bucket"):
         assert found(config, cluster) == alone
     assert alone["orders-products"][0] == {"orphan": 3_000, "duplicate_key": 1}
+
+
+def test_findings_are_listed_in_report_order_with_flat_client_memory(
+    database_factory, write_config, cluster, monkeypatch
+):
+    """The client lists the slices' findings as one process does (report order), through a
+    FindingLog that spills past RUN_FINDINGS (3 here) instead of holding every slice's."""
+    from auditor import findings
+
+    catalog, reviews = database_factory("sqlite"), database_factory("postgresql")
+    config = auditor.load_config(write_config(build_reference(catalog, reviews)))
+    options = RunOptions.from_settings(config.settings, max_findings=0)
+    alone = auditor.run(config, options=options)
+    monkeypatch.setattr(findings, "RUN_FINDINGS", 3)
+    spread = auditor.run(config, options=dataclasses.replace(options, cluster=cluster))
+    for one, other in zip(alone.rules, spread.rules, strict=True):
+        assert [f.to_dict() for f in other.findings] == [f.to_dict() for f in one.findings]
+    sliced = next(r for r in spread.rules if r.name == "reviews-products")
+    assert isinstance(sliced.findings, findings.SpilledFindings)
