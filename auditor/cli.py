@@ -196,7 +196,9 @@ def run(
             raise ConfigError("--cluster/--workers need Dask: pip install 'auditor[dask]'")
         from auditor.cluster import Cluster
 
-        overrides["cluster"] = Cluster(cluster, workers)
+        spread = Cluster(cluster, workers)
+        spread.client()  # an unreachable scheduler is one error now (exit 3), not one per rule
+        overrides["cluster"] = spread
     explicit = {
         "json": json_path,
         "html": html_path,

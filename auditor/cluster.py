@@ -58,6 +58,7 @@ import sqlalchemy as sa
 
 from auditor.batch import SideRows, key_names
 from auditor.db.reflect import category, unsigned_64
+from auditor.errors import DatabaseError
 from auditor.findings import FindingLog
 from auditor.plan import RulePlan, SidePlan, StoreSidePlan
 from auditor.result import Finding, RuleResult, finished_status
@@ -65,6 +66,7 @@ from auditor.result import Finding, RuleResult, finished_status
 SLICES_PER_WORKER = 4  # slices a worker runs in turn: a slow slice delays less
 ROWS_PER_TASK = 1_000_000  # at most about this many rows of a side per read or bucket task
 PUBLISH_ROWS = 100_000  # a worker's progress message per this many rows of a side
+CONNECT_TIMEOUT_S = 10  # to reach the scheduler at --cluster ADDRESS
 
 
 @dataclass
@@ -75,13 +77,26 @@ class Cluster:
     workers: int | None = None
     _client: Any = None
     _local: Any = None
+    _unreachable: DatabaseError | None = None
 
     def client(self) -> Any:
+        """The Dask client, connected (or the local cluster started) on first use. A scheduler
+        that does not answer is a DatabaseError naming its address (exit 3), raised again at
+        once on later calls: each rule must not wait out its own connect timeout."""
+        if self._unreachable is not None:
+            raise self._unreachable
         if self._client is None:
             from distributed import Client, LocalCluster
 
             if self.address:
-                self._client = Client(self.address)
+                try:
+                    self._client = Client(self.address, timeout=CONNECT_TIMEOUT_S)
+                except (OSError, TimeoutError) as exc:
+                    reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+                    self._unreachable = DatabaseError(
+                        f"cannot reach the Dask scheduler at {self.address}: {reason}"
+                    )
+                    raise self._unreachable from None
             else:
                 self._local = LocalCluster(
                     n_workers=self.workers or 2,

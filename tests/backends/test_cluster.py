@@ -349,3 +349,32 @@ def test_findings_are_listed_in_report_order_with_flat_client_memory(
         assert [f.to_dict() for f in other.findings] == [f.to_dict() for f in one.findings]
     sliced = next(r for r in spread.rules if r.name == "reviews-products")
     assert isinstance(sliced.findings, findings.SpilledFindings)
+
+
+def test_an_unreachable_scheduler_is_one_error_naming_it(tmp_path, monkeypatch, capsys):
+    import socket
+
+    from auditor import cluster as spread
+    from auditor import demo
+    from auditor.cli import main
+    from auditor.errors import DatabaseError
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr(spread, "CONNECT_TIMEOUT_S", 1)
+    path = demo.build(tmp_path / "demo")
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(path), "-q", "--cluster", address])
+    assert exited.value.code == 3
+    assert time.monotonic() - started < 15  # once, not once per rule
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"auditor: error: cannot reach the Dask scheduler at {address}: ")
+    unreachable = Cluster(address)
+    with pytest.raises(DatabaseError):
+        unreachable.client()
+    started = time.monotonic()
+    with pytest.raises(DatabaseError):  # remembered: a library caller's next rule fails at once
+        unreachable.client()
+    assert time.monotonic() - started < 0.5
