@@ -190,6 +190,8 @@ def run(
     if incremental:
         overrides["incremental"] = api.incremental_state(cfg, full)
     if cluster or workers:
+        if incremental:  # said before a local cluster starts (api.run says it per rule too)
+            raise ConfigError("--incremental runs in one process: leave out --cluster/--workers")
         import importlib.util
 
         if importlib.util.find_spec("distributed") is None:

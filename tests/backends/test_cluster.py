@@ -378,3 +378,22 @@ def test_an_unreachable_scheduler_is_one_error_naming_it(tmp_path, monkeypatch, 
     with pytest.raises(DatabaseError):  # remembered: a library caller's next rule fails at once
         unreachable.client()
     assert time.monotonic() - started < 0.5
+
+
+def test_incremental_on_a_cluster_is_refused_before_any_worker_starts(tmp_path, capsys):
+    from auditor import demo
+    from auditor.cli import main
+
+    path = demo.build(tmp_path / "demo")
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(path), "-q", "--workers", "2", "--incremental"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "auditor: error: --incremental runs in one process: leave out --cluster/--workers"
+    )
+    config = auditor.load_config(path)
+    options = RunOptions.from_settings(config.settings, cluster=Cluster(workers=1))
+    options.incremental = api.incremental_state(config)
+    result = auditor.run(config, rules=["reviews-have-live-products"], options=options)
+    assert result.exit_code == 2 and "runs in one process" in result.rules[0].error
+    assert options.cluster._client is None  # the library refuses it before connecting too
