@@ -62,6 +62,7 @@ from auditor.errors import DatabaseError
 from auditor.findings import FindingLog
 from auditor.plan import RulePlan, SidePlan, StoreSidePlan
 from auditor.result import Finding, RuleResult, finished_status
+from auditor.scan import MAX_PARTITIONS
 
 SLICES_PER_WORKER = 4  # slices a worker runs in turn: a slow slice delays less
 ROWS_PER_TASK = 1_000_000  # at most about this many rows of a side per read or bucket task
@@ -278,13 +279,19 @@ def _shares(side: SidePlan, least: int) -> int:
     return max(least, math.ceil((side.info.estimated_rows or 0) / ROWS_PER_TASK))
 
 
+def bucket_count(plan: RulePlan, tasks: int) -> int:
+    """Buckets of a shuffled rule: one compare task per bigger side's share, at most
+    MAX_PARTITIONS (rows are put in bucket order by a 16-bit radix sort, scan.grouped)."""
+    return min(MAX_PARTITIONS, max(_shares(plan.left, tasks), _shares(plan.right, tasks)))
+
+
 def _shuffle(
     client: Any, config_path: str, plan: RulePlan, options: dict[str, Any], tasks: int,
     topic: str | None,
 ) -> tuple[RuleResult, list[RowSlice]]:  # fmt: skip
     """The rule read in row slices by one set of tasks and compared bucket by bucket by
     another; Dask hands each bucket's pieces from the read tasks to its compare task."""
-    buckets = max(_shares(plan.left, tasks), _shares(plan.right, tasks))
+    buckets = bucket_count(plan, tasks)
     reads = {}
     for role, side in (("left", plan.left), ("right", plan.right)):
         parts = row_slices(side, _shares(side, tasks))

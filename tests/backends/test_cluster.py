@@ -23,6 +23,7 @@ from auditor import api
 from auditor.cluster import (
     Cluster,
     RowSlice,
+    bucket_count,
     compare_bucket,
     read_slice,
     row_slices,
@@ -397,3 +398,17 @@ def test_incremental_on_a_cluster_is_refused_before_any_worker_starts(tmp_path, 
     result = auditor.run(config, rules=["reviews-have-live-products"], options=options)
     assert result.exit_code == 2 and "runs in one process" in result.rules[0].error
     assert options.cluster._client is None  # the library refuses it before connecting too
+
+
+def test_buckets_are_as_many_as_the_bigger_side_needs_and_at_most_max_partitions():
+    from types import SimpleNamespace
+
+    from auditor.scan import MAX_PARTITIONS
+
+    def plan(left: int | None, right: int | None):
+        side = lambda rows: SimpleNamespace(info=SimpleNamespace(estimated_rows=rows))  # noqa: E731
+        return SimpleNamespace(left=side(left), right=side(right))
+
+    assert bucket_count(plan(None, 10), 8) == 8
+    assert bucket_count(plan(20_500_000, 3_000_000), 8) == 21
+    assert bucket_count(plan(10**12, 10**9), 8) == MAX_PARTITIONS
