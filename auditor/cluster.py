@@ -189,7 +189,10 @@ def sliceable(plan: RulePlan) -> bool:
 def slices(plan: RulePlan, count: int) -> list[Slice]:
     """`count` ranges of equal width over both sides' smallest to largest key (a min/max each,
     answered from an index), the first taking NULL references."""
-    bounds = [_min_max(side) for side in (plan.left, plan.right)]
+    bounds = []
+    for side in (plan.left, plan.right):
+        with side.database.snapshot() as conn:
+            bounds.append(_min_max(conn, side, side.compare[0]))
     known = [b for b in bounds if b is not None]
     if not known or count <= 1:
         return [Slice(None, None, nulls=True)]
@@ -216,21 +219,21 @@ def row_slices(side: SidePlan, count: int) -> list[RowSlice]:
     column = table.c[key[0]] if len(key) == 1 else None
     with side.database.snapshot() as conn:
         if column is not None and category(column) == "int" and not unsigned_64(column):
-            low, high = conn.execute(sa.select(sa.func.min(column), sa.func.max(column))).one()
-            if low is None:
+            bounds = _min_max(conn, side, column)
+            if bounds is None:
                 return whole
-            return [RowSlice(key[0], a, b) for a, b in _ranges(int(low), int(high), count)]
+            return [RowSlice(key[0], a, b) for a, b in _ranges(*bounds, count)]
         pages = side.database.dialect.heap_pages(conn, table)
     if not pages:
         return whole
     return [RowSlice(None, a, b) for a, b in _ranges(0, pages - 1, min(count, pages))]
 
 
-def _min_max(side: SidePlan) -> tuple[int, int] | None:
-    column = side.compare[0]
+def _min_max(conn: sa.Connection, side: SidePlan, column: sa.Column) -> tuple[int, int] | None:
+    """The smallest and largest value of an integer column of the side's table (an index
+    answers), or None when it holds none."""
     query = sa.select(sa.func.min(column), sa.func.max(column)).select_from(side.info.table)
-    with side.database.snapshot() as conn:
-        low, high = conn.execute(query).one()
+    low, high = conn.execute(query).one()
     return None if low is None else (int(low), int(high))
 
 
@@ -251,21 +254,18 @@ def run_on_cluster(
         assert progress is not None
         forward = progress
         client.subscribe_topic(topic, lambda event: forward(*event[1]))
-    sources: list = []  # the slices of the referenced/source side, for suggest_keys
+    sources: list[Slice | RowSlice]  # the source side's slices, for suggest_keys
     try:
-        if sliceable(plan):
-            sources = slices(plan, tasks)
+        if shuffled(plan):
+            result, by_rows = _shuffle(client, config_path, plan, options, tasks, topic)
+            sources = list(by_rows)
+        else:  # sliced by key ranges, or one task (None: not narrowed, suggests by itself)
+            parts = slices(plan, tasks) if sliceable(plan) else [None]
             results = _each_slice(
-                client, run_slice, sources, config_path, plan, options=options, topic=topic
+                client, run_slice, parts, config_path, plan, options=options, topic=topic
             )
             result = merged(plan, results, options["max_findings"])
-        elif shuffled(plan):
-            result, sources = _shuffle(client, config_path, plan, options, tasks, topic)
-        else:
-            results = _each_slice(
-                client, run_slice, [None], config_path, plan, options=options, topic=topic
-            )
-            result = merged(plan, results, options["max_findings"])
+            sources = [part for part in parts if part is not None]
     finally:
         if topic is not None:
             client.unsubscribe_topic(topic)
@@ -435,6 +435,20 @@ class _Publisher:
         self.pending.clear()
 
 
+def _run_options(options: dict[str, Any], **more: Any) -> Any:
+    """On a worker: the engine's RunOptions from the settings the task graph carries."""
+    from auditor.engine import RunOptions
+    from auditor.mask import Masker
+
+    return RunOptions(
+        batch_size=options["batch_size"],
+        max_findings=options["max_findings"],
+        recheck=options["recheck"],
+        masker=Masker.create(options["mask"]),
+        **more,
+    )
+
+
 def run_slice(
     part: Slice | None,
     config_path: str,
@@ -444,18 +458,12 @@ def run_slice(
 ) -> RuleResult:
     """On a worker: plan the rule from the config file, narrow both sides to the slice, run it
     with the single-process engine; findings come back as a list (not a spill on this disk)."""
-    from auditor.engine import RunOptions, run_rule
-    from auditor.mask import Masker
+    from auditor.engine import run_rule
 
     only = None if part is None else dataclasses.replace(part, nulls=False)
     with _planned(config_path, rule_name, left=part, right=only) as plan:
-        run_options = RunOptions(
-            batch_size=options["batch_size"],
-            max_findings=options["max_findings"],
-            recheck=options["recheck"],
-            masker=Masker.create(options["mask"]),
-            suggest=part is None,  # sliced: the client gathers suggestions across slices
-        )
+        # Sliced, the client gathers suggestions across the slices (_with_suggestions).
+        run_options = _run_options(options, suggest=part is None)
         publisher = _Publisher(topic) if topic else None
         result = run_rule(plan, run_options, publisher or (lambda *_: None), threading.Event())
         if publisher is not None:
@@ -480,7 +488,7 @@ def read_slice(
     from auditor.concurrency import retrying
     from auditor.engine import RunOptions
     from auditor.pairing import batch_rows
-    from auditor.scan import grouped, prepared_batches
+    from auditor.scan import by_partition, prepared_batches
 
     stop = threading.Event()
     publisher = _Publisher(topic) if topic else None
@@ -502,22 +510,15 @@ def read_slice(
             routed[:] = [[] for _ in range(buckets)]
             for batch in prepared_batches(side, rows_of, size, counted, stop):
                 ids = partition_of([batch.column(k) for k in keys], buckets)
-                ordered, bounds = grouped(batch, ids), _bucket_bounds(ids, buckets)
-                for bucket in range(buckets):
-                    if bounds[bucket + 1] > bounds[bucket]:
-                        length = int(bounds[bucket + 1] - bounds[bucket])
-                        routed[bucket].append(ordered.slice(int(bounds[bucket]), length))
+                sizes = np.bincount(ids, minlength=buckets)
+                for bucket, rows in by_partition(batch, ids, sizes):
+                    routed[bucket].append(rows)
 
         retrying(attempt, rule_name, "scan_retry", stop)
         if publisher is not None:
             publisher.flush()
         tables = [pa.Table.from_batches(b, rows_of.schema).combine_chunks() for b in routed]
     return [dict(read), *tables]
-
-
-def _bucket_bounds(ids: np.ndarray, buckets: int) -> np.ndarray:
-    """Where each bucket's rows start in `ids` sorted (grouped), and where the last ends."""
-    return np.concatenate(([0], np.cumsum(np.bincount(ids, minlength=buckets))))
 
 
 def compare_bucket(
@@ -529,18 +530,11 @@ def compare_bucket(
 ) -> RuleResult:
     """On a worker: one bucket of a shuffled rule, its pieces from every read task, compared
     and confirmed by the single-process engine (which reads nothing but the recheck)."""
-    from auditor.engine import RunOptions, run_rule
-    from auditor.mask import Masker
+    from auditor.engine import run_rule
 
     with _planned(config_path, rule_name) as plan:
-        run_options = RunOptions(
-            batch_size=options["batch_size"],
-            max_findings=options["max_findings"],
-            recheck=options["recheck"],
-            masker=Masker.create(options["mask"]),
-            suggest=False,  # the client gathers suggestions across the source's slices
-            given=(left, right),
-        )
+        # The client gathers suggestions across the source's row slices (_with_suggestions).
+        run_options = _run_options(options, suggest=False, given=(left, right))
         result = run_rule(plan, run_options, lambda *_: None, threading.Event())
         return dataclasses.replace(result, findings=tuple(result.findings))
 

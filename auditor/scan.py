@@ -77,6 +77,17 @@ def grouped(batch: pa.RecordBatch, ids: np.ndarray) -> pa.RecordBatch:
     return batch.take(numpy_array(order))
 
 
+def by_partition(
+    batch: pa.RecordBatch, ids: np.ndarray, sizes: np.ndarray
+) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(partition, its rows of the batch as one slice) for each partition that has any;
+    `ids`: each row's partition, `sizes`: rows per partition (their bincount)."""
+    ordered = grouped(batch, ids)
+    starts = np.concatenate(([0], np.cumsum(sizes)))
+    for part in np.flatnonzero(sizes):
+        yield int(part), ordered.slice(int(starts[part]), int(sizes[part]))
+
+
 class Spill:
     """The prepared rows of one side, split into partitions by the canonical key (partition_of:
     by ranges of `key_range` when given, else by remainder or hash)."""
@@ -126,19 +137,16 @@ class Spill:
             self._memory[0].append(batch)
             return
         ids = partition_of(self._key_columns(batch), self.partitions, self.seed, self.key_range)
-        sorted_batch = grouped(batch, ids)
         sizes = np.bincount(ids, minlength=self.partitions)
         self.counts += sizes
         self.sizes += sizes * (batch.nbytes / batch.num_rows)
-        bounds = np.concatenate(([0], np.cumsum(sizes)))
         # At most WRITE_SLICE_BYTES an IPC batch: a side read in key order sends whole batches
         # to one partition, and writing them whole peaked 20-25 MB higher (W2, W3).
         step = max(256, WRITE_SLICE_BYTES * batch.num_rows // max(batch.nbytes, 1))
-        for part in np.flatnonzero(np.diff(bounds)):
-            writer = self._writer(int(part))
-            for start in range(int(bounds[part]), int(bounds[part + 1]), step):
-                length = min(step, int(bounds[part + 1]) - start)
-                writer.write_batch(sorted_batch.slice(start, length))
+        for part, rows in by_partition(batch, ids, sizes):
+            writer = self._writer(part)
+            for start in range(0, rows.num_rows, step):
+                writer.write_batch(rows.slice(start, step))
 
     def _writer(self, part: int) -> pa.ipc.RecordBatchStreamWriter:
         if part not in self._writers:
