@@ -58,7 +58,7 @@ import sqlalchemy as sa
 
 from auditor.batch import SideRows, key_names
 from auditor.db.reflect import category, unsigned_64
-from auditor.errors import DatabaseError
+from auditor.errors import ConfigError, DatabaseError
 from auditor.findings import FindingLog
 from auditor.plan import RulePlan, SidePlan, StoreSidePlan
 from auditor.result import Finding, RuleResult, finished_status
@@ -81,9 +81,10 @@ class Cluster:
     _unreachable: DatabaseError | None = None
 
     def client(self) -> Any:
-        """The Dask client, connected (or the local cluster started) on first use. A scheduler
-        that does not answer is a DatabaseError naming its address (exit 3), raised again at
-        once on later calls: each rule must not wait out its own connect timeout."""
+        """The Dask client, connected (or the local cluster started) on first use. An address
+        Dask cannot parse is a ConfigError (exit 2). A scheduler that does not answer is a
+        DatabaseError naming its address (exit 3), raised again at once on later calls: each
+        rule must not wait out its own connect timeout."""
         if self._unreachable is not None:
             raise self._unreachable
         if self._client is None:
@@ -92,6 +93,10 @@ class Cluster:
             if self.address:
                 try:
                     self._client = Client(self.address, timeout=CONNECT_TIMEOUT_S)
+                except ValueError:  # unparsable; not echoed, it may hold a secret
+                    raise ConfigError(
+                        "--cluster: not a Dask scheduler address (e.g. tcp://HOST:8786)"
+                    ) from None
                 except (OSError, TimeoutError) as exc:
                     reason = (str(exc).splitlines() or [type(exc).__name__])[0]
                     self._unreachable = DatabaseError(

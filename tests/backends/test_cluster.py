@@ -412,3 +412,19 @@ def test_buckets_are_as_many_as_the_bigger_side_needs_and_at_most_max_partitions
     assert bucket_count(plan(None, 10), 8) == 8
     assert bucket_count(plan(20_500_000, 3_000_000), 8) == 21
     assert bucket_count(plan(10**12, 10**9), 8) == MAX_PARTITIONS
+
+
+def test_a_malformed_scheduler_address_is_a_config_error_that_does_not_echo_it(tmp_path, capsys):
+    from auditor import demo
+    from auditor.cli import main
+
+    path = demo.build(tmp_path / "demo")
+    for address in ("tcp://user:secret@127.0.0.1:9", "nonsense"):
+        with pytest.raises(SystemExit) as exited:
+            main(["run", str(path), "-q", "--cluster", address])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert (
+            err
+            == "auditor: error: --cluster: not a Dask scheduler address (e.g. tcp://HOST:8786)\n"
+        )
